@@ -1,0 +1,1 @@
+"""The agent loop: plan, act, verify, streamed as typed events."""

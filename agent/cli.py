@@ -1,0 +1,111 @@
+"""The `tokentrail` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from backends import BackendError, GenerationRequest, Message, SamplingParams, load_backend
+
+
+def _version() -> str:
+    try:
+        return version("tokentrail")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+
+
+def _backend(name: str, model: str | None, options: tuple[str, ...]):
+    kwargs = _parse_options(options)
+    if model is not None:
+        kwargs["model"] = model
+    try:
+        return load_backend(name, **kwargs)
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", "-V", prog_name="tokentrail")
+def main() -> None:
+    """tokentrail: an agent framework in which every step can be watched."""
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("--backend", "-b", default="local", show_default=True, help="Backend name (see `tokentrail backends`).")
+@click.option("--model", "-m", default=None, help="Model path or name, for backends that take one.")
+@click.option("--system", "-s", default=None, help="System prompt.")
+@click.option("--temperature", "-t", type=float, default=0.7, show_default=True, help="0 means greedy.")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--max-tokens", "-n", type=int, default=256, show_default=True)
+@click.option("--seed", type=int, default=None, help="Makes sampling reproducible.")
+@click.option("--stop", multiple=True, help="Stop string (repeatable); never printed.")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Backend option (JSON values allowed).")
+def generate(
+    prompt: str,
+    backend: str,
+    model: str | None,
+    system: str | None,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    seed: int | None,
+    stop: tuple[str, ...],
+    options: tuple[str, ...],
+) -> None:
+    """Stream the model's reply to PROMPT to standard output."""
+    messages = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=prompt)]
+    try:
+        sampling = SamplingParams(
+            temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, stop=list(stop)
+        )
+    except ValidationError as exc:
+        raise click.BadParameter(_validation_message(exc)) from exc
+    engine = _backend(backend, model, options)
+    finish = None
+    try:
+        for event in engine.stream(GenerationRequest(messages=messages, sampling=sampling)):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+            finish = event.finish_reason or finish
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.stdout.write("\n")
+    if finish == "length":
+        click.echo(f"[stopped at --max-tokens {max_tokens}]", err=True)
+
+
+@main.command("backends")
+def list_backends() -> None:
+    """List the backends that load_backend can build."""
+    from backends import available_backends
+
+    for name in available_backends():
+        click.echo(name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

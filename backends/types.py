@@ -1,0 +1,163 @@
+"""The types every backend speaks: messages, requests, token events, generations.
+
+They cross every boundary in the project (agent, tools, TUI, HTTP), so they are pydantic
+models and validate what they are given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+# eos: the model ended its turn; stop: a stop string matched; length: max_tokens or the
+# context window ran out; cancelled: the consumer stopped the stream; tool_calls: the reply
+# is a set of tool calls (backends that parse them).
+FinishReason = Literal["eos", "stop", "length", "cancelled", "tool_calls"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FunctionCall(_Strict):
+    name: str = Field(min_length=1)
+    arguments: str = "{}"  # a JSON object as text, as the OpenAI chat format carries it
+
+
+class ToolCall(_Strict):
+    """One tool call in the OpenAI chat format: {"id", "type": "function", "function"}."""
+
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    @classmethod
+    def create(cls, id: str, name: str, arguments: dict[str, Any] | str) -> ToolCall:
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        return cls(id=id, function=FunctionCall(name=name, arguments=text))
+
+    @property
+    def name(self) -> str:
+        return self.function.name
+
+    @property
+    def arguments(self) -> str:
+        return self.function.arguments
+
+
+class Message(_Strict):
+    role: Role
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None  # on role "tool": which call this result answers
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_role_fields(self) -> Message:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a message with role 'tool' needs tool_call_id (the id of the call it answers)")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"only assistant messages carry tool_calls, not role {self.role!r}")
+        if self.content is None and not self.tool_calls:
+            raise ValueError(f"a {self.role!r} message needs content (or tool_calls on an assistant message)")
+        return self
+
+
+class Constraint(_Strict):
+    """Structured output: at most one of a JSON Schema, a regular expression, a Lark grammar."""
+
+    json_schema: dict[str, Any] | None = None
+    regex: str | None = None
+    grammar: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Constraint:
+        given = [k for k in ("json_schema", "regex", "grammar") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a Constraint takes exactly one of json_schema, regex, grammar; got {given or 'none'}")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex does not compile: {exc}") from exc
+        return self
+
+    @classmethod
+    def from_model(cls, model: type[BaseModel]) -> Constraint:
+        return cls(json_schema=model.model_json_schema())
+
+
+class SamplingParams(_Strict):
+    temperature: float = Field(0.7, ge=0.0, le=100.0, description="0 means greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0 means off")
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[int, float] = Field(default_factory=dict)
+    max_tokens: int = Field(256, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    logprobs: int = Field(0, ge=0, le=20, description="how many alternatives each TokenEvent carries")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, value: list[str]) -> list[str]:
+        if any(s == "" for s in value):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class GenerationRequest(_Strict):
+    messages: list[Message] = Field(min_length=1)
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    tools: list[dict[str, Any]] | None = None  # OpenAI function schemas, for the chat template
+    constraint: Constraint | None = None
+
+
+class TokenEvent(_Strict):
+    """One sampled token.
+
+    `text` is what this token released to the reader: it may be empty (half a UTF-8
+    character, a possible stop-string prefix, or an end-of-sequence token) and may include
+    text held back from earlier tokens. The last event of a stream carries finish_reason.
+    """
+
+    text: str
+    token_id: int
+    token: str = ""  # this token's own text, for display
+    logprob: float | None = None
+    top_logprobs: list[tuple[str, float]] = Field(default_factory=list)
+    finish_reason: FinishReason | None = None
+
+
+class Usage(_Strict):
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Generation(_Strict):
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason
+    usage: Usage
+    events: list[TokenEvent] = Field(default_factory=list)
