@@ -1,0 +1,135 @@
+"""The `local` backend: our own engine behind the Backend protocol."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backends.base import BackendError, collect
+from backends.local import attention as attention_impl
+from backends.local.chat_template import CHATML, ChatTemplateError, render_chat
+from backends.local.config import ModelLoadError
+from backends.local.generate import decode
+from backends.local.loader import LoadedModel, load_model
+from backends.local.sampling import Sampler
+from backends.local.store import Progress, resolve
+from backends.local.tokenizer import IncrementalDetokenizer, LocalTokenizer
+from backends.stops import StopMatcher
+from backends.types import Generation, GenerationRequest, Message, TokenEvent
+
+
+class LocalBackend:
+    """Runs a GGUF file or Hugging Face folder on our Transformer.
+
+    model: None (the default model, pulled on first use), a pulled model's name, a path to
+    a .gguf file or model folder, or a Hugging Face repo id (needs the network).
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        dtype: str | None = None,
+        device: str | None = None,
+        attention: str | None = None,
+        context_window: int | None = None,
+        auto_pull: bool = True,
+        progress: Progress | None = None,
+    ) -> None:
+        try:
+            path = resolve(str(model) if model is not None else None, auto_pull=auto_pull, progress=progress)
+            self.loaded: LoadedModel = load_model(path, dtype=dtype, device=device)
+        except ModelLoadError as exc:
+            raise BackendError(str(exc)) from exc
+        self.device = self.loaded.model.tok_embeddings.weight.device
+        self.attention = attention_impl.choose(self.device, attention)
+        self.tokenizer: LocalTokenizer = self.loaded.tokenizer
+        limit = self.loaded.config.context_length
+        self.context_window = min(context_window, limit) if context_window else limit
+        self.model_name = self.loaded.name
+        self._lock = threading.Lock()  # one decode at a time per model: the KV cache is shared
+
+    def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
+        tok = self.tokenizer
+        try:
+            return render_chat(
+                self.loaded.chat_template or CHATML,
+                messages,
+                tools=tools,
+                bos_token=tok.token_text(tok.bos_token_id) if tok.bos_token_id is not None else "",
+                eos_token=tok.token_text(tok.eos_token_id) if tok.eos_token_id is not None else "",
+            )
+        except ChatTemplateError as exc:
+            raise BackendError(f"{self.loaded.source}: {exc}") from exc
+
+    def prompt_ids(self, request: GenerationRequest) -> list[int]:
+        ids = self.tokenizer.encode(self.render(request.messages, request.tools))
+        if len(ids) >= self.context_window:
+            raise BackendError(
+                f"the prompt is {len(ids)} tokens; the context window of {self.model_name} is "
+                f"{self.context_window}. Shorten the conversation."
+            )
+        return ids
+
+    def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
+        if request.constraint is not None:
+            raise BackendError("the local backend does not apply constraints yet")
+        prompt = self.prompt_ids(request)
+        return self._events(prompt, request)
+
+    def _events(self, prompt: list[int], request: GenerationRequest) -> Iterator[TokenEvent]:
+        params = request.sampling
+        budget = min(params.max_tokens, self.context_window - len(prompt))
+        detok, stops = IncrementalDetokenizer(self.tokenizer), StopMatcher(params.stop)
+        eos = set(self.tokenizer.eos_token_ids)
+        display = self.tokenizer.display
+        with self._lock:
+            steps = decode(self.loaded.model, prompt, Sampler(params, self.device), budget)
+            for count, (token, logprobs) in enumerate(steps, start=1):
+                if token in eos:
+                    text, finish = "", "eos"
+                else:
+                    text, stopped = stops.push(detok.push(token))
+                    finish = "stop" if stopped else ("length" if count == budget else None)
+                if finish in ("eos", "length"):
+                    text += stops.push(detok.flush())[0] + stops.flush()
+                top: list[tuple[str, float]] = []
+                if params.logprobs:
+                    values, ids = torch.topk(logprobs, params.logprobs)
+                    top = [(display(int(i)), float(v)) for v, i in zip(values, ids)]
+                yield TokenEvent(
+                    text=text,
+                    token_id=token,
+                    token=display(token),
+                    logprob=float(logprobs[token]),
+                    top_logprobs=top,
+                    finish_reason=finish,
+                )
+                if finish:
+                    return
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        prompt = self.prompt_ids(request)
+        if request.constraint is not None:
+            raise BackendError("the local backend does not apply constraints yet")
+        return collect(self._events(prompt, request), len(prompt))
+
+    def logits(self, token_ids: Sequence[int]) -> torch.Tensor:
+        """[len(token_ids), vocab] float32 logits of one forward pass, for evaluation."""
+        if not token_ids:
+            raise ValueError("logits() needs at least one token id")
+        if len(token_ids) > self.context_window:
+            raise BackendError(f"{len(token_ids)} tokens exceed the context window of {self.context_window}")
+        vocab = self.loaded.config.vocab_size
+        if min(token_ids) < 0 or max(token_ids) >= vocab:
+            raise ValueError(f"token ids must lie in [0, {vocab})")
+        model = self.loaded.model
+        with self._lock, torch.inference_mode():
+            model.setup_cache(1, len(token_ids))
+            out = model(torch.tensor([list(token_ids)], device=self.device), start=0)
+        return out[0].float().cpu()

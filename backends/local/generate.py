@@ -1,0 +1,27 @@
+"""The decoding loop: prefill once, then one token at a time. A plain generator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from backends.local.model import Transformer
+
+PickToken = Callable[[Tensor], tuple[int, Tensor]]
+
+
+@torch.inference_mode()
+def decode(model: Transformer, prompt_ids: Sequence[int], pick: PickToken, max_new_tokens: int) -> Iterator[tuple[int, Tensor]]:
+    """Yields (token id, log-probabilities it was drawn from) until the consumer stops or the budget ends."""
+    device = model.tok_embeddings.weight.device
+    model.setup_cache(1, len(prompt_ids) + max_new_tokens)
+    logits = model(torch.tensor([list(prompt_ids)], device=device), start=0, last_only=True)[0, -1]
+    position = len(prompt_ids)
+    for step in range(max_new_tokens):
+        if step:
+            logits = model(torch.tensor([[token]], device=device), start=position)[0, -1]
+            position += 1
+        token, logprobs = pick(logits)
+        yield token, logprobs

@@ -1,0 +1,83 @@
+"""Writes tests/test_backends/goldens/smollm2.npz with Hugging Face transformers as the reference.
+
+Run once by a developer (CI never runs it):
+    .venv/bin/pip install -e ".[goldens]" && .venv/bin/python scripts/make_goldens.py
+transformers loads the same GGUF and dequantizes it with the same `gguf` package.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backends.local.store import pull  # noqa: E402
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [
+        {"role": "system", "content": "You are a terse assistant. Answer in one sentence."},
+        {"role": "user", "content": "Why is the sky blue?"},
+    ],
+    [
+        {"role": "user", "content": "Write a Python function that reverses a string."},
+        {"role": "assistant", "content": "def reverse(s):\n    return s[::-1]"},
+        {"role": "user", "content": "Now make it handle None, and explain in 2 lines."},
+    ],
+]
+
+TOKENIZER_CORPUS = [
+    "Hello, world!",
+    "def f(x):\n    return x ** 2  # square\n\n\n",
+    "    leading spaces and\ttabs\t\tand trailing   ",
+    "Unicode: naïve café, Straße, Ελληνικά, русский, 日本語のテキスト, 한국어",
+    "Emoji: 😀👍🏽👨‍👩‍👧‍👦🇫🇷 and a lone \u200d joiner",
+    "Numbers 1234567890 3.14159 -42 1e-5 0x1F",
+    "<|im_start|>user\nspecial tokens inline<|im_end|>\n<|endoftext|>",
+    "URLs https://example.com/a?b=c&d=e#frag and emails a.b@c.de",
+    "Mixed\r\nline\rendings\n\n\n\nand     runs          of spaces",
+    "JSON: {\"key\": [1, 2, {\"nested\": null}], \"ok\": true}",
+    "",
+]
+CONTINUATION = 32
+COLUMNS = 512
+
+
+def main() -> None:
+    gguf = pull("smollm2")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    columns = np.random.default_rng(0).choice(model.config.vocab_size, COLUMNS, replace=False)
+    out: dict[str, np.ndarray] = {"columns": columns}
+    meta = {"conversations": CONVERSATIONS, "corpus": TOKENIZER_CORPUS, "transformers_prompts": []}
+    for i, conversation in enumerate(CONVERSATIONS):
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        meta["transformers_prompts"].append(text)
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0].float().numpy()
+            generated = model.generate(
+                torch.tensor([ids]), max_new_tokens=CONTINUATION, do_sample=False, min_new_tokens=CONTINUATION
+            )[0, len(ids):].numpy()
+        out[f"prompt{i}_ids"] = np.array(ids, dtype=np.int64)
+        out[f"prompt{i}_logits_columns"] = logits[:, columns].astype(np.float32)
+        out[f"prompt{i}_logits_last"] = logits[-1].astype(np.float32)
+        out[f"prompt{i}_greedy"] = generated.astype(np.int64)
+        print(f"prompt {i}: {len(ids)} tokens; greedy: {tokenizer.decode(generated)!r}")
+    for i, text in enumerate(TOKENIZER_CORPUS):
+        out[f"corpus{i}_ids"] = np.array(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+    out["meta"] = np.array(json.dumps(meta))
+    target = ROOT / "tests" / "test_backends" / "goldens" / "smollm2.npz"
+    np.savez_compressed(target, **out)
+    print(f"wrote {target} ({target.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
