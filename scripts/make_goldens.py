@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backends.local.store import pull  # noqa: E402
+from tests.test_backends.test_local.tiny import build  # noqa: E402
+
+TINY_FAMILIES = ["llama", "qwen2", "mistral"]
+TINY_IDS = [5, 17, 100, 3, 250, 42, 7, 300, 1, 2, 64, 128, 9, 77, 201, 33]
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -50,7 +54,26 @@ CONTINUATION = 32
 COLUMNS = 512
 
 
+def tiny_goldens(tmp: Path) -> None:
+    """Logits of tiny random models (llama3 RoPE scaling, Qwen2 bias + tied head, Mistral head_dim)."""
+    out: dict[str, np.ndarray] = {"ids": np.array(TINY_IDS, dtype=np.int64)}
+    for family in TINY_FAMILIES:
+        folder, _, _ = build(tmp, family)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        with torch.no_grad():
+            out[family] = model(torch.tensor([TINY_IDS])).logits[0].numpy().astype(np.float32)
+        weights = sum(float(p.double().sum()) for p in model.parameters())
+        out[f"{family}_weight_sum"] = np.array(weights)
+    target = ROOT / "tests" / "test_backends" / "goldens" / "tiny.npz"
+    np.savez_compressed(target, **out)
+    print(f"wrote {target} ({target.stat().st_size} bytes)")
+
+
 def main() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny_goldens(Path(tmp))
     gguf = pull("smollm2")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()

@@ -1,4 +1,25 @@
 import os
+from pathlib import Path
 
-# Tests never reach a model hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+
+from tests.test_backends.test_local.tiny import build  # noqa: E402
+
+GOLDENS = Path(__file__).resolve().parent / "test_backends" / "goldens"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
+    """family -> (Hugging Face folder, GGUF file, config.json contents)."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    return {family: build(tmp, family) for family in ("llama", "qwen2", "mistral")}
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The default model through the local backend, pulled into the cache on first use."""
+    from backends import load_backend
+
+    return load_backend("local")

@@ -108,6 +108,6 @@ def render_chat(
         raise ChatTemplateError(f"the chat template tried something unsafe and was stopped: {exc}") from exc
     except ChatTemplateError:
         raise
-    except (TemplateError, TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+    except (TemplateError, TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
         raise ChatTemplateError(f"the chat template failed to render: {type(exc).__name__}: {exc}") from exc
     return "".join(parts)

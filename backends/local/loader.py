@@ -59,7 +59,7 @@ def load_model(path: Path, dtype: str | torch.dtype | None = None, device: str |
     with torch.device("meta"):  # no random init: every parameter comes from the checkpoint
         model = Transformer(checkpoint.config)
     model.load_weights(checkpoint.weights)
-    model = model.to(device).eval()
+    model = model.to(device).eval().requires_grad_(False)
     return LoadedModel(
         model=model,
         tokenizer=checkpoint.tokenizer,

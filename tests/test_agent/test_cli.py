@@ -42,3 +42,43 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "agent.cli", "generate", "-b", "scripted", "hello"], capture_output=True, text=True
     )
     assert out.returncode == 0 and out.stdout == "You said: hello\n"
+
+
+def test_generate_with_a_local_model_file(tiny_models):
+    gguf = tiny_models["llama"][1]
+    result = run("generate", "--model", str(gguf), "-n", "5", "--seed", "1", "hello")
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("\n") and "[stopped at --max-tokens 5]" in result.output
+
+
+def test_generate_with_a_broken_model_is_a_clean_error(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf")
+    result = run("generate", "--model", str(bad), "hi")
+    assert result.exit_code == 1 and "bad.gguf: not a readable GGUF file" in result.output
+
+
+def test_models_lists_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("TOKENTRAIL_HOME", str(tmp_path))
+    result = run("models")
+    assert f"cache: {tmp_path / 'models'}" in result.output
+    assert "smollm2" in result.output and "not pulled" in result.output
+    assert run("pull", "nope").exit_code == 1
+
+
+def test_chat_loop_keeps_the_conversation():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from agent.chat_repl import chat_loop
+    from backends import SamplingParams
+    from backends.scripted import ScriptedBackend
+
+    lines = iter(["hello", "", "/reset", "again", "/quit"])
+    backend = ScriptedBackend(replies=["Hi there.", "Hello again."])
+    out = StringIO()
+    messages = chat_loop(backend, SamplingParams(), read=lambda _: next(lines), console=Console(file=out))
+    assert [m.content for m in messages] == ["again", "Hello again."]
+    assert "Hi there." in out.getvalue() and "conversation cleared" in out.getvalue()
+    assert len(backend.requests[1].messages) == 1  # /reset really cleared the history
