@@ -2,8 +2,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+# Triton kernels run through the NumPy interpreter on machines without a GPU. It must be
+# set before triton is first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from tests.test_backends.test_local.tiny import build  # noqa: E402
 

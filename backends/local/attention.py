@@ -1,7 +1,8 @@
 """The one attention function the model calls; it picks the implementation.
 
-torch's scaled_dot_product_attention on the CPU; the Triton kernels on CUDA once they are
-wired in. `TOKENTRAIL_ATTENTION=torch|triton` overrides the choice.
+"torch": scaled_dot_product_attention, the default on the CPU. "triton": our kernels
+(flash prefill, split-K decode), the default on CUDA; on the CPU they run only under
+TRITON_INTERPRET=1. `TOKENTRAIL_ATTENTION=torch|triton` overrides the default.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BACKENDS = ("torch", "triton")
+IMPLEMENTATIONS = ("torch", "triton")
 
 
 def choose(device: torch.device, requested: str | None = None) -> str:
     name = requested or os.environ.get("TOKENTRAIL_ATTENTION") or ("triton" if device.type == "cuda" else "torch")
-    if name not in BACKENDS:
-        raise ValueError(f"attention implementation {name!r} is unknown; choose one of {', '.join(BACKENDS)}")
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation {name!r} is unknown; choose one of {', '.join(IMPLEMENTATIONS)}")
+    if name == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("attention='triton' needs a CUDA device, or TRITON_INTERPRET=1 to run on the CPU")
     return name
 
 
@@ -28,9 +31,16 @@ def causal_mask(tq: int, tk: int, device: torch.device) -> Tensor:
     return torch.arange(tk, device=device)[None, :] <= rows
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, impl: str = "torch") -> Tensor:
     """q [B, Hq, Tq, D]; k, v [B, Hkv, Tk, D] with Tk >= Tq; the queries are the last Tq positions."""
     tq, tk = q.shape[2], k.shape[2]
+    if impl == "triton":
+        from backends.local.kernels import decode_attention, prefill_attention
+
+        if tq == 1 and causal:
+            seq_lens = torch.full((q.shape[0],), tk, dtype=torch.int32, device=q.device)
+            return decode_attention(q[:, :, 0], k, v, seq_lens).unsqueeze(2)
+        return prefill_attention(q, k, v, causal=causal)
     gqa = q.shape[1] != k.shape[1]
     if not causal or tq == 1:
         return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)

@@ -48,6 +48,7 @@ class LocalBackend:
             raise BackendError(str(exc)) from exc
         self.device = self.loaded.model.tok_embeddings.weight.device
         self.attention = attention_impl.choose(self.device, attention)
+        self.loaded.model.set_attention(self.attention)
         self.tokenizer: LocalTokenizer = self.loaded.tokenizer
         limit = self.loaded.config.context_length
         self.context_window = min(context_window, limit) if context_window else limit

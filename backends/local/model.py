@@ -72,6 +72,7 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(c.dim, (c.n_heads + 2 * c.n_kv_heads) * c.head_dim, bias=c.qkv_bias)
         self.wo = nn.Linear(c.n_heads * c.head_dim, c.dim, bias=False)
         self.cache: KVCache | None = None
+        self.impl = "torch"  # attention implementation, see attention.choose
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
         b, t, _ = x.shape
@@ -84,7 +85,7 @@ class Attention(nn.Module):
         k = k * cos + rotate_half(k) * sin
         if self.cache is not None:
             k, v = self.cache.update(start, k, v)
-        out = attention(q, k, v)
+        out = attention(q, k, v, impl=self.impl)
         return self.wo(out.transpose(1, 2).reshape(b, t, q_size))
 
 
@@ -134,6 +135,10 @@ class Transformer(nn.Module):
             c = self.config
             layer.attention.cache = KVCache(batch, c.n_kv_heads, max_len, c.head_dim, param.dtype, param.device)
         self.max_cache_len = max_len
+
+    def set_attention(self, impl: str) -> None:
+        for layer in self.layers:
+            layer.attention.impl = impl
 
     def rope(self, start: int, length: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         positions = torch.arange(start, start + length, device=self.inv_freq.device, dtype=torch.float32)
