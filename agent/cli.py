@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from backends import BackendError, GenerationRequest, Message, SamplingParams, load_backend
+from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams, TokenEvent, load_backend
 
 
 def _version() -> str:
@@ -34,7 +36,11 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _validation_message(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+    parts = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{'.'.join(map(str, error['loc']))}: {message}" if error["loc"] else message)
+    return "; ".join(parts)
 
 
 def _pull_progress():
@@ -75,6 +81,27 @@ def main() -> None:
     """tokentrail: an agent framework in which every step can be watched."""
 
 
+def _constraint(json_schema: str | None, regex: str | None, grammar: str | None) -> Constraint | None:
+    if not (json_schema or regex or grammar):
+        return None
+    try:
+        schema = json.loads(Path(json_schema).read_text()) if json_schema else None
+        lark = Path(grammar).read_text() if grammar else None
+        return Constraint(json_schema=schema, regex=regex, grammar=lark)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(str(exc)) from exc
+    except ValidationError as exc:
+        raise click.BadParameter(_validation_message(exc)) from exc
+
+
+def _print_logprobs(events: list[TokenEvent]) -> None:
+    """Each token with its probability and the alternatives it beat, on stderr."""
+    for event in events:
+        chosen = f"{math.exp(event.logprob):6.1%}" if event.logprob is not None else "     ?"
+        others = "  ".join(f"{text!r} {math.exp(lp):.1%}" for text, lp in event.top_logprobs if text != event.token)
+        click.echo(f"{event.token!r:>18} {chosen}   {others}", err=True)
+
+
 @main.command()
 @click.argument("prompt")
 @click.option("--backend", "-b", default="local", show_default=True, help="Backend name (see `tokentrail backends`).")
@@ -82,41 +109,44 @@ def main() -> None:
 @click.option("--system", "-s", default=None, help="System prompt.")
 @click.option("--temperature", "-t", type=float, default=0.7, show_default=True, help="0 means greedy.")
 @click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--top-k", type=int, default=0, show_default=True, help="0 means off.")
+@click.option("--min-p", type=float, default=0.0, show_default=True)
+@click.option("--repetition-penalty", type=float, default=1.0, show_default=True)
+@click.option("--frequency-penalty", type=float, default=0.0, show_default=True)
+@click.option("--presence-penalty", type=float, default=0.0, show_default=True)
 @click.option("--max-tokens", "-n", type=int, default=256, show_default=True)
 @click.option("--seed", type=int, default=None, help="Makes sampling reproducible.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable); never printed.")
+@click.option("--logprobs", type=int, default=0, help="Show each token's probability and N alternatives (stderr).")
+@click.option("--beam-width", type=int, default=1, show_default=True, help="Beam search (needs -t 0).")
+@click.option("--length-penalty", type=float, default=1.0, show_default=True)
+@click.option("--json-schema", type=click.Path(exists=True, dir_okay=False), help="Constrain the reply to this JSON Schema file.")
+@click.option("--regex", default=None, help="Constrain the reply to this regular expression.")
+@click.option("--grammar", type=click.Path(exists=True, dir_okay=False), help="Constrain the reply to this Lark grammar file.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Backend option (JSON values allowed).")
-def generate(
-    prompt: str,
-    backend: str,
-    model: str | None,
-    system: str | None,
-    temperature: float,
-    top_p: float,
-    max_tokens: int,
-    seed: int | None,
-    stop: tuple[str, ...],
-    options: tuple[str, ...],
-) -> None:
+def generate(prompt: str, backend: str, model: str | None, system: str | None, max_tokens: int, logprobs: int,
+             json_schema: str | None, regex: str | None, grammar: str | None, options: tuple[str, ...],
+             stop: tuple[str, ...], **sampling_flags: Any) -> None:
     """Stream the model's reply to PROMPT to standard output."""
     messages = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=prompt)]
     try:
-        sampling = SamplingParams(
-            temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, stop=list(stop)
-        )
+        sampling = SamplingParams(max_tokens=max_tokens, logprobs=logprobs, stop=list(stop), **sampling_flags)
     except ValidationError as exc:
         raise click.BadParameter(_validation_message(exc)) from exc
+    request = GenerationRequest(messages=messages, sampling=sampling, constraint=_constraint(json_schema, regex, grammar))
     engine = _backend(backend, model, options)
-    finish = None
+    events: list[TokenEvent] = []
     try:
-        for event in engine.stream(GenerationRequest(messages=messages, sampling=sampling)):
+        for event in engine.stream(request):
             sys.stdout.write(event.text)
             sys.stdout.flush()
-            finish = event.finish_reason or finish
+            events.append(event)
     except BackendError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.stdout.write("\n")
-    if finish == "length":
+    if logprobs:
+        _print_logprobs(events)
+    if events and events[-1].finish_reason == "length":
         click.echo(f"[stopped at --max-tokens {max_tokens}]", err=True)
 
 

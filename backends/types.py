@@ -89,7 +89,18 @@ class Constraint(_Strict):
 
     @classmethod
     def from_model(cls, model: type[BaseModel]) -> Constraint:
-        return cls(json_schema=model.model_json_schema())
+        """The model's JSON Schema with every object closed: only declared fields may appear."""
+        return cls(json_schema=_closed(model.model_json_schema()))
+
+
+def _closed(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        schema = {k: _closed(v) for k, v in schema.items()}
+        if schema.get("type") == "object" and "properties" in schema:
+            schema.setdefault("additionalProperties", False)
+    elif isinstance(schema, list):
+        schema = [_closed(v) for v in schema]
+    return schema
 
 
 class SamplingParams(_Strict):
@@ -105,6 +116,9 @@ class SamplingParams(_Strict):
     stop: list[str] = Field(default_factory=list)
     seed: int | None = None
     logprobs: int = Field(0, ge=0, le=20, description="how many alternatives each TokenEvent carries")
+    beam_width: int = Field(1, ge=1, le=16, description="above 1: beam search instead of sampling")
+    length_penalty: float = Field(1.0, ge=-10.0, le=10.0, description="beam score = sum of logprobs / length**this")
+    early_stopping: bool = Field(True, description="beam search ends once beam_width beams have finished")
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -117,6 +131,15 @@ class SamplingParams(_Strict):
         if any(s == "" for s in value):
             raise ValueError("stop strings must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _beam_search_is_deterministic(self) -> SamplingParams:
+        if self.beam_width > 1 and self.temperature != 0.0:
+            raise ValueError(
+                f"beam search is deterministic: set temperature=0 with beam_width={self.beam_width} "
+                f"(got temperature={self.temperature})"
+            )
+        return self
 
     @property
     def greedy(self) -> bool:
@@ -161,3 +184,4 @@ class Generation(_Strict):
     finish_reason: FinishReason
     usage: Usage
     events: list[TokenEvent] = Field(default_factory=list)
+    score: float | None = None  # beam search: the winning beam's length-normalized logprob

@@ -13,13 +13,17 @@ from backends.base import BackendError, collect
 from backends.local import attention as attention_impl
 from backends.local.chat_template import CHATML, ChatTemplateError, render_chat
 from backends.local.config import ModelLoadError
+from backends.local.beam import CachedBeams, beam_search
+from backends.local.constraints import GrammarMask
 from backends.local.generate import decode
 from backends.local.loader import LoadedModel, load_model
 from backends.local.sampling import Sampler
 from backends.local.store import Progress, resolve
 from backends.local.tokenizer import IncrementalDetokenizer, LocalTokenizer
 from backends.stops import StopMatcher
-from backends.types import Generation, GenerationRequest, Message, TokenEvent
+from backends.types import Generation, GenerationRequest, Message, SamplingParams, TokenEvent
+
+Step = tuple[int, float, list[tuple[str, float]]]  # token id, its logprob, the top alternatives
 
 
 class LocalBackend:
@@ -78,47 +82,77 @@ class LocalBackend:
         return ids
 
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
-        if request.constraint is not None:
-            raise BackendError("the local backend does not apply constraints yet")
         prompt = self.prompt_ids(request)
-        return self._events(prompt, request)
-
-    def _events(self, prompt: list[int], request: GenerationRequest) -> Iterator[TokenEvent]:
-        params = request.sampling
-        budget = min(params.max_tokens, self.context_window - len(prompt))
-        detok, stops = IncrementalDetokenizer(self.tokenizer), StopMatcher(params.stop)
-        eos = set(self.tokenizer.eos_token_ids)
-        display = self.tokenizer.display
-        with self._lock:
-            steps = decode(self.loaded.model, prompt, Sampler(params, self.device), budget)
-            for count, (token, logprobs) in enumerate(steps, start=1):
-                if token in eos:
-                    text, finish = "", "eos"
-                else:
-                    text, stopped = stops.push(detok.push(token))
-                    finish = "stop" if stopped else ("length" if count == budget else None)
-                if finish in ("eos", "length"):
-                    text += stops.push(detok.flush())[0] + stops.flush()
-                top: list[tuple[str, float]] = []
-                if params.logprobs:
-                    values, ids = torch.topk(logprobs, params.logprobs)
-                    top = [(display(int(i)), float(v)) for v, i in zip(values, ids)]
-                yield TokenEvent(
-                    text=text,
-                    token_id=token,
-                    token=display(token),
-                    logprob=float(logprobs[token]),
-                    top_logprobs=top,
-                    finish_reason=finish,
-                )
-                if finish:
-                    return
+        if request.sampling.beam_width > 1:
+            return iter(self._beam_search(prompt, request).events)
+        return self._stream(prompt, request)
 
     def generate(self, request: GenerationRequest) -> Generation:
         prompt = self.prompt_ids(request)
+        if request.sampling.beam_width > 1:
+            return self._beam_search(prompt, request)
+        return collect(self._stream(prompt, request), len(prompt))
+
+    def _stream(self, prompt: list[int], request: GenerationRequest) -> Iterator[TokenEvent]:
+        return self._events(self._sampled(prompt, request), request.sampling, self._budget(prompt, request))
+
+    def _budget(self, prompt: list[int], request: GenerationRequest) -> int:
+        return min(request.sampling.max_tokens, self.context_window - len(prompt))
+
+    def _sampler(self, prompt: list[int], request: GenerationRequest) -> Sampler:
+        """Built before generation starts, so that a bad constraint fails at once."""
+        mask = None
         if request.constraint is not None:
-            raise BackendError("the local backend does not apply constraints yet")
-        return collect(self._events(prompt, request), len(prompt))
+            mask = GrammarMask(request.constraint, self.tokenizer, self.loaded.config.vocab_size)
+        return Sampler(request.sampling, self.device, prompt, mask)
+
+    def _sampled(self, prompt: list[int], request: GenerationRequest) -> Iterator[Step]:
+        sampler, alternatives = self._sampler(prompt, request), request.sampling.logprobs
+        display = self.tokenizer.display
+
+        def steps() -> Iterator[Step]:
+            with self._lock:
+                for token, logprobs in decode(self.loaded.model, prompt, sampler, self._budget(prompt, request)):
+                    top: list[tuple[str, float]] = []
+                    if alternatives:
+                        values, ids = torch.topk(logprobs, alternatives)
+                        top = [(display(int(i)), float(v)) for v, i in zip(values, ids)]
+                    yield token, float(logprobs[token]), top
+
+        return steps()
+
+    def _events(self, steps: Iterator[Step], params: SamplingParams, budget: int) -> Iterator[TokenEvent]:
+        """Token steps as events: detokenized, stop strings held back, finish reason on the last."""
+        detok, stops = IncrementalDetokenizer(self.tokenizer), StopMatcher(params.stop)
+        eos = set(self.tokenizer.eos_token_ids)
+        for count, (token, logprob, top) in enumerate(steps, start=1):
+            if token in eos:
+                text, finish = "", "eos"
+            else:
+                text, stopped = stops.push(detok.push(token))
+                finish = "stop" if stopped else ("length" if count == budget else None)
+            if finish in ("eos", "length"):
+                text += stops.push(detok.flush())[0] + stops.flush()
+            yield TokenEvent(
+                text=text, token_id=token, token=self.tokenizer.display(token), logprob=logprob,
+                top_logprobs=top, finish_reason=finish,
+            )
+            if finish:
+                return
+
+    def _beam_search(self, prompt: list[int], request: GenerationRequest) -> Generation:
+        params = request.sampling
+        if request.constraint is not None:
+            raise BackendError("beam search does not combine with a constraint; use beam_width=1")
+        budget = self._budget(prompt, request)
+        with self._lock:
+            beams = CachedBeams(self.loaded.model, prompt, params.beam_width, budget)
+            best = beam_search(beams, params.beam_width, budget, self.tokenizer.eos_token_ids,
+                               params.length_penalty, params.early_stopping)
+        tokens = best.tokens + ([self.tokenizer.eos_token_id] if best.finished else [])
+        steps = ((t, lp, []) for t, lp in zip(tokens, best.logprobs))
+        generation = collect(self._events(steps, params, budget), len(prompt))
+        return generation.model_copy(update={"score": best.score})
 
     def logits(self, token_ids: Sequence[int]) -> torch.Tensor:
         """[len(token_ids), vocab] float32 logits of one forward pass, for evaluation."""

@@ -58,6 +58,11 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
+    def repeat(self, batch: int) -> None:
+        """Copies row 0 into `batch` rows (beam search after a shared prefill)."""
+        self.k = self.k[:1].repeat(batch, 1, 1, 1)
+        self.v = self.v[:1].repeat(batch, 1, 1, 1)
+
     def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         end = start + k.shape[2]
         self.k[:, :, start:end] = k

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams
+from backends import GenerationRequest, Message, SamplingParams
 from tests.conftest import GOLDENS
 
 pytestmark = pytest.mark.model
@@ -84,9 +84,3 @@ def test_stop_strings_seeds_and_limits(smollm2):
     assert sampled[0].token_ids == sampled[1].token_ids
     short = smollm2.generate(GenerationRequest(messages=messages, sampling=SamplingParams(max_tokens=3)))
     assert short.finish_reason == "length" and len(short.token_ids) == 3
-
-
-def test_constraints_are_refused_until_supported(smollm2):
-    request = GenerationRequest(messages=[Message(role="user", content="x")], constraint=Constraint(regex="a+"))
-    with pytest.raises(BackendError, match="constraints"):
-        smollm2.stream(request)
