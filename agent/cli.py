@@ -199,6 +199,63 @@ def chat(backend: str, model: str | None, temperature: float, max_tokens: int, s
     chat_loop(_backend(backend, model, options), sampling)
 
 
+@main.group(invoke_without_command=True)
+@click.option("--workspace", "-w", type=click.Path(file_okay=False), default=".", show_default=True)
+@click.option("--mcp", "mcp_command", default=None, help="Also list the tools of this MCP server command (stdio).")
+@click.option("--json", "as_json", is_flag=True, help="Print the OpenAI-format schemas as JSON.")
+@click.pass_context
+def tools(ctx: click.Context, workspace: str, mcp_command: str | None, as_json: bool) -> None:
+    """List the tools (built-ins, plugins, MCP) and their schemas; `tools call` runs one."""
+    registry = _tool_registry(workspace, mcp_command)
+    ctx.obj = registry
+    ctx.call_on_close(registry.close)
+    if ctx.invoked_subcommand is not None:
+        return
+    if as_json:
+        click.echo(json.dumps(registry.schemas(), indent=2))
+        return
+    for item in registry:
+        params = item.parameters_schema().get("properties", {})
+        flag = "  (asks approval)" if item.requires_approval else ""
+        click.echo(f"{item.name}({', '.join(params)}){flag}\n    {item.description.splitlines()[0] if item.description else ''}")
+
+
+@tools.command("call")
+@click.argument("name")
+@click.argument("arguments", default="{}")
+@click.option("--yes", "-y", is_flag=True, help="Approve tools that ask for approval.")
+@click.pass_obj
+def call_tool(registry: Any, name: str, arguments: str, yes: bool) -> None:
+    """Run one tool with ARGUMENTS (a JSON object), as the model would."""
+    from tools import approve_all
+
+    if yes:
+        registry.approver = approve_all
+    result = registry.call(name, arguments)
+    if not result.ok:
+        raise click.ClickException(result.error or "the tool failed")
+    click.echo(result.output)
+
+
+def _tool_registry(workspace: str, mcp_command: str | None):
+    import shlex
+
+    from tools import ToolRegistry
+
+    registry = ToolRegistry.with_builtins(workspace)
+    for problem in registry.load_entry_points():
+        click.echo(f"warning: {problem}", err=True)
+    if mcp_command:
+        from tools.mcp_bridge import MCPError
+
+        command, *args = shlex.split(mcp_command)
+        try:
+            registry.include(ToolRegistry.from_mcp(command, *args))
+        except MCPError as exc:
+            raise click.ClickException(str(exc)) from exc
+    return registry
+
+
 @main.command("backends")
 def list_backends() -> None:
     """List the backends that load_backend can build."""

@@ -1,0 +1,6 @@
+"""Tools: typed functions a model can call, a registry that validates every call, built-ins, MCP."""
+
+from tools.registry import ApprovalRequest, ToolRegistry, ToolResult, approve_all, deny_all
+from tools.tool import Tool, ToolDefinitionError, tool
+
+__all__ = ["ApprovalRequest", "Tool", "ToolDefinitionError", "ToolRegistry", "ToolResult", "approve_all", "deny_all", "tool"]

@@ -82,3 +82,23 @@ def test_chat_loop_keeps_the_conversation():
     assert [m.content for m in messages] == ["again", "Hello again."]
     assert "Hi there." in out.getvalue() and "conversation cleared" in out.getvalue()
     assert len(backend.requests[1].messages) == 1  # /reset really cleared the history
+
+
+def test_tools_lists_calls_and_bridges_mcp(tmp_path):
+    import json
+    import shlex
+    from pathlib import Path
+
+    listing = run("tools", "--workspace", str(tmp_path))
+    assert listing.exit_code == 0 and "calculator(expression)" in listing.output
+    assert "write_file(path, content)  (asks approval)" in listing.output
+    schemas = json.loads(run("tools", "-w", str(tmp_path), "--json").output)
+    assert {s["function"]["name"] for s in schemas} >= {"calculator", "read_file", "python"}
+    assert run("tools", "-w", str(tmp_path), "call", "calculator", '{"expression": "6*7"}').output == "42\n"
+    denied = run("tools", "-w", str(tmp_path), "call", "write_file", '{"path": "a.txt", "content": "x"}')
+    assert denied.exit_code == 1 and "did not approve" in denied.output
+    approved = run("tools", "-w", str(tmp_path), "call", "write_file", '{"path": "a.txt", "content": "x"}', "--yes")
+    assert approved.exit_code == 0 and (tmp_path / "a.txt").read_text() == "x"
+    server = Path(__file__).parents[1] / "test_tools" / "mcp_server.py"
+    with_mcp = run("tools", "-w", str(tmp_path), "--mcp", f"{shlex.quote(sys.executable)} {shlex.quote(str(server))}")
+    assert "multiply(a, b)" in with_mcp.output
