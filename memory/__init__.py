@@ -1,0 +1,7 @@
+"""Memory: documents, chunks, embeddings and run traces in one SQLite file."""
+
+from memory.embedder import Embedder, MiniLMEmbedder
+from memory.search import Hit
+from memory.store import IngestReport, Memory, MemoryStoreError
+
+__all__ = ["Embedder", "Hit", "IngestReport", "Memory", "MemoryStoreError", "MiniLMEmbedder"]

@@ -1,4 +1,4 @@
-"""Writes tests/test_backends/goldens/smollm2.npz with Hugging Face transformers as the reference.
+"""Writes the goldens under tests/, with transformers and sentence-transformers as references.
 
 Run once by a developer (CI never runs it):
     .venv/bin/pip install -e ".[goldens]" && .venv/bin/python scripts/make_goldens.py
@@ -69,9 +69,35 @@ def tiny_goldens(tmp: Path) -> None:
     print(f"wrote {target} ({target.stat().st_size} bytes)")
 
 
+EMBEDDING_SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "def fibonacci(n): return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)",
+    "Straße, naïve café, 日本語のテキスト, emoji 😀👍🏽",
+    "SQLite's FTS5 extension ranks matches with BM25.",
+    "",
+    "word " * 400,  # longer than the 256-token window: truncated the same way
+]
+
+
+def embedding_goldens() -> None:
+    """all-MiniLM-L6-v2 through sentence-transformers, the reference for our BERT encoder."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = pull("minilm")
+    model = SentenceTransformer(str(folder), device="cpu")
+    vectors = model.encode(EMBEDDING_SENTENCES, normalize_embeddings=True).astype(np.float32)
+    target = ROOT / "tests" / "test_memory" / "goldens" / "minilm.npz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(target, vectors=vectors, sentences=np.array(json.dumps(EMBEDDING_SENTENCES)))
+    print(f"wrote {target} ({target.stat().st_size} bytes)")
+
+
 def main() -> None:
     import tempfile
 
+    embedding_goldens()
     with tempfile.TemporaryDirectory() as tmp:
         tiny_goldens(Path(tmp))
     gguf = pull("smollm2")
