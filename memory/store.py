@@ -217,11 +217,13 @@ class Memory:
 
     # search
 
-    def search(self, query: str, k: int = 5, mode: SearchMode = "hybrid", source: str | None = None) -> list[Hit]:
-        """Chunks relevant to `query`. mode: bm25 | vector | hybrid (reciprocal rank fusion).
+    def search(self, query: str, k: int = 5, mode: SearchMode | None = None, source: str | None = None) -> list[Hit]:
+        """Chunks relevant to `query`. mode: bm25 | vector | hybrid (reciprocal rank fusion);
+        None picks hybrid, or bm25 when there is no embedder.
 
         `source` filters by document source, as an SQL GLOB pattern ("*.md", "note:*").
         """
+        mode = mode or ("hybrid" if self.embedder is not None else "bm25")
         if mode not in ("bm25", "vector", "hybrid"):
             raise ValueError(f"search mode {mode!r} is not one of bm25, vector, hybrid")
         if mode != "bm25" and self.embedder is None:

@@ -34,6 +34,7 @@ class LocalBackend:
     """
 
     name = "local"
+    supports_constraints = True
 
     def __init__(
         self,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 MAX_INPUT = 500
 MAX_EXPONENT = 1000
@@ -83,11 +85,14 @@ def calculate(expression: str) -> int | float:
         raise CalculatorError(str(exc)) from None
 
 
-def calculator(expression: str) -> str:
-    """Evaluate an arithmetic expression, such as "2 * (3 + 4) ** 2" or "sqrt(2) / 2".
+Expression = Annotated[str, Field(pattern=r"^[0-9a-z(\-][0-9a-z+\-*/%()., ]{0,199}$")]  # also guides constrained decoding
+
+
+def calculator(expression: Expression) -> str:
+    """Compute an arithmetic expression and return the number.
 
     Args:
-        expression: Numbers, + - * / // % **, parentheses, pi, e, and functions such as sqrt, log, sin, round.
+        expression: The arithmetic to compute: numbers with + - * / // % ** and parentheses, pi, e, and functions such as sqrt, log, sin, round.
     """
     result = calculate(expression)
     if isinstance(result, float) and result.is_integer() and abs(result) < 1e15:

@@ -1,0 +1,93 @@
+"""The typed events of a run: the one stream the CLI, the TUI, the trace log and tests consume."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Field
+
+Phase = Literal["plan", "act", "verify"]
+
+
+class RunStarted(BaseModel):
+    type: Literal["run_started"] = "run_started"
+    task: str
+    run_id: str | None = None
+    backend: str = ""
+
+
+class PhaseStarted(BaseModel):
+    type: Literal["phase"] = "phase"
+    phase: Phase
+
+
+class TokenChosen(BaseModel):
+    type: Literal["token"] = "token"
+    phase: Phase
+    text: str
+    token: str = ""
+    token_id: int
+    logprob: float | None = None
+    top_logprobs: list[tuple[str, float]] = Field(default_factory=list)
+
+
+class MemoryRecalled(BaseModel):
+    type: Literal["memory"] = "memory"
+    hits: list[dict[str, Any]]  # chunk_id, source, score, text
+
+
+class PlanMade(BaseModel):
+    type: Literal["plan"] = "plan"
+    steps: list[str]
+    replan: bool = False
+
+
+class ToolCalled(BaseModel):
+    type: Literal["tool_call"] = "tool_call"
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class ToolReturned(BaseModel):
+    type: Literal["tool_result"] = "tool_result"
+    id: str
+    name: str
+    ok: bool
+    output: str = ""
+    error: str | None = None
+    duration: float = 0.0
+
+
+class Verdict(BaseModel):
+    type: Literal["verdict"] = "verdict"
+    passed: bool
+    reasons: list[str] = Field(default_factory=list)
+    by: Literal["checks", "model"] = "checks"
+
+
+class ContextTrimmed(BaseModel):
+    type: Literal["context"] = "context"
+    action: Literal["shortened_observations", "summarized_turns"]
+    tokens_before: int
+    tokens_after: int
+
+
+class Final(BaseModel):
+    type: Literal["final"] = "final"
+    answer: str | None
+    verified: bool
+    reason: str = ""  # why the run ended without a verified answer
+
+
+class ErrorEvent(BaseModel):
+    type: Literal["error"] = "error"
+    message: str
+    recoverable: bool = True
+
+
+Event = Annotated[
+    Union[RunStarted, PhaseStarted, TokenChosen, MemoryRecalled, PlanMade, ToolCalled, ToolReturned, Verdict,
+          ContextTrimmed, Final, ErrorEvent],
+    Field(discriminator="type"),
+]

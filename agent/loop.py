@@ -1,0 +1,283 @@
+"""The agent: plan, act, verify, with every step streamed as a typed event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from agent import prompts
+from agent.context import SHORT_OBSERVATION, ContextOverflow, fit, shorten
+from agent.events import (ContextTrimmed, ErrorEvent, Event, Final, MemoryRecalled, Phase, PhaseStarted, PlanMade,
+                          RunStarted, TokenChosen, ToolCalled, ToolReturned, Verdict)
+from agent.turns import VERDICT_SCHEMA, TurnError, act_schema, parse_json, parse_turn, plan_schema
+from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams
+from backends.types import _closed
+from tools import Tool, ToolRegistry
+from tools.registry import Approver, ToolResult, explain_validation
+
+Verifier = Callable[[str], bool | str | Sequence[str] | None]  # True/None pass; False, a reason or reasons fail
+
+
+class RunResult(BaseModel):
+    answer: str | None
+    verified: bool
+    plan: list[str]
+    events: list[Event]
+    messages: list[Message]  # the conversation so far, to continue with run(task, messages=...)
+    run_id: str | None = None
+    reason: str = ""
+
+
+def _reasons(outcome: bool | str | Sequence[str] | None) -> list[str]:
+    if outcome is None or outcome is True:
+        return []
+    if outcome is False:
+        return ["a check failed"]
+    return [outcome] if isinstance(outcome, str) else list(outcome)
+
+
+class Agent:
+    def __init__(
+        self,
+        backend: Backend,
+        tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] = (),
+        memory: Any = None,
+        system_prompt: str | None = None,
+        max_steps: int = 6,
+        max_replans: int = 1,
+        verifiers: Sequence[Verifier] = (),
+        output_type: type[BaseModel] | None = None,
+        approver: Approver | None = None,
+        sampling: SamplingParams | None = None,
+        constrain: bool | None = None,
+        model_verify: bool = True,
+        max_plan_steps: int = 5,
+        max_parallel_calls: int = 3,
+        recall_k: int = 3,
+    ) -> None:
+        self.backend = backend
+        self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
+        if approver is not None:
+            self.tools.approver = approver
+        self.memory = memory
+        self.system_prompt = system_prompt or prompts.SYSTEM
+        self.max_steps, self.max_replans, self.max_plan_steps = max_steps, max_replans, max_plan_steps
+        self.verifiers, self.output_type = list(verifiers), output_type
+        self.sampling = sampling or SamplingParams(temperature=0.0, max_tokens=300, logprobs=5)
+        self.constrain = getattr(backend, "supports_constraints", False) if constrain is None else constrain
+        self.model_verify, self.recall_k, self.max_parallel_calls = model_verify, recall_k, max_parallel_calls
+
+    # public API
+
+    def run(self, task: str, messages: Sequence[Message] = ()) -> RunResult:
+        events = list(self.stream(task, messages))
+        final = next(e for e in reversed(events) if isinstance(e, Final))
+        plans = [e.steps for e in events if isinstance(e, PlanMade)]
+        started = events[0]
+        history = [*messages, Message(role="user", content=task)]
+        if final.answer is not None:
+            history.append(Message(role="assistant", content=final.answer))
+        return RunResult(answer=final.answer, verified=final.verified, plan=plans[-1] if plans else [], events=events,
+                         messages=history, run_id=started.run_id if isinstance(started, RunStarted) else None,
+                         reason=final.reason)
+
+    def stream(self, task: str, messages: Sequence[Message] = ()) -> Iterator[Event]:
+        """The run as events; the last is always Final. Traces go to memory when one is attached."""
+        traces = getattr(self.memory, "traces", None)
+        run_id = traces.start(task, self.backend.name, getattr(self.backend, "model_name", None)) if traces else None
+        final: Final | None = None
+        try:
+            for event in self._run(task, list(messages), run_id):
+                if traces:
+                    traces.log(run_id, event)
+                final = event if isinstance(event, Final) else final
+                yield event
+        except (BackendError, ContextOverflow) as exc:
+            error, final = ErrorEvent(message=str(exc), recoverable=False), Final(answer=None, verified=False, reason=str(exc))
+            for event in (error, final):
+                if traces:
+                    traces.log(run_id, event)
+                yield event
+        finally:
+            if traces and final is not None:
+                traces.finish(run_id, "verified" if final.verified else "done" if final.answer else "failed",
+                              final.answer, final.verified)
+
+    async def arun(self, task: str, messages: Sequence[Message] = ()) -> RunResult:
+        return await asyncio.to_thread(self.run, task, messages)
+
+    async def astream(self, task: str, messages: Sequence[Message] = ()) -> AsyncIterator[Event]:
+        loop, queue, done = asyncio.get_running_loop(), asyncio.Queue(), object()
+
+        def produce() -> None:
+            try:
+                for event in self.stream(task, messages):
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+            except BaseException as exc:  # delivered to the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        threading.Thread(target=produce, daemon=True).start()
+        while (item := await queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    # the loop
+
+    def _run(self, task: str, previous: list[Message], run_id: str | None) -> Iterator[Event]:
+        yield RunStarted(task=task, run_id=run_id, backend=self.backend.name)
+        hits: list[dict[str, Any]] = []
+        if self.memory is not None:
+            hits = [{"chunk_id": h.chunk_id, "source": h.source, "score": h.score, "text": h.text}
+                    for h in self.memory.search(task, k=self.recall_k)]
+            yield MemoryRecalled(hits=hits)
+        memory_text = prompts.memory_block(hits)
+        plan = yield from self._plan([Message(role="user", content=prompts.PLAN.format(
+            task=task, memory=memory_text, max_steps=self.max_plan_steps))], replan=False)
+        act_prompt = prompts.ACT.format(task=task, plan=prompts.numbered(plan), memory=memory_text,
+                                        tools=prompts.tool_lines(self.tools.schemas()))
+        conversation = [*previous, Message(role="user", content=act_prompt)]
+        evidence: list[str] = []
+        turns_used, replans = 0, 0
+        while True:
+            yield PhaseStarted(phase="act")
+            answer, answer_only = None, False
+            while answer is None:
+                if turns_used >= self.max_steps:
+                    yield Final(answer=None, verified=False, reason=f"the step budget of {self.max_steps} turns ran out")
+                    return
+                turns_used += 1
+                conversation, trims = self._fit(conversation, keep_head=len(previous) + 1)
+                yield from trims
+                # A turn that only repeats earlier calls learns nothing new: the next turn must answer.
+                answer, answer_only = yield from self._act_turn(conversation, evidence, answer_only)
+            yield PhaseStarted(phase="verify")
+            verdict = yield from self._verify(task, answer, evidence)
+            yield verdict
+            if verdict.passed:
+                yield Final(answer=answer, verified=True)
+                return
+            if replans >= self.max_replans:
+                yield Final(answer=answer, verified=False, reason="verification failed: " + "; ".join(verdict.reasons))
+                return
+            replans += 1
+            reasons = "\n".join(f"- {r}" for r in verdict.reasons)
+            plan = yield from self._plan([Message(role="user", content=act_prompt),
+                                          Message(role="assistant", content=json.dumps({"answer": answer})),
+                                          Message(role="user", content=prompts.REPLAN.format(reasons=reasons))], replan=True)
+            conversation += [Message(role="assistant", content=json.dumps({"answer": answer})),
+                             Message(role="user", content=prompts.REPLAN.split("\n")[0] + "\n" + reasons
+                                     + "\nNew plan:\n" + prompts.numbered(plan))]
+
+    def _plan(self, messages: list[Message], replan: bool) -> Generator[Event, None, list[str]]:
+        yield PhaseStarted(phase="plan")
+        text = yield from self._generate(messages, plan_schema(self.max_plan_steps), "plan")
+        try:
+            steps = [str(s) for s in parse_json(text).get("steps", [])][: self.max_plan_steps]
+        except (TurnError, AttributeError):
+            steps = []
+        if not steps:
+            yield ErrorEvent(message="the plan could not be read; acting without one")
+        yield PlanMade(steps=steps, replan=replan)
+        return steps
+
+    def _act_turn(self, conversation: list[Message], evidence: list[str],
+                  answer_only: bool) -> Generator[Event, None, tuple[str | None, bool]]:
+        """One model turn: runs the tool calls it asks for, or returns its answer.
+
+        Returns (answer or None, whether every call repeated an earlier one).
+        """
+        text = yield from self._generate(conversation, self._act_schema(answer_only), "act")
+        try:
+            turn = parse_turn(text)
+        except TurnError as exc:
+            yield ErrorEvent(message=f"could not read the reply: {exc}")
+            conversation += [Message(role="assistant", content=text), Message(role="user", content=prompts.PARSE_ERROR.format(error=exc))]
+            return None, False
+        if turn.answer is not None:
+            conversation.append(Message(role="assistant", content=text))
+            return turn.answer, False
+        unique = list({json.dumps([name, args], sort_keys=True): (name, args) for name, args in turn.calls}.values())
+        calls = [(f"call_{len(evidence) + i + 1}", name, args) for i, (name, args) in enumerate(unique)]
+        for call_id, name, args in calls:
+            yield ToolCalled(id=call_id, name=name, arguments=args)
+        with ThreadPoolExecutor(max_workers=len(calls)) as pool:  # independent calls run at once
+            results = list(pool.map(lambda c: self._call(c[1], c[2], evidence), calls))
+        observed = []
+        for (call_id, name, args), result in zip(calls, results):
+            yield ToolReturned(id=call_id, name=name, ok=result.ok, output=result.output, error=result.error,
+                               duration=result.duration)
+            shown = result.output if result.ok else f"error: {result.error}"
+            observed.append((name, args, shown))
+            evidence.append(f"{name}({json.dumps(args)}) -> {shown}")
+        conversation += [Message(role="assistant", content=text),
+                         Message(role="user", content=prompts.OBSERVATION.format(results=prompts.results_block(observed)))]
+        repeated = prompts.REPEATED_CALL.split("{")[0]
+        return None, all((r.error or "").startswith(repeated) for r in results)
+
+    def _call(self, name: str, args: dict[str, Any], evidence: list[str]) -> ToolResult:
+        """Runs a tool, unless this exact call already ran: a small model can loop on one call."""
+        key = f"{name}({json.dumps(args)}) -> "
+        earlier = next((e for e in evidence if e.startswith(key)), None)
+        if earlier is not None:
+            return ToolResult(ok=False, error=prompts.REPEATED_CALL.format(result=earlier[len(key):]))
+        return self.tools.call(name, args)
+
+    def _verify(self, task: str, answer: str, evidence: list[str]) -> Generator[Event, None, Verdict]:
+        reasons = [r for check in self.verifiers for r in _reasons(check(answer))]
+        if self.output_type is not None:
+            try:
+                self.output_type.model_validate_json(answer)
+            except ValidationError as exc:
+                reasons.append(f"the answer must be JSON for {self.output_type.__name__}: {explain_validation(exc)}")
+        if reasons or not self.model_verify:
+            return Verdict(passed=not reasons, reasons=reasons, by="checks")
+        shown = "\n".join(shorten(e, SHORT_OBSERVATION) for e in evidence[-6:])
+        prompt = prompts.VERIFY.format(task=task, answer=answer, evidence=shown or "(no tools used)")
+        text = yield from self._generate([Message(role="user", content=prompt)], VERDICT_SCHEMA, "verify")
+        try:
+            data = parse_json(text)
+            return Verdict(passed=bool(data.get("passed")), reasons=[str(r) for r in data.get("reasons", [])], by="model")
+        except (TurnError, AttributeError):
+            return Verdict(passed=False, reasons=["the check's reply could not be read"], by="model")
+
+    def _act_schema(self, answer_only: bool = False) -> dict[str, Any]:
+        schema = act_schema([] if answer_only else self.tools.schemas(), self.max_parallel_calls)
+        if self.output_type is not None:  # the answer itself must be the typed object
+            answer = next(o for o in schema["anyOf"] if "answer" in o["properties"])
+            answer["properties"]["answer"] = _closed(self.output_type.model_json_schema())
+        return schema
+
+    def _generate(self, messages: list[Message], schema: dict[str, Any], phase: Phase) -> Generator[Event, None, str]:
+        request = GenerationRequest(
+            messages=[Message(role="system", content=self.system_prompt), *messages],
+            sampling=self.sampling,
+            constraint=Constraint(json_schema=schema) if self.constrain else None,
+        )
+        parts = []
+        for token in self.backend.stream(request):
+            parts.append(token.text)
+            yield TokenChosen(phase=phase, text=token.text, token=token.token, token_id=token.token_id,
+                              logprob=token.logprob, top_logprobs=token.top_logprobs)
+        text = "".join(parts)
+        if phase == "act" and self.output_type is not None and self.constrain:
+            data = parse_json(text)  # the constrained answer is an object: hand it on as JSON text
+            if isinstance(data.get("answer"), (dict, list)):
+                text = json.dumps({"answer": json.dumps(data["answer"])})
+        return text
+
+    def _fit(self, conversation: list[Message], keep_head: int) -> tuple[list[Message], list[ContextTrimmed]]:
+        system = Message(role="system", content=self.system_prompt)
+        limit = self.backend.context_window - self.sampling.max_tokens
+
+        def count(messages: list[Message]) -> int:
+            return len(self.backend.tokenizer.encode(self.backend.render([system, *messages])))
+
+        return fit(conversation, count, limit, keep_head=keep_head)

@@ -1,0 +1,68 @@
+"""Every prompt the agent sends, in one place."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SYSTEM = "You are a careful assistant that solves tasks step by step and uses tools when they help."
+
+PLAN = """Task: {task}
+{memory}
+Write a short plan for this task, at most {max_steps} steps, as JSON with the key "steps"."""
+
+REPLAN = """Your answer was checked and it failed:
+{reasons}
+Write a new short plan for the remaining work, as JSON with the key "steps"."""
+
+ACT = """Tools you can call:
+{tools}
+{memory}
+Plan:
+{plan}
+
+Task: {task}
+Reply with JSON. To use tools: {{"tool_calls": [{{"name": ..., "arguments": {{...}}}}]}}.
+When you know the answer: {{"answer": ...}}."""
+
+OBSERVATION = """Tool results:
+{results}
+If these results answer the task, reply with {{"answer": ...}} now. Otherwise call another tool."""
+
+REPEATED_CALL = "you already made this call; its result was: {result}"
+
+PARSE_ERROR = "Your reply was not valid: {error}. Reply with JSON only, in the format asked."
+
+VERIFY = """Task: {task}
+Proposed answer: {answer}
+Evidence from tools:
+{evidence}
+Does the answer solve the task and agree with the evidence? Reply with JSON with the keys "passed" (true or false) and "reasons" (short sentences)."""
+
+MEMORY_HITS = "Relevant notes from memory (cite them by [id]):\n{hits}"
+
+SUMMARY = "Earlier in this task (summarized to save space):\n{lines}"
+
+
+def tool_lines(schemas: list[dict[str, Any]]) -> str:
+    lines = []
+    for schema in schemas:
+        fn = schema["function"]
+        params = fn.get("parameters", {}).get("properties", {})
+        args = ", ".join(f"{name}: {spec.get('type', 'any')}" for name, spec in params.items())
+        lines.append(f"- {fn['name']}({args}): {fn.get('description', '').splitlines()[0] if fn.get('description') else ''}")
+    return "\n".join(lines) or "(none)"
+
+
+def numbered(steps: list[str]) -> str:
+    return "\n".join(f"{i}. {step}" for i, step in enumerate(steps, start=1)) or "(no plan)"
+
+
+def memory_block(hits: list[dict[str, Any]]) -> str:
+    if not hits:
+        return ""
+    return MEMORY_HITS.format(hits="\n".join(f"[{h['chunk_id']}] ({h['source']}) {h['text']}" for h in hits))
+
+
+def results_block(results: list[tuple[str, dict[str, Any], str]]) -> str:
+    return "\n".join(f"- {name}({json.dumps(args, ensure_ascii=False)}) -> {text}" for name, args, text in results)

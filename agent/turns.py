@@ -1,0 +1,160 @@
+"""What the model may say at each phase: the JSON schemas that constrain it, and the parser
+(with repairs) for backends that cannot constrain."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_STRING = 160  # a bound on every free string, so a constrained reply always fits the budget
+
+
+# A step reads as a sentence: a capitalized word, then words. Without this pattern a small
+# model fills the array with fragments ("./37 * 91", "10.00") that then mislead the act phase.
+STEP_PATTERN = r"^[A-Z][a-z]+( [A-Za-z0-9*+/.,?'-]+){1,12}$"
+
+
+def plan_schema(max_steps: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"steps": {"type": "array", "items": {"type": "string", "pattern": STEP_PATTERN},
+                                 "minItems": 1, "maxItems": max_steps}},
+        "required": ["steps"], "additionalProperties": False,
+    }
+
+
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"passed": {"type": "boolean"},
+                   "reasons": {"type": "array", "items": {"type": "string", "maxLength": 160}, "maxItems": 3}},
+    "required": ["passed", "reasons"], "additionalProperties": False,
+}
+
+
+def _bounded(schema: Any) -> Any:
+    """A copy in which every string without a maxLength gets one."""
+    if isinstance(schema, dict):
+        out = {k: _bounded(v) for k, v in schema.items()}
+        if out.get("type") == "string" and "maxLength" not in out and "enum" not in out and "const" not in out:
+            out["maxLength"] = MAX_STRING
+        return out
+    if isinstance(schema, list):
+        return [_bounded(v) for v in schema]
+    return schema
+
+
+def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4) -> dict[str, Any]:
+    """Exactly one choice: a list of calls to the offered tools (each with valid arguments), or an answer."""
+    definitions: dict[str, Any] = {}
+    calls = []
+    for schema in tool_schemas:
+        fn = schema["function"]
+        params = _bounded(copy.deepcopy(fn.get("parameters") or {"type": "object", "properties": {}}))
+        definitions.update(params.pop("$defs", {}))
+        calls.append({
+            "type": "object",
+            "properties": {"name": {"const": fn["name"]}, "arguments": params},
+            "required": ["name", "arguments"], "additionalProperties": False,
+        })
+    answer = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": MAX_STRING}},
+              "required": ["answer"], "additionalProperties": False}
+    options = [answer]
+    if calls:
+        options.insert(0, {
+            "type": "object",
+            "properties": {"tool_calls": {"type": "array", "items": {"anyOf": calls}, "minItems": 1, "maxItems": max_calls}},
+            "required": ["tool_calls"], "additionalProperties": False,
+        })
+    schema: dict[str, Any] = {"anyOf": options}
+    if definitions:
+        schema["$defs"] = definitions
+    return schema
+
+
+class TurnError(ValueError):
+    """The reply could not be read; the message is fed back to the model."""
+
+
+@dataclass
+class Turn:
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    answer: str | None = None
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+def _json_object(text: str) -> Any:
+    """The first JSON object in `text`, repairing what small models commonly get wrong."""
+    fenced = _FENCE.search(text)
+    if fenced:
+        text = fenced.group(1)
+    start = text.find("{")
+    if start == -1:
+        raise TurnError("no JSON object found")
+    candidate, depth, in_string, escaped = None, 0, False, False
+    for i, ch in enumerate(text[start:], start):
+        if in_string:
+            escaped = not escaped and ch == "\\"
+            if ch == '"' and not escaped:
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                candidate = text[start : i + 1]
+                break
+    if candidate is None:
+        candidate = text[start:] + "}" * max(depth, 0)  # a reply cut short: close what is open
+    for attempt in (candidate, re.sub(r",\s*([}\]])", r"\1", candidate)):
+        try:
+            return json.loads(attempt)
+        except json.JSONDecodeError:
+            pass
+    try:  # Python-style dicts: single quotes, True/False/None
+        return ast.literal_eval(candidate)
+    except (ValueError, SyntaxError) as exc:
+        raise TurnError(f"invalid JSON ({exc.__class__.__name__})") from None
+
+
+def parse_turn(text: str) -> Turn:
+    """A reply as tool calls or an answer. Plain text without JSON counts as the answer."""
+    try:
+        data = _json_object(text)
+    except TurnError:
+        if "{" not in text and text.strip():
+            return Turn(answer=text.strip())
+        raise
+    if not isinstance(data, dict):
+        raise TurnError("the reply must be a JSON object")
+    if "answer" in data and not data.get("tool_calls"):
+        return Turn(answer=str(data["answer"]))
+    raw_calls = data.get("tool_calls")
+    if raw_calls is None and "name" in data:  # a single call written without the list
+        raw_calls = [data]
+    if not isinstance(raw_calls, list) or not raw_calls:
+        raise TurnError('expected {"tool_calls": [...]} or {"answer": "..."}')
+    calls = []
+    for call in raw_calls:
+        if not isinstance(call, dict) or "name" not in call:
+            raise TurnError("each tool call needs a name and arguments")
+        arguments = call.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError:
+                raise TurnError(f"the arguments of {call['name']} are not a JSON object") from None
+        calls.append((str(call["name"]), arguments if isinstance(arguments, dict) else {}))
+    return Turn(calls=calls)
+
+
+def parse_json(text: str) -> Any:
+    return _json_object(text)

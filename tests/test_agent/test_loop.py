@@ -1,0 +1,225 @@
+"""Every path of the loop, with the scripted backend: the event sequences are checked."""
+
+import json
+
+import pytest
+from pydantic import BaseModel
+
+from agent import Agent
+from backends.scripted import ScriptedBackend
+from tools import tool
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@tool
+def divide(a: float, b: float) -> float:
+    """Divide a by b."""
+    return a / b
+
+
+def plan(*steps):
+    return json.dumps({"steps": list(steps)})
+
+
+def calls(*pairs):
+    return json.dumps({"tool_calls": [{"name": n, "arguments": a} for n, a in pairs]})
+
+
+def answer(text):
+    return json.dumps({"answer": text})
+
+
+def verdict(passed, *reasons):
+    return json.dumps({"passed": passed, "reasons": list(reasons)})
+
+
+def kinds(events):
+    return [e.type if e.type != "phase" else f"phase:{e.phase}" for e in events if e.type != "token"]
+
+
+def test_plan_tool_call_answer_verified():
+    backend = ScriptedBackend(replies=[plan("Add the numbers"), calls(("add", {"a": 2, "b": 3})), answer("5"), verdict(True)])
+    result = Agent(backend, tools=[add]).run("What is 2 + 3?")
+    assert kinds(result.events) == [
+        "run_started", "phase:plan", "plan", "phase:act", "tool_call", "tool_result", "phase:verify", "verdict", "final"]
+    assert result.answer == "5" and result.verified and result.plan == ["Add the numbers"]
+    tool_result = next(e for e in result.events if e.type == "tool_result")
+    assert tool_result.ok and tool_result.output == "5"
+    assert any(e.type == "token" and e.phase == "act" for e in result.events)  # decoding is streamed too
+    observation = backend.requests[2].messages[-1].content
+    assert "add" in observation and "-> 5" in observation
+
+
+def test_tool_error_then_recovery():
+    backend = ScriptedBackend(replies=[
+        plan("Divide"), calls(("divide", {"a": 1, "b": 0})), calls(("divide", {"a": 1, "b": 4})), answer("0.25"), verdict(True)])
+    result = Agent(backend, tools=[divide]).run("What is 1/4?")
+    results = [e for e in result.events if e.type == "tool_result"]
+    assert [r.ok for r in results] == [False, True]
+    assert "ZeroDivisionError" in results[0].error
+    assert "ZeroDivisionError" in backend.requests[2].messages[-1].content  # the error went back to the model
+    assert result.answer == "0.25" and result.verified
+
+
+def test_parallel_calls_in_one_turn():
+    backend = ScriptedBackend(replies=[
+        plan("Add both"), calls(("add", {"a": 1, "b": 1}), ("add", {"a": 2, "b": 2})), answer("2 and 4"), verdict(True)])
+    result = Agent(backend, tools=[add]).run("1+1 and 2+2?")
+    assert kinds(result.events)[3:8] == ["phase:act", "tool_call", "tool_call", "tool_result", "tool_result"]
+    assert [e.output for e in result.events if e.type == "tool_result"] == ["2", "4"]
+
+
+def test_unreadable_reply_is_fed_back():
+    backend = ScriptedBackend(replies=[plan("Think"), '{"tool_calls": [oops', answer("done"), verdict(True)])
+    result = Agent(backend, tools=[add]).run("task")
+    assert "error" in kinds(result.events)
+    assert "not valid" in backend.requests[2].messages[-1].content
+    assert result.answer == "done"
+
+
+def test_repairs_small_model_json():
+    backend = ScriptedBackend(replies=[
+        plan("Add"), "Sure! ```json\n{'tool_calls': [{'name': 'add', 'arguments': {'a': 1, 'b': 2},}]}\n```",
+        "The answer is 3.", verdict(True)])
+    result = Agent(backend, tools=[add]).run("1+2?")
+    assert next(e for e in result.events if e.type == "tool_result").output == "3"
+    assert result.answer == "The answer is 3."  # plain text without JSON is taken as the answer
+
+
+def test_verify_fail_then_replan():
+    backend = ScriptedBackend(replies=[
+        plan("Guess"), answer("7"), verdict(False, "7 is not 2 + 3"),
+        plan("Use the add tool"), calls(("add", {"a": 2, "b": 3})), answer("5"), verdict(True)])
+    result = Agent(backend, tools=[add], max_replans=1).run("What is 2 + 3?")
+    sequence = kinds(result.events)
+    assert sequence.count("verdict") == 2 and sequence.count("plan") == 2
+    replanned = [e for e in result.events if e.type == "plan"][1]
+    assert replanned.replan and replanned.steps == ["Use the add tool"]
+    assert "7 is not 2 + 3" in backend.requests[3].messages[-1].content
+    assert result.answer == "5" and result.verified
+
+
+def test_verification_failure_with_no_replans_left():
+    backend = ScriptedBackend(replies=[plan("Guess"), answer("7"), verdict(False, "wrong")])
+    result = Agent(backend, tools=[add], max_replans=0).run("2+3?")
+    assert result.answer == "7" and not result.verified and "wrong" in result.reason
+
+
+def test_programmatic_verifiers_run_before_the_model():
+    backend = ScriptedBackend(replies=[plan("Answer"), answer("five"), plan("Use digits"), answer("5"), verdict(True)])
+    digits = lambda text: None if text.strip().isdigit() else "the answer must be digits"  # noqa: E731
+    result = Agent(backend, tools=[add], verifiers=[digits]).run("2+3?")
+    verdicts = [e for e in result.events if e.type == "verdict"]
+    assert (verdicts[0].passed, verdicts[0].by, verdicts[0].reasons) == (False, "checks", ["the answer must be digits"])
+    assert verdicts[1].passed and verdicts[1].by == "model" and result.answer == "5"
+
+
+def test_step_budget_exhausted():
+    backend = ScriptedBackend(replies=[plan("Loop")] + [calls(("add", {"a": i, "b": 1})) for i in range(3)])
+    result = Agent(backend, tools=[add], max_steps=3).run("never ends")
+    assert kinds(result.events)[-1] == "final"
+    assert result.answer is None and not result.verified and "step budget of 3" in result.reason
+
+
+def test_repeated_calls_force_an_answer():
+    same = calls(("add", {"a": 1, "b": 1}))
+    backend = ScriptedBackend(replies=[plan("Add"), same, same, answer("2"), verdict(True)])
+    result = Agent(backend, tools=[add]).run("1+1")
+    repeated = [e for e in result.events if e.type == "tool_result"][1]
+    assert not repeated.ok and "already made this call" in repeated.error
+    assert result.answer == "2"
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+def test_output_type_validation_failure_is_fed_back():
+    backend = ScriptedBackend(replies=[
+        plan("Write JSON"), answer('{"name": "Ada"}'), plan("Add the age"), answer('{"name": "Ada", "age": 36}'), verdict(True)])
+    result = Agent(backend, output_type=Person).run("Describe Ada Lovelace")
+    first = next(e for e in result.events if e.type == "verdict")
+    assert not first.passed and "argument 'age' is required" in first.reasons[0]
+    assert Person.model_validate_json(result.answer).age == 36
+
+
+def test_context_is_shortened_then_summarized():
+    @tool
+    def dump(n: int) -> str:
+        """Returns a lot of text."""
+        return "lorem ipsum " * 300
+
+    replies = [plan("Dump")] + [calls(("dump", {"n": i})) for i in range(4)] + [answer("done"), verdict(True)]
+    backend = ScriptedBackend(replies=replies, context_window=700)
+    result = Agent(backend, tools=[dump, add], max_steps=8).run("dump things")
+    trims = [e for e in result.events if e.type == "context"]
+    assert trims and all(t.tokens_after < t.tokens_before for t in trims)
+    assert {t.action for t in trims} == {"shortened_observations", "summarized_turns"}
+    for request in backend.requests:  # no prompt ever went over the window
+        assert len(backend.tokenizer.encode(backend.render(request.messages))) <= 700
+    assert result.answer == "done"
+
+
+def test_memory_recall_and_traces(tmp_path):
+    from memory import Memory
+
+    with Memory(tmp_path / "m.db", embedder=None) as memory:
+        memory.add_text("The launch code word is pelican.", source="notes.md")
+        backend = ScriptedBackend(replies=[plan("Recall"), answer("pelican"), verdict(True)])
+        result = Agent(backend, memory=memory).run("What is the launch code word?")
+        recalled = next(e for e in result.events if e.type == "memory")
+        assert recalled.hits and recalled.hits[0]["source"] == "notes.md"
+        assert "[%d]" % recalled.hits[0]["chunk_id"] in backend.requests[0].messages[-1].content
+        stored = memory.traces.events(result.run_id)
+        assert [e["type"] for e in stored] == [e.type for e in result.events]
+        assert memory.traces.runs()[0]["status"] == "verified"
+
+
+def test_continuing_a_conversation():
+    backend = ScriptedBackend(replies=[plan("a"), answer("Paris"), verdict(True), plan("b"), answer("About 2 million"), verdict(True)])
+    agent = Agent(backend)
+    first = agent.run("Capital of France?")
+    second = agent.run("And its population?", messages=first.messages)
+    act_request = backend.requests[4]
+    assert any(m.content == "Capital of France?" for m in act_request.messages)
+    assert [m.content for m in second.messages] == ["Capital of France?", "Paris", "And its population?", "About 2 million"]
+
+
+def test_backend_failure_ends_with_error_and_final():
+    backend = ScriptedBackend(replies=[plan("x")])  # runs out of replies in the act phase
+    result = Agent(backend).run("task")
+    assert kinds(result.events)[-2:] == ["error", "final"] and result.answer is None
+
+
+def test_async_api():
+    import asyncio
+
+    backend = ScriptedBackend(replies=[plan("a"), answer("ok"), verdict(True)] * 2)
+    agent = Agent(backend)
+
+    async def main():
+        events = [e async for e in agent.astream("t")]
+        result = await agent.arun("t")
+        return events, result
+
+    events, result = asyncio.run(main())
+    assert events[-1].type == "final" and result.answer == "ok"
+
+
+@pytest.mark.model
+def test_real_model_uses_the_calculator(smollm2):
+    from tools import ToolRegistry
+
+    registry = ToolRegistry.with_builtins(".")
+    result = Agent(smollm2, tools=[registry.get("calculator")]).run("What is 37 * 91? Use the calculator.")
+    assert result.plan  # a valid, non-empty plan
+    call = next(e for e in result.events if e.type == "tool_call")
+    assert call.name == "calculator"
+    assert any(e.type == "tool_result" and e.ok and e.output == "3367" for e in result.events)
+    assert result.answer is not None and "3367" in result.answer
