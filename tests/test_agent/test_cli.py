@@ -102,3 +102,26 @@ def test_tools_lists_calls_and_bridges_mcp(tmp_path):
     server = Path(__file__).parents[1] / "test_tools" / "mcp_server.py"
     with_mcp = run("tools", "-w", str(tmp_path), "--mcp", f"{shlex.quote(sys.executable)} {shlex.quote(str(server))}")
     assert "multiply(a, b)" in with_mcp.output
+
+
+def test_run_prints_the_loop_as_it_happens(tmp_path):
+    import json
+
+    replies = [json.dumps({"steps": ["Compute it"]}),
+               json.dumps({"tool_calls": [{"name": "calculator", "arguments": {"expression": "37 * 91"}}]}),
+               json.dumps({"answer": "3367"}), json.dumps({"passed": True, "reasons": ["matches the tool"]})]
+    db = tmp_path / "m.db"
+    result = run("run", "What is 37 * 91?", "-b", "scripted", "-o", f"replies={json.dumps(replies)}",
+                 "--memory", str(db), "-w", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[:2] == ["plan:", "  1. Compute it"]
+    assert '-> calculator({"expression": "37 * 91"})' in result.output and "<- 3367" in result.output
+    assert "verdict (model): passed matches the tool" in result.output
+    assert lines[-1] == "answer (verified): 3367"
+    assert "verified" in run("logs", "--db", str(db)).output
+    as_json = run("run", "task", "-b", "scripted", "-o", f"replies={json.dumps(replies)}", "--json", "-w", str(tmp_path))
+    events = [json.loads(line) for line in as_json.output.splitlines()]
+    assert events[0]["type"] == "run_started" and events[-1] == {"type": "final", "answer": "3367", "verified": True, "reason": ""}
+    bad = run("run", "task", "-b", "scripted", "--tools", "calculator,nope")
+    assert bad.exit_code == 2 and "unknown tools ['nope']" in bad.output

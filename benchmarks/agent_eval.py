@@ -1,0 +1,139 @@
+"""Agent quality on the default model: success rate on 30 tasks with checkable answers.
+
+    .venv/bin/python benchmarks/agent_eval.py [--limit N] [--only react|agent]
+
+Two ways to run the same model on the same tasks, tools, memory and workspace:
+  react  a single unconstrained ReAct-style loop: the model writes tool calls as text,
+         which are parsed and repaired; no plan, no verification
+  agent  our plan -> act -> verify loop with grammar-constrained plans, calls and verdicts
+A task succeeds when the final answer contains the expected text (case-insensitive).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent import Agent, prompts  # noqa: E402
+from agent.turns import TurnError, parse_turn  # noqa: E402
+from backends import GenerationRequest, Message, SamplingParams  # noqa: E402
+from backends.local.backend import LocalBackend  # noqa: E402
+from memory import Memory  # noqa: E402
+from tools import ToolRegistry  # noqa: E402
+
+ARITHMETIC = [
+    ("What is 37 * 91? Use the calculator.", "3367"),
+    ("What is 1234 + 5678? Use the calculator.", "6912"),
+    ("What is 999 - 123? Use the calculator.", "876"),
+    ("What is 144 / 12? Use the calculator.", "12"),
+    ("What is 2 ** 10? Use the calculator.", "1024"),
+    ("What is 17 * 23? Use the calculator.", "391"),
+    ("What is 5000 - 1? Use the calculator.", "4999"),
+    ("What is 81 / 9? Use the calculator.", "9"),
+    ("What is 250 * 4? Use the calculator.", "1000"),
+    ("What is 73 + 27? Use the calculator.", "100"),
+    ("What is the square root of 169? Use the calculator.", "13"),
+    ("What is 15 % 4? Use the calculator.", "3"),
+]
+FACTS = {
+    "facts.md": "The project codename is Bluefin. The launch is scheduled for March. The lead engineer is Priya. "
+                "The server room is on floor 7. The backup password hint is 'tidepool'. The budget is 42000 euros.",
+}
+MEMORY_TASKS = [
+    ("What is the project codename?", "Bluefin"),
+    ("In which month is the launch?", "March"),
+    ("Who is the lead engineer?", "Priya"),
+    ("On which floor is the server room?", "7"),
+    ("What is the backup password hint?", "tidepool"),
+    ("What is the budget in euros?", "42000"),
+]
+WORKSPACE = {
+    "notes.txt": "Meeting notes: the demo is on Friday. Bring the red cable.",
+    "inventory.csv": "item,count\napples,12\npears,7\nplums,30\n",
+    "README.md": "# Orchard\nThis repository tracks the orchard's harvest. Owner: Tomasz.",
+}
+FILE_TASKS = [
+    ("Read notes.txt. On which day is the demo?", "Friday"),
+    ("Read notes.txt. Which cable should be brought?", "red"),
+    ("Read inventory.csv. How many pears are there?", "7"),
+    ("Read inventory.csv. How many plums are there?", "30"),
+    ("Read README.md. Who is the owner?", "Tomasz"),
+    ("List the files in the workspace. Which file is a CSV file?", "inventory.csv"),
+]
+MULTI_STEP = [
+    ("Add 17 and 25, then multiply the result by 3. Use the calculator.", "126"),
+    ("Read inventory.csv and add the number of apples and pears with the calculator.", "19"),
+    ("Multiply 12 by 12, then subtract 44. Use the calculator.", "100"),
+    ("What is (300 + 45) * 2? Use the calculator.", "690"),
+    ("Read inventory.csv. What is the total of apples, pears and plums? Use the calculator.", "49"),
+    ("Divide 1000 by 8, then add 5. Use the calculator.", "130"),
+]
+TASKS = ARITHMETIC + MEMORY_TASKS + FILE_TASKS + MULTI_STEP
+TOOLS = ("calculator", "list_files", "read_file", "search_files", "recall")
+
+
+def react(backend: LocalBackend, registry: ToolRegistry, task: str, max_steps: int = 4) -> str | None:
+    """The baseline: one unconstrained loop, the model's text parsed (and repaired) each turn."""
+    conversation = [Message(role="user", content=prompts.ACT.format(
+        task=task, plan="(none)", memory="", tools=prompts.tool_lines(registry.schemas())))]
+    sampling = SamplingParams(temperature=0.0, max_tokens=150)
+    for _ in range(max_steps):
+        text = backend.generate(GenerationRequest(
+            messages=[Message(role="system", content=prompts.SYSTEM), *conversation], sampling=sampling)).text
+        conversation.append(Message(role="assistant", content=text))
+        try:
+            turn = parse_turn(text)
+        except TurnError as exc:
+            conversation.append(Message(role="user", content=prompts.PARSE_ERROR.format(error=exc)))
+            continue
+        if turn.answer is not None:
+            return turn.answer
+        results = []
+        for name, args in turn.calls:
+            result = registry.call(name, args)
+            results.append((name, args, result.output if result.ok else f"error: {result.error}"))
+        conversation.append(Message(role="user", content=prompts.OBSERVATION.format(results=prompts.results_block(results))))
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=len(TASKS))
+    parser.add_argument("--only", choices=["react", "agent"], default=None)
+    args = parser.parse_args()
+    backend = LocalBackend()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "ws").mkdir()
+        for name, text in WORKSPACE.items():
+            (root / "ws" / name).write_text(text)
+        memory = Memory(root / "memory.db", embedder=None)
+        for name, text in FACTS.items():
+            memory.add_text(text, source=name)
+        builtins = ToolRegistry.with_builtins(root / "ws", memory=memory)
+        registry = ToolRegistry([builtins.get(n) for n in TOOLS])
+        runners = {
+            "react": lambda task: react(backend, registry, task),
+            "agent": lambda task: Agent(backend, tools=registry, memory=memory).run(task).answer,
+        }
+        tasks = TASKS[: args.limit]
+        for label, run in runners.items():
+            if args.only and label != args.only:
+                continue
+            passed, start = 0, time.perf_counter()
+            for task, expected in tasks:
+                answer = run(task)
+                ok = answer is not None and expected.lower() in answer.lower()
+                passed += ok
+                print(f"  [{label}] {'PASS' if ok else 'fail'}  {task[:60]:60}  -> {str(answer)[:60]!r}", flush=True)
+            elapsed = time.perf_counter() - start
+            print(f"{label}: {passed}/{len(tasks)} tasks ({100 * passed / len(tasks):.0f}%) in {elapsed:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
