@@ -20,8 +20,8 @@ def decode(model: Transformer, prompt_ids: Sequence[int], pick: PickToken, max_n
     logits = model(torch.tensor([list(prompt_ids)], device=device), start=0, last_only=True)[0, -1]
     position = len(prompt_ids)
     for step in range(max_new_tokens):
-        if step:
-            logits = model(torch.tensor([[token]], device=device), start=position)[0, -1]
-            position += 1
         token, logprobs = pick(logits)
         yield token, logprobs
+        if step + 1 < max_new_tokens:  # only when the consumer asks for another token
+            logits = model(torch.tensor([[token]], device=device), start=position)[0, -1]
+            position += 1

@@ -12,7 +12,7 @@ from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
 from backends.local.checkpoint import Checkpoint, check_weights
-from backends.local.config import ModelConfig, ModelLoadError, RopeScaling, family_of
+from backends.local.config import ModelConfig, ModelLoadError, family_of
 from backends.local.tokenizer import LocalTokenizer
 
 _LAYER_TENSORS = {
@@ -84,7 +84,6 @@ def _config(fields: _Fields, arch: str, vocab_size: int, has_output: bool) -> Mo
     family = family_of(arch, str(fields.source))
     n_heads = int(fields.require(f"{arch}.attention.head_count"))
     dim = int(fields.require(f"{arch}.embedding_length"))
-    scaling = None
     if fields.get(f"{arch}.rope.scaling.type") not in (None, "none"):
         kind = fields.get(f"{arch}.rope.scaling.type")
         raise ModelLoadError(f"{fields.source}: RoPE scaling type {kind!r} is not supported")
@@ -99,7 +98,6 @@ def _config(fields: _Fields, arch: str, vocab_size: int, has_output: bool) -> Mo
         context_length=int(fields.require(f"{arch}.context_length")),
         norm_eps=float(fields.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=float(fields.get(f"{arch}.rope.freq_base", 10000.0)),
-        rope_scaling=scaling,
         head_dim=int(fields.get(f"{arch}.attention.key_length", dim // n_heads)),
         tie_embeddings=not has_output,
         qkv_bias=family == "qwen2",

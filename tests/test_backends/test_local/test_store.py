@@ -1,7 +1,6 @@
 """`tokentrail pull` mechanics, with pip replaced by a wheel built here (no network in these tests)."""
 
 import hashlib
-import subprocess
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace

@@ -1,0 +1,91 @@
+"""Helpers shared by the command-line modules."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from backends import BackendError, load_backend
+
+
+def version_string() -> str:
+    try:
+        return version("tokentrail")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{'.'.join(map(str, error['loc']))}: {message}" if error["loc"] else message)
+    return "; ".join(parts)
+
+
+def pull_progress():
+    """A rich progress bar for model pulls, as a (what, done, total) callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    bar = Progress(TextColumn("unpacking {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   console=Console(stderr=True), transient=True)
+    tasks: dict[str, int] = {}
+
+    def update(what: str, done: int, total: int) -> None:
+        if what not in tasks:
+            bar.start()
+            tasks[what] = bar.add_task(what, total=total)
+        bar.update(tasks[what], completed=done)
+        if done >= total:
+            bar.stop()
+
+    return update
+
+
+def make_backend(name: str, model: str | None, options: tuple[str, ...]):
+    kwargs = parse_options(options)
+    if model is not None:
+        kwargs["model"] = model
+    if name == "local":
+        kwargs.setdefault("progress", pull_progress())
+    try:
+        return load_backend(name, **kwargs)
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def memory_path(db: str | None) -> Path:
+    from backends.local.store import home
+
+    return Path(db) if db else home() / "memory.db"
+
+
+def open_memory(db: str | None, embedder: bool = True):
+    from memory import Memory, MemoryStoreError
+
+    try:
+        return Memory(memory_path(db), embedder="minilm" if embedder else None)
+    except MemoryStoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+db_option = click.option("--db", default=None, help="Memory database (default: $TOKENTRAIL_HOME/memory.db).")
