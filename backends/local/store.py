@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -183,8 +182,3 @@ def resolve(model: str | None, auto_pull: bool = True, progress: Progress | None
         f"{model}: no such file or folder, and not a known model name ({', '.join(KNOWN_MODELS)})"
     )
 
-
-def remove_partial_pulls() -> None:
-    for name in KNOWN_MODELS:
-        for leftover in (home() / "models" / name).glob(".pull-*"):
-            shutil.rmtree(leftover, ignore_errors=True)

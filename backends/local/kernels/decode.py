@@ -16,7 +16,7 @@ import triton.language as tl
 from torch import Tensor
 
 from backends.local.kernels.launch import block_d, check_attention_inputs, interpreting
-from backends.local.kernels.prefill import LOG2E
+from backends.local.kernels.online_softmax import LOG2E, online_softmax_update, tile_scores
 
 
 @triton.jit
@@ -58,23 +58,10 @@ def _decode_split_kernel(
         in_range = cols < hi
         k = tl.load(k_base + cols[None, :] * skt + offs_d[:, None] * skd,
                     mask=in_range[None, :] & mask_d[:, None], other=0.0)
-        if IEEE:
-            qk = tl.dot(q, k, input_precision="ieee")
-        else:
-            qk = tl.dot(q, k)
-        qk = tl.where(in_range[None, :], qk * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(qk - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
+        qk = tl.where(in_range[None, :], tile_scores(q, k, qk_scale, IEEE), float("-inf"))
         v = tl.load(v_base + cols[:, None] * svt + offs_d[None, :] * svd,
                     mask=in_range[:, None] & mask_d[None, :], other=0.0)
-        acc = acc * alpha[:, None]
-        if IEEE:
-            acc += tl.dot(p, v, input_precision="ieee")
-        else:
-            acc += tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_update(qk, v, m_i, l_i, acc, IEEE)
     has_keys = l_i > 0
     out = acc / tl.where(has_keys, l_i, 1.0)[:, None]
     lse = tl.where(has_keys, m_i + tl.math.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))

@@ -17,8 +17,7 @@ import triton.language as tl
 from torch import Tensor
 
 from backends.local.kernels.launch import block_d, check_attention_inputs, interpreting
-
-LOG2E = 1.4426950408889634
+from backends.local.kernels.online_softmax import LOG2E, online_softmax_update, tile_scores
 
 
 @triton.jit
@@ -59,27 +58,14 @@ def _prefill_kernel(
         cols = start_n + offs_n
         k = tl.load(k_base + cols[None, :] * skt + offs_d[:, None] * skd,
                     mask=(cols[None, :] < t_k) & mask_d[:, None], other=0.0)
-        if IEEE:
-            qk = tl.dot(q, k, input_precision="ieee")
-        else:
-            qk = tl.dot(q, k)
-        qk = qk * qk_scale
+        qk = tile_scores(q, k, qk_scale, IEEE)
         valid = cols[None, :] < t_k
         if CAUSAL:
             valid = valid & (cols[None, :] <= offs_m[:, None] + offset)
         qk = tl.where(valid, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(qk - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_base + cols[:, None] * svt + offs_d[None, :] * svd,
                     mask=(cols[:, None] < t_k) & mask_d[None, :], other=0.0)
-        acc = acc * alpha[:, None]
-        if IEEE:
-            acc += tl.dot(p, v, input_precision="ieee")
-        else:
-            acc += tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_update(qk, v, m_i, l_i, acc, IEEE)
     acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     tl.store(O + b * sob + h * soh + offs_m[:, None] * sot + offs_d[None, :] * sod,
              acc.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
