@@ -58,7 +58,7 @@ class Agent:
         constrain: bool | None = None,
         model_verify: bool = True,
         max_plan_steps: int = 5,
-        max_parallel_calls: int = 3,
+        max_parallel_calls: int = 1,
         recall_k: int = 3,
     ) -> None:
         self.backend = backend
@@ -205,6 +205,9 @@ class Agent:
             conversation.append(Message(role="assistant", content=text))
             return turn.answer, False
         unique = list({json.dumps([name, args], sort_keys=True): (name, args) for name, args in turn.calls}.values())
+        if len(unique) > self.max_parallel_calls:  # unconstrained backends may write more than the grammar allows
+            yield ErrorEvent(message=f"only the first {self.max_parallel_calls} of {len(unique)} calls ran")
+            unique = unique[: self.max_parallel_calls]
         calls = [(f"call_{len(evidence) + i + 1}", name, args) for i, (name, args) in enumerate(unique)]
         for call_id, name, args in calls:
             yield ToolCalled(id=call_id, name=name, arguments=args)

@@ -69,9 +69,17 @@ def test_tool_error_then_recovery():
 def test_parallel_calls_in_one_turn():
     backend = ScriptedBackend(replies=[
         plan("Add both"), calls(("add", {"a": 1, "b": 1}), ("add", {"a": 2, "b": 2})), answer("2 and 4"), verdict(True)])
-    result = Agent(backend, tools=[add]).run("1+1 and 2+2?")
+    result = Agent(backend, tools=[add], max_parallel_calls=2).run("1+1 and 2+2?")
     assert kinds(result.events)[3:8] == ["phase:act", "tool_call", "tool_call", "tool_result", "tool_result"]
     assert [e.output for e in result.events if e.type == "tool_result"] == ["2", "4"]
+
+
+def test_calls_beyond_the_limit_do_not_run():
+    backend = ScriptedBackend(replies=[
+        plan("Add"), calls(("add", {"a": 1, "b": 1}), ("add", {"a": 2, "b": 2})), answer("2"), verdict(True)])
+    result = Agent(backend, tools=[add]).run("1+1")  # one call per turn by default
+    assert [e.output for e in result.events if e.type == "tool_result"] == ["2"]
+    assert any(e.type == "error" and "first 1 of 2 calls" in e.message for e in result.events)
 
 
 def test_unreadable_reply_is_fed_back():
