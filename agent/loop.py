@@ -157,7 +157,7 @@ class Agent:
                 conversation, trims = self._fit(conversation, keep_head=len(previous) + 1)
                 yield from trims
                 # A turn that only repeats earlier calls learns nothing new: the next turn must answer.
-                answer, answer_only = yield from self._act_turn(conversation, evidence, answer_only)
+                answer, answer_only = yield from self._act_turn(task, conversation, evidence, answer_only)
             yield PhaseStarted(phase="verify")
             verdict = yield from self._verify(task, answer, evidence)
             yield verdict
@@ -188,13 +188,19 @@ class Agent:
         yield PlanMade(steps=steps, replan=replan)
         return steps
 
-    def _act_turn(self, conversation: list[Message], evidence: list[str],
+    def _act_turn(self, task: str, conversation: list[Message], evidence: list[str],
                   answer_only: bool) -> Generator[Event, None, tuple[str | None, bool]]:
         """One model turn: runs the tool calls it asks for, or returns its answer.
 
         Returns (answer or None, whether every call repeated an earlier one).
         """
-        text = yield from self._generate(conversation, self._act_schema(answer_only), "act")
+        messages = conversation
+        if answer_only:  # put what worked in front of the model as it writes the answer
+            found = [e for e in evidence if " -> error: " not in e] or evidence
+            outputs = [f"- {e.split('(')[0]} gave {e.rsplit(' -> ', 1)[-1]}" for e in found[-4:]]
+            nudge = prompts.ANSWER_NOW.format(results="\n".join(outputs), task=task)
+            messages = [*conversation, Message(role="user", content=nudge)]
+        text = yield from self._generate(messages, self._act_schema(answer_only), "act")
         try:
             turn = parse_turn(text)
         except TurnError as exc:

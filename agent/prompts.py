@@ -29,6 +29,11 @@ OBSERVATION = """Tool results:
 {results}
 If these results answer the task, reply with {{"answer": ...}} now. Otherwise call another tool."""
 
+ANSWER_NOW = """Task: {task}
+What the tools found:
+{results}
+Write the final answer, using the numbers and facts the tools found."""
+
 REPEATED_CALL = "you already made this call; its result was: {result}"
 
 PARSE_ERROR = "Your reply was not valid: {error}. Reply with JSON only, in the format asked."

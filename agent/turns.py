@@ -15,6 +15,7 @@ MAX_STRING = 160  # a bound on every free string, so a constrained reply always 
 
 # A step reads as a sentence: a capitalized word, then words. Without this pattern a small
 # model fills the array with fragments ("./37 * 91", "10.00") that then mislead the act phase.
+ANSWER_PATTERN = r"^[A-Za-z0-9$(\-][^\n]{0,%d}$" % (MAX_STRING - 1)
 STEP_PATTERN = r"^[A-Z][a-z]+( [A-Za-z0-9*+/.,?'-]+){1,12}$"
 
 
@@ -60,7 +61,8 @@ def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4) -> dict[s
             "properties": {"name": {"const": fn["name"]}, "arguments": params},
             "required": ["name", "arguments"], "additionalProperties": False,
         })
-    answer = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": MAX_STRING}},
+    # An answer starts like a sentence or a number; without this a small model opens with stray "}" or "]".
+    answer = {"type": "object", "properties": {"answer": {"type": "string", "pattern": ANSWER_PATTERN}},
               "required": ["answer"], "additionalProperties": False}
     options = [answer]
     if calls:
