@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -85,9 +86,12 @@ def load_backend(name: str, **options: Any) -> Backend:
     """Builds the backend registered as `name`, passing `options` to its constructor."""
     factory = _resolve(name)
     try:
-        backend = factory(**options)
-    except TypeError as exc:
+        inspect.signature(factory).bind(**options)
+    except TypeError as exc:  # only the call's shape: errors inside the constructor stay what they are
         raise BackendError(f"backend {name!r} rejected its options {sorted(options)}: {exc}") from exc
+    except ValueError:
+        pass  # no introspectable signature
+    backend = factory(**options)
     if not isinstance(backend, Backend):
         raise BackendError(f"backend {name!r} built a {type(backend).__name__}, which lacks the Backend methods")
     return backend
