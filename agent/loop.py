@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,6 +23,21 @@ from tools import Tool, ToolRegistry
 from tools.registry import Approver, ToolResult, explain_validation
 
 Verifier = Callable[[str], bool | str | Sequence[str] | None]  # True/None pass; False, a reason or reasons fail
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One tool call of this run and what came of it: the evidence verify and later turns see."""
+
+    name: str
+    arguments: str  # JSON text
+    shown: str  # the output, or "error: ..."
+    ok: bool
+    repeated: bool = False
+
+    @property
+    def line(self) -> str:
+        return f"{self.name}({self.arguments}) -> {self.shown}"
 
 
 class RunResult(BaseModel):
@@ -144,7 +160,7 @@ class Agent:
         act_prompt = prompts.ACT.format(task=task, plan=prompts.numbered(plan), memory=memory_text,
                                         tools=prompts.tool_lines(self.tools.schemas()))
         conversation = [*previous, Message(role="user", content=act_prompt)]
-        evidence: list[str] = []
+        evidence: list[Observation] = []
         turns_used, replans = 0, 0
         while True:
             yield PhaseStarted(phase="act")
@@ -173,8 +189,7 @@ class Agent:
                                           Message(role="assistant", content=json.dumps({"answer": answer})),
                                           Message(role="user", content=prompts.REPLAN.format(reasons=reasons))], replan=True)
             conversation += [Message(role="assistant", content=json.dumps({"answer": answer})),
-                             Message(role="user", content=prompts.REPLAN.split("\n")[0] + "\n" + reasons
-                                     + "\nNew plan:\n" + prompts.numbered(plan))]
+                             Message(role="user", content=prompts.REPLANNED.format(reasons=reasons, plan=prompts.numbered(plan)))]
 
     def _plan(self, messages: list[Message], replan: bool) -> Generator[Event, None, list[str]]:
         yield PhaseStarted(phase="plan")
@@ -188,7 +203,7 @@ class Agent:
         yield PlanMade(steps=steps, replan=replan)
         return steps
 
-    def _act_turn(self, task: str, conversation: list[Message], evidence: list[str],
+    def _act_turn(self, task: str, conversation: list[Message], evidence: list[Observation],
                   answer_only: bool) -> Generator[Event, None, tuple[str | None, bool]]:
         """One model turn: runs the tool calls it asks for, or returns its answer.
 
@@ -196,8 +211,8 @@ class Agent:
         """
         messages = conversation
         if answer_only:  # put what worked in front of the model as it writes the answer
-            found = [e for e in evidence if " -> error: " not in e] or evidence
-            outputs = [f"- {e.split('(')[0]} gave {e.rsplit(' -> ', 1)[-1]}" for e in found[-4:]]
+            found = [o for o in evidence if o.ok] or evidence
+            outputs = [f"- {o.name} gave {o.shown}" for o in found[-4:]]
             nudge = prompts.ANSWER_NOW.format(results="\n".join(outputs), task=task)
             messages = [*conversation, Message(role="user", content=nudge)]
         text = yield from self._generate(messages, self._act_schema(answer_only), "act")
@@ -220,26 +235,28 @@ class Agent:
         with ThreadPoolExecutor(max_workers=len(calls)) as pool:  # independent calls run at once
             results = list(pool.map(lambda c: self._call(c[1], c[2], evidence), calls))
         observed = []
-        for (call_id, name, args), result in zip(calls, results):
+        for (call_id, name, args), (result, repeated) in zip(calls, results):
             yield ToolReturned(id=call_id, name=name, ok=result.ok, output=result.output, error=result.error,
                                duration=result.duration)
             shown = result.output if result.ok else f"error: {result.error}"
             observed.append((name, args, shown))
-            evidence.append(f"{name}({json.dumps(args)}) -> {shown}")
+            evidence.append(Observation(name, json.dumps(args), shown, result.ok, repeated))
         conversation += [Message(role="assistant", content=text),
                          Message(role="user", content=prompts.OBSERVATION.format(results=prompts.results_block(observed)))]
-        repeated = prompts.REPEATED_CALL.split("{")[0]
-        return None, all((r.error or "").startswith(repeated) for r in results)
+        return None, all(o.repeated for o in evidence[-len(calls):])
 
-    def _call(self, name: str, args: dict[str, Any], evidence: list[str]) -> ToolResult:
-        """Runs a tool, unless this exact call already ran: a small model can loop on one call."""
-        key = f"{name}({json.dumps(args)}) -> "
-        earlier = next((e for e in evidence if e.startswith(key)), None)
+    def _call(self, name: str, args: dict[str, Any], evidence: list[Observation]) -> tuple[ToolResult, bool]:
+        """Runs a tool, unless this exact call already ran (a small model can loop on one call).
+
+        Returns the result and whether it repeated an earlier call.
+        """
+        arguments = json.dumps(args)
+        earlier = next((o for o in evidence if o.name == name and o.arguments == arguments), None)
         if earlier is not None:
-            return ToolResult(ok=False, error=prompts.REPEATED_CALL.format(result=earlier[len(key):]))
-        return self.tools.call(name, args)
+            return ToolResult(ok=False, error=prompts.REPEATED_CALL.format(result=earlier.shown)), True
+        return self.tools.call(name, args), False
 
-    def _verify(self, task: str, answer: str, evidence: list[str]) -> Generator[Event, None, Verdict]:
+    def _verify(self, task: str, answer: str, evidence: list[Observation]) -> Generator[Event, None, Verdict]:
         reasons = [r for check in self.verifiers for r in _reasons(check(answer))]
         if self.output_type is not None:
             try:
@@ -248,7 +265,7 @@ class Agent:
                 reasons.append(f"the answer must be JSON for {self.output_type.__name__}: {explain_validation(exc)}")
         if reasons or not self.model_verify:
             return Verdict(passed=not reasons, reasons=reasons, by="checks")
-        shown = "\n".join(shorten(e, SHORT_OBSERVATION) for e in evidence[-6:])
+        shown = "\n".join(shorten(o.line, SHORT_OBSERVATION) for o in evidence[-6:])
         prompt = prompts.VERIFY.format(task=task, answer=answer, evidence=shown or "(no tools used)")
         text = yield from self._generate([Message(role="user", content=prompt)], VERDICT_SCHEMA, "verify")
         try:

@@ -25,6 +25,11 @@ Task: {task}
 Reply with JSON. To use tools: {{"tool_calls": [{{"name": ..., "arguments": {{...}}}}]}}.
 When you know the answer: {{"answer": ...}}."""
 
+REPLANNED = """Your answer was checked and it failed:
+{reasons}
+New plan:
+{plan}"""
+
 OBSERVATION = """Tool results:
 {results}
 If these results answer the task, reply with {{"answer": ...}} now. Otherwise call another tool."""
