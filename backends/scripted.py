@@ -124,15 +124,16 @@ class ScriptedBackend:
             )
         return self._reply_fn(request)
 
-    def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
+    def _start(self, request: GenerationRequest) -> tuple[int, Iterator[TokenEvent]]:
+        """(prompt tokens, events); checks the window and takes the reply before any event."""
         self.requests.append(request)
-        prompt_ids = self.tokenizer.encode(self.render(request.messages, request.tools))
-        if len(prompt_ids) >= self.context_window:
-            raise BackendError(
-                f"prompt is {len(prompt_ids)} tokens; the context window is {self.context_window}"
-            )
-        reply = self._next_reply(request)
-        return self._events(reply, request)
+        prompt_tokens = len(self.tokenizer.encode(self.render(request.messages, request.tools)))
+        if prompt_tokens >= self.context_window:
+            raise BackendError(f"prompt is {prompt_tokens} tokens; the context window is {self.context_window}")
+        return prompt_tokens, self._events(self._next_reply(request), request)
+
+    def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
+        return self._start(request)[1]
 
     def _events(self, reply: str, request: GenerationRequest) -> Iterator[TokenEvent]:
         params = request.sampling
@@ -159,5 +160,5 @@ class ScriptedBackend:
                 return
 
     def generate(self, request: GenerationRequest) -> Generation:
-        prompt_tokens = len(self.tokenizer.encode(self.render(request.messages, request.tools)))
-        return collect(self.stream(request), prompt_tokens)
+        prompt_tokens, events = self._start(request)
+        return collect(events, prompt_tokens)
