@@ -13,6 +13,7 @@ import click
 from pydantic import ValidationError
 
 from agent.cli_agent import run_agent, tools
+from agent.cli_serve import serve
 from agent.cli_common import make_backend, pull_progress, validation_message, version_string
 from agent.cli_store import logs, memory
 from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams, TokenEvent
@@ -151,7 +152,7 @@ def list_backends() -> None:
         click.echo(name)
 
 
-for command in (tools, run_agent, memory, logs):
+for command in (tools, run_agent, memory, logs, serve):
     main.add_command(command)
 
 

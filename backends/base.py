@@ -15,6 +15,7 @@ ENTRY_POINT_GROUP = "tokentrail.backends"
 # Built-ins are named by import path so that `import backends` stays light (no torch).
 BUILTIN_BACKENDS: dict[str, str] = {
     "local": "backends.local.backend:LocalBackend",
+    "openai": "backends.openai:OpenAIBackend",
     "scripted": "backends.scripted:ScriptedBackend",
 }
 
@@ -55,6 +56,7 @@ def collect(events: Iterator[TokenEvent], prompt_tokens: int) -> Generation:
         finish_reason=seen[-1].finish_reason,
         usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(seen)),
         events=seen,
+        tool_calls=seen[-1].tool_calls,
     )
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from backends.base import BackendError, collect
 from backends.stops import StopMatcher
-from backends.types import Generation, GenerationRequest, Message, TokenEvent
+from backends.types import Generation, GenerationRequest, Message, TokenEvent, ToolCall
 
-Reply = str | Callable[[GenerationRequest], str]
+Reply = str | list[ToolCall] | Callable[[GenerationRequest], str]
 
 _PIECE = re.compile(r"\s*[\w]+|\s*[^\w\s]|\s+", re.UNICODE)
 
@@ -82,7 +82,8 @@ def _made_up_logprobs(piece: str, position: int, count: int) -> tuple[float, lis
 
 
 class ScriptedBackend:
-    """Replies come from `replies` in order (strings or functions of the request), then `reply_fn`.
+    """Replies come from `replies` in order (strings, lists of ToolCalls, or functions of the request),
+    then `reply_fn`.
 
     With neither, it echoes the last user message. When the list runs out and there is no
     `reply_fn`, a request fails with ScriptedExhausted, so a test sees an unexpected extra call.
@@ -113,7 +114,7 @@ class ScriptedBackend:
     def _render_calls(message: Message) -> str:
         return "".join(f"\n<call {c.name} {c.arguments}>" for c in message.tool_calls or [])
 
-    def _next_reply(self, request: GenerationRequest) -> str:
+    def _next_reply(self, request: GenerationRequest) -> str | list[ToolCall]:
         if self._replies:
             reply = self._replies.pop(0)
             return reply(request) if callable(reply) else reply
@@ -135,7 +136,11 @@ class ScriptedBackend:
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
         return self._start(request)[1]
 
-    def _events(self, reply: str, request: GenerationRequest) -> Iterator[TokenEvent]:
+    def _events(self, reply: str | list[ToolCall], request: GenerationRequest) -> Iterator[TokenEvent]:
+        if isinstance(reply, list):  # a reply of tool calls, as a backend that parses them returns it
+            yield TokenEvent(text="", token_id=0, token=self.tokenizer.eos_token, logprob=0.0,
+                             finish_reason="tool_calls", tool_calls=reply)
+            return
         params = request.sampling
         stops = StopMatcher(params.stop)
         pieces = self.tokenizer.split(reply) + [self.tokenizer.eos_token]

@@ -151,6 +151,22 @@ class GenerationRequest(_Strict):
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     tools: list[dict[str, Any]] | None = None  # OpenAI function schemas, for the chat template
     constraint: Constraint | None = None
+    # None: tools are only shown to the model. "auto" | "required" | a tool's name: backends
+    # that call tools return parsed ToolCalls (the local engine forces valid ones by grammar);
+    # "none": the model must answer in text.
+    tool_choice: str | None = None
+    parallel_tool_calls: bool = True
+
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self) -> GenerationRequest:
+        if self.tool_choice in (None, "auto", "none"):
+            return self
+        names = [t.get("function", {}).get("name") for t in self.tools or []]
+        if not names:
+            raise ValueError(f"tool_choice {self.tool_choice!r} needs tools")
+        if self.tool_choice != "required" and self.tool_choice not in names:
+            raise ValueError(f"tool_choice names {self.tool_choice!r}, which is not among the tools {names}")
+        return self
 
 
 class TokenEvent(_Strict):
@@ -167,6 +183,7 @@ class TokenEvent(_Strict):
     logprob: float | None = None
     top_logprobs: list[tuple[str, float]] = Field(default_factory=list)
     finish_reason: FinishReason | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)  # on the last event, when finish_reason is tool_calls
 
 
 class Usage(_Strict):
@@ -184,4 +201,5 @@ class Generation(_Strict):
     finish_reason: FinishReason
     usage: Usage
     events: list[TokenEvent] = Field(default_factory=list)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
     score: float | None = None  # beam search: the winning beam's length-normalized logprob

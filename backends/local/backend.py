@@ -11,6 +11,7 @@ import torch
 
 from backends.base import BackendError, collect
 from backends.local import attention as attention_impl
+from backends.local import tool_calls
 from backends.local.chat_template import CHATML, ChatTemplateError, render_chat
 from backends.local.config import ModelLoadError
 from backends.local.beam import CachedBeams, beam_search
@@ -82,20 +83,27 @@ class LocalBackend:
             )
         return ids
 
+    def count_prompt(self, request: GenerationRequest) -> int:
+        """How many tokens the request's prompt takes, as stream() will build it."""
+        return len(self.prompt_ids(tool_calls.prepare(request, self.loaded.chat_template or CHATML)[0]))
+
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
+        request, calls = tool_calls.prepare(request, self.loaded.chat_template or CHATML)
         prompt = self.prompt_ids(request)
         if request.sampling.beam_width > 1:
             return iter(self._beam_search(prompt, request).events)
-        return self._stream(prompt, request)
+        return self._stream(prompt, request, calls)
 
     def generate(self, request: GenerationRequest) -> Generation:
+        request, calls = tool_calls.prepare(request, self.loaded.chat_template or CHATML)
         prompt = self.prompt_ids(request)
         if request.sampling.beam_width > 1:
             return self._beam_search(prompt, request)
-        return collect(self._stream(prompt, request), len(prompt))
+        return collect(self._stream(prompt, request, calls), len(prompt))
 
-    def _stream(self, prompt: list[int], request: GenerationRequest) -> Iterator[TokenEvent]:
-        return self._events(self._sampled(prompt, request), request.sampling, self._budget(prompt, request))
+    def _stream(self, prompt: list[int], request: GenerationRequest, calls: bool = False) -> Iterator[TokenEvent]:
+        events = self._events(self._sampled(prompt, request), request.sampling, self._budget(prompt, request))
+        return tool_calls.with_parsed_calls(events) if calls else events
 
     def _budget(self, prompt: list[int], request: GenerationRequest) -> int:
         return min(request.sampling.max_tokens, self.context_window - len(prompt))

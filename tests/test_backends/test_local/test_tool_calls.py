@@ -1,0 +1,118 @@
+import json
+
+import pytest
+
+from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams, TokenEvent, ToolCall
+from backends.local.chat_template import CHATML
+from backends.local.tool_calls import call_grammar, parse_calls, prepare, with_parsed_calls
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
+                          "required": ["city"]}}}
+ADD = {"type": "function", "function": {"name": "add", "description": "Add two integers",
+       "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                      "required": ["a", "b"]}}}
+
+
+def _request(choice, question="What's the weather in Paris?", parallel=False, **extra):
+    return GenerationRequest(messages=[Message(role="user", content=question)], tools=[WEATHER, ADD],
+                             tool_choice=choice, parallel_tool_calls=parallel,
+                             sampling=SamplingParams(temperature=0, max_tokens=60), **extra)
+
+
+def test_parse_calls_reads_complete_blocks_only():
+    text = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>\n<tool_call>\n{"name": "ad'
+    calls = parse_calls(text)
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("add", {"a": 1, "b": 2})]
+    assert calls[0].id.startswith("call_")
+    assert parse_calls("no calls here") == []
+    assert parse_calls("<tool_call>{not json}</tool_call>") == []
+
+
+def _events(texts, finish):
+    for i, text in enumerate(texts):
+        yield TokenEvent(text=text, token_id=i, finish_reason=finish if i == len(texts) - 1 else None)
+
+
+def test_with_parsed_calls_holds_call_text_and_attaches_calls():
+    pieces = ["<tool", "_call>\n", '{"name": "add", "arguments": {"a": 1, "b": 2}}', "\n</tool_call>", ""]
+    out = list(with_parsed_calls(_events(pieces, "eos")))
+    assert all(e.text == "" for e in out)
+    assert out[-1].finish_reason == "tool_calls" and out[-1].tool_calls[0].name == "add"
+
+
+def test_with_parsed_calls_passes_plain_text_and_releases_a_cut_off_call():
+    plain = list(with_parsed_calls(_events(["Hello", " there", ""], "eos")))
+    assert "".join(e.text for e in plain) == "Hello there" and plain[-1].finish_reason == "eos"
+    cut = list(with_parsed_calls(_events(["<tool_call>\n", '{"name": "a'], "length")))
+    assert "".join(e.text for e in cut) == '<tool_call>\n{"name": "a' and cut[-1].finish_reason == "length"
+
+
+def test_prepare_writes_tools_into_a_template_that_knows_none():
+    history = [Message(role="user", content="add 1 and 2"),
+               Message(role="assistant", tool_calls=[ToolCall.create("c1", "add", {"a": 1, "b": 2})]),
+               Message(role="tool", tool_call_id="c1", content="3")]
+    request = GenerationRequest(messages=history, tools=[ADD], tool_choice="auto")
+    prepared, calls = prepare(request, CHATML)
+    assert calls and prepared.constraint is not None and prepared.constraint.grammar
+    roles = [m.role for m in prepared.messages]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert '"name": "add"' in prepared.messages[0].content
+    assert '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>' in prepared.messages[2].content
+    assert prepared.messages[3].content == "<tool_response>\n3\n</tool_response>"
+    native, _ = prepare(request, "{% if tools %}<tool_call>{% endif %}")
+    assert native.messages == request.messages
+
+
+def test_prepare_leaves_requests_without_tool_choice_alone_and_refuses_regex_with_tools():
+    plain = GenerationRequest(messages=[Message(role="user", content="hi")])
+    assert prepare(plain, CHATML) == (plain, False)
+    with pytest.raises(BackendError, match="JSON Schema"):
+        prepare(_request("auto", constraint=Constraint(regex="a+")), CHATML)
+
+
+def test_tool_choice_must_name_an_offered_tool():
+    with pytest.raises(ValueError, match="not among the tools"):
+        _request("send_email")
+    with pytest.raises(ValueError, match="needs tools"):
+        GenerationRequest(messages=[Message(role="user", content="x")], tool_choice="required")
+
+
+def test_named_choice_grammar_offers_only_that_tool():
+    grammar = call_grammar([WEATHER, ADD], "add", parallel=False, answer_schema=None)
+    assert '"const": "add"' in grammar and "get_weather" not in grammar and "start: calls" in grammar
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("choice", ["required", "get_weather", "add"])
+def test_forced_calls_are_valid_calls_of_offered_tools(smollm2, choice):
+    for question in ("What's the weather in Paris?", "Write a poem about the sea."):
+        generation = smollm2.generate(_request(choice, question))
+        assert generation.finish_reason == "tool_calls" and generation.text == ""
+        (call,) = generation.tool_calls
+        assert call.name in ({"get_weather", "add"} if choice == "required" else {choice})
+        args = json.loads(call.arguments)
+        assert set(args) == ({"city"} if call.name == "get_weather" else {"a", "b"})
+
+
+@pytest.mark.model
+def test_auto_may_answer_in_text(smollm2):
+    generation = smollm2.generate(_request("auto", "Say hello."))
+    assert generation.finish_reason == "eos" and generation.text and not generation.tool_calls
+
+
+def test_a_reply_ends_at_a_repeated_call():
+    block = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'
+    other = '<tool_call>\n{"name": "add", "arguments": {"a": 3, "b": 4}}\n</tool_call>'
+    pieces = [block, "\n", other, "\n", block, "\n", "<tool_call>"]
+    out = list(with_parsed_calls(_events(pieces, "length")))
+    assert out[-1].finish_reason == "tool_calls" and len(out) == 5
+    assert [json.loads(c.arguments) for c in out[-1].tool_calls] == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+
+
+@pytest.mark.model
+def test_parallel_calls_stop_at_a_repeat(smollm2):
+    generation = smollm2.generate(_request("required", parallel=True))
+    assert generation.finish_reason == "tool_calls" and generation.tool_calls
+    keys = [(c.name, c.arguments) for c in generation.tool_calls]
+    assert len(keys) == len(set(keys))
