@@ -1,4 +1,4 @@
-"""A line-based terminal chat: what `tokentrail chat` runs until the Textual UI lands."""
+"""A line-based terminal chat: `tokentrail chat --plain`, for pipes and dumb terminals."""
 
 from __future__ import annotations
 

@@ -13,8 +13,9 @@ import click
 from pydantic import ValidationError
 
 from agent.cli_agent import run_agent, tools
-from agent.cli_serve import serve
+from agent.cli_chat import chat
 from agent.cli_common import make_backend, pull_progress, validation_message, version_string
+from agent.cli_serve import serve
 from agent.cli_store import logs, memory
 from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams, TokenEvent
 
@@ -125,24 +126,6 @@ def models() -> None:
             click.echo(f"{name:10} {'-':>8}      not pulled ({spec.description}); `tokentrail pull {name}`")
 
 
-@main.command()
-@click.option("--backend", "-b", default="local", show_default=True)
-@click.option("--model", "-m", default=None, help="Model path or name.")
-@click.option("--temperature", "-t", type=float, default=0.7, show_default=True)
-@click.option("--max-tokens", "-n", type=int, default=512, show_default=True)
-@click.option("--seed", type=int, default=None)
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
-def chat(backend: str, model: str | None, temperature: float, max_tokens: int, seed: int | None, options: tuple[str, ...]) -> None:
-    """Chat with a model in the terminal."""
-    from agent.chat_repl import chat_loop
-
-    try:
-        sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
-    except ValidationError as exc:
-        raise click.BadParameter(validation_message(exc)) from exc
-    chat_loop(make_backend(backend, model, options), sampling)
-
-
 @main.command("backends")
 def list_backends() -> None:
     """List the backends that load_backend can build."""
@@ -152,7 +135,7 @@ def list_backends() -> None:
         click.echo(name)
 
 
-for command in (tools, run_agent, memory, logs, serve):
+for command in (chat, tools, run_agent, memory, logs, serve):
     main.add_command(command)
 
 

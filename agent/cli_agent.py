@@ -70,6 +70,20 @@ def _tool_registry(workspace: str, mcp_command: str | None):
 SAFE_TOOLS = ("calculator", "current_time", "list_files", "read_file", "search_files")
 
 
+def selected_tools(workspace: str, tool_names: str | None, approver: Any = None):
+    """The named built-in or plugin tools (default: SAFE_TOOLS) as a registry."""
+    from tools import ToolRegistry
+
+    everything = ToolRegistry.with_builtins(workspace)
+    for problem in everything.load_entry_points():
+        click.echo(f"warning: {problem}", err=True)
+    wanted = [n.strip() for n in tool_names.split(",") if n.strip()] if tool_names is not None else list(SAFE_TOOLS)
+    unknown = [n for n in wanted if n not in everything]
+    if unknown:
+        raise click.BadParameter(f"unknown tools {unknown}; known: {', '.join(everything.names())}", param_hint="--tools")
+    return ToolRegistry([everything.get(n) for n in wanted], approver=approver)
+
+
 def _print_event(event: Any) -> None:
     kind = event.type
     if kind == "plan":
@@ -112,16 +126,9 @@ def run_agent(task: str, backend: str, model: str | None, tool_names: str | None
               memory_path: str | None, as_json: bool, yes: bool, max_steps: int, options: tuple[str, ...]) -> None:
     """Run the agent on TASK: plan, act with tools, verify; events print as they happen."""
     from agent import Agent
-    from tools import ToolRegistry, approve_all, deny_all
+    from tools import approve_all, deny_all
 
-    everything = ToolRegistry.with_builtins(workspace)
-    for problem in everything.load_entry_points():
-        click.echo(f"warning: {problem}", err=True)
-    wanted = [n.strip() for n in tool_names.split(",") if n.strip()] if tool_names is not None else list(SAFE_TOOLS)
-    unknown = [n for n in wanted if n not in everything]
-    if unknown:
-        raise click.BadParameter(f"unknown tools {unknown}; known: {', '.join(everything.names())}", param_hint="--tools")
-    registry = ToolRegistry([everything.get(n) for n in wanted], approver=approve_all if yes else deny_all)
+    registry = selected_tools(workspace, tool_names, approve_all if yes else deny_all)
     store = open_memory(memory_path) if memory_path else None
     agent = Agent(make_backend(backend, model, options), tools=registry, memory=store, max_steps=max_steps)
     try:

@@ -70,6 +70,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_by_run ON events(run_id, seq);
     """,
+    # 2: chat conversations, saved whole after each turn so they can be reopened.
+    """
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        messages TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX conversations_by_update ON conversations(updated_at);
+    """,
 ]
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from memory.embedder import Embedder, MiniLMEmbedder, chunk_spans, word_spans
 from memory.schema import migrate
 from memory.search import Hit, SearchMode, bm25_search, fuse, vector_search
+from memory.conversations import Conversations
 from memory.traces import Traces
 
 BUSY_TIMEOUT_MS = 30_000
@@ -73,6 +74,7 @@ class Memory:
             raise MemoryStoreError(f"{self.path}: not a usable SQLite memory database ({exc})") from exc
         self.db = sqlite_utils.Database(conn)
         self.traces = Traces(self.db)
+        self.conversations = Conversations(self.db)
         self._vectors: tuple[Any, np.ndarray, np.ndarray] | None = None  # (version, chunk ids, matrix)
         self._writes = 0
 

@@ -1,0 +1,319 @@
+"""The tokentrail chat app: talk to the agent and watch every step it takes.
+
+Each message runs the agent (plan, act, verify) on a worker thread. Its events arrive here as
+messages: tokens go to the decoding panel (and the answer, as it forms, to the chat), tool
+calls and verdicts to the trace tree. Esc cancels between two tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message as UIMessage
+from textual.widgets import Footer, Markdown, Static
+
+from agent import Agent
+from agent.events import ErrorEvent, Event, Final, PhaseStarted, TokenChosen
+from backends import Backend, Message, SamplingParams
+from tools import ToolRegistry
+from tools.registry import ApprovalRequest
+from tui.chat import HistoryInput, partial_answer
+from tui.decoding import DecodingPanel
+from tui.screens import ApprovalScreen, ConversationsScreen, Settings, SettingsScreen
+from tui.trace import TraceTree
+
+BackendSource = Backend | Callable[[], Backend]
+
+
+class AgentEvent(UIMessage):
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class TurnEnded(UIMessage):
+    def __init__(self, history: list[Message] | None, error: str | None = None, cancelled: bool = False) -> None:
+        super().__init__()
+        self.history, self.error, self.cancelled = history, error, cancelled
+
+
+class BackendReady(UIMessage):
+    def __init__(self, backend: Backend | None, error: str | None = None) -> None:
+        super().__init__()
+        self.backend, self.error = backend, error
+
+
+class TokentrailApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "tokentrail"
+    BINDINGS = [
+        Binding("escape", "cancel", "cancel"),
+        Binding("f2", "settings", "settings"),
+        Binding("f3", "conversations", "conversations"),
+        Binding("ctrl+n", "new_conversation", "new chat"),
+        Binding("ctrl+q", "quit", "quit"),
+    ]
+
+    def __init__(self, backend: BackendSource, tools: ToolRegistry | None = None, memory: Any = None,
+                 sampling: SamplingParams | None = None, constrained: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._backend_source = backend
+        self.backend: Backend | None = None
+        self.tools = tools if tools is not None else ToolRegistry()
+        self.tools.approver = self._ask_approval
+        self.memory = memory
+        self.settings = Settings(sampling or SamplingParams(temperature=0.0, max_tokens=300, logprobs=5),
+                                 constrained if constrained is not None else True)
+        self.clock = clock
+        self.history: list[Message] = []
+        self.conversation_id: str | None = None
+        self._cancel = threading.Event()
+        self.busy = False
+        self._answer: Markdown | None = None
+        self._act_text: list[str] = []  # the current act generation's text, to read the answer from
+        self._previous: Event | None = None
+        self._token_times: list[float] = []
+
+    # layout
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            with Vertical(id="chat-pane"):
+                yield VerticalScroll(id="chat")
+                yield HistoryInput(placeholder="Ask something; Enter sends, Esc cancels", id="prompt")
+            with Vertical(id="side"):
+                yield DecodingPanel(id="decoding")
+                yield TraceTree(id="trace")
+        yield Static("", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#decoding", DecodingPanel).border_title = "decoding"
+        self.query_one("#trace", TraceTree).border_title = "trace"
+        self.query_one("#chat").border_title = "chat"
+        self.query_one(HistoryInput).focus()
+        self._refresh_panels()
+        if callable(self._backend_source) and not hasattr(self._backend_source, "stream"):
+            self._set_status("loading the model…")
+            self._load_backend()
+        else:
+            self.post_message(BackendReady(self._backend_source))  # type: ignore[arg-type]
+
+    @work(thread=True, exit_on_error=False)
+    def _load_backend(self) -> None:
+        try:
+            self.post_message(BackendReady(self._backend_source()))  # type: ignore[operator]
+        except Exception as exc:  # the UI stays up and says why
+            self.post_message(BackendReady(None, f"{type(exc).__name__}: {exc}"))
+
+    async def on_backend_ready(self, message: BackendReady) -> None:
+        if message.backend is None:
+            await self._say("error", f"**The model could not be loaded.** {message.error}")
+            self._set_status("no model")
+            return
+        self.backend = message.backend
+        self._refresh_panels()
+
+    # chat
+
+    async def _say(self, role: str, text: str) -> Markdown:
+        widget = Markdown(text, classes=f"message {role}")
+        chat = self.query_one("#chat", VerticalScroll)
+        await chat.mount(widget)
+        chat.scroll_end(animate=False)
+        return widget
+
+    async def on_input_submitted(self, event: HistoryInput.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            return
+        prompt = self.query_one(HistoryInput)
+        if self.busy:
+            self.notify("the agent is still working; Esc cancels it", severity="warning")
+            return
+        if self.backend is None:
+            await self._say("error", "No model is loaded, so nothing can answer. Restart with a working `--model`.")
+            return
+        prompt.remember(text)
+        prompt.value = ""
+        await self._say("user", text)
+        self._answer = await self._say("assistant", "…")
+        self._act_text, self._previous = [], None
+        self._token_times.clear()
+        self.query_one(DecodingPanel).clear()
+        self._cancel.clear()
+        self.busy = True
+        self._set_status("thinking…")
+        self._run_turn(text, list(self.history))
+
+    @work(thread=True, exit_on_error=False)
+    def _run_turn(self, task: str, history: list[Message]) -> None:
+        assert self.backend is not None
+        agent = Agent(self.backend, tools=self.tools, memory=self.memory, sampling=self.settings.sampling,
+                      constrain=self.settings.constrained and getattr(self.backend, "supports_constraints", False))
+        events = agent.stream(task, history)
+        final: Final | None = None
+        try:
+            for event in events:
+                if self._cancel.is_set():
+                    events.close()
+                    self.post_message(TurnEnded(None, cancelled=True))
+                    return
+                final = event if isinstance(event, Final) else final
+                self.post_message(AgentEvent(event))
+        except Exception as exc:  # a bug must not take the conversation with it
+            self.post_message(TurnEnded(None, error=f"{type(exc).__name__}: {exc}"))
+            return
+        updated = [*history, Message(role="user", content=task)]
+        if final is not None and final.answer is not None:
+            updated.append(Message(role="assistant", content=final.answer))
+        self.post_message(TurnEnded(updated))
+
+    async def on_agent_event(self, message: AgentEvent) -> None:
+        event = message.event
+        trace = self.query_one(TraceTree)
+        trace.record(event)
+        if isinstance(event, PhaseStarted):
+            self._set_status(f"{event.phase}…")
+        elif isinstance(event, TokenChosen):
+            await self._on_token(event)
+        elif isinstance(event, ErrorEvent) and not event.recoverable:
+            await self._say("error", f"**Error:** {event.message}")
+        elif isinstance(event, Final) and self._answer is not None:
+            if event.answer is not None:
+                badge = "✓ verified" if event.verified else f"✗ not verified: {event.reason}"
+                await self._answer.update(f"{event.answer}\n\n*{badge}*")
+            else:
+                await self._answer.update(f"*no answer: {event.reason}*")
+        self._previous = event
+
+    async def _on_token(self, event: TokenChosen) -> None:
+        self._token_times.append(self.clock())
+        if event.phase != "act":
+            return
+        # A new act generation starts after anything that is not one of its tokens (a tool result, say).
+        if not (isinstance(self._previous, TokenChosen) and self._previous.phase == "act"):
+            self._act_text = []
+            self.query_one(DecodingPanel).clear()
+        self.query_one(DecodingPanel).add(event)
+        before = partial_answer("".join(self._act_text))
+        self._act_text.append(event.text)
+        after = partial_answer("".join(self._act_text))
+        if after and after != before and self._answer is not None:
+            await self._answer.update(after)
+            self.query_one("#chat", VerticalScroll).scroll_end(animate=False)
+        self._refresh_panels()
+
+    async def on_turn_ended(self, message: TurnEnded) -> None:
+        self.busy = False
+        if message.cancelled:
+            await self._say("error", "*cancelled*")
+        elif message.error:
+            await self._say("error", f"**The turn failed:** {message.error}")
+        elif message.history is not None:
+            self.history = message.history
+            self._save_conversation()
+        self._set_status("ready")
+        self._refresh_panels()
+
+    def _save_conversation(self) -> None:
+        store = getattr(self.memory, "conversations", None)
+        if store is None or not self.history:
+            return
+        try:
+            self.conversation_id = store.save(self.history, self.conversation_id)
+        except Exception as exc:  # a locked or broken database must not cost the chat
+            self.notify(f"the conversation was not saved: {exc}", severity="error")
+
+    # panels
+
+    def _speed(self) -> float | None:
+        recent = self._token_times[-32:]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return None
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+    def _context_used(self) -> int:
+        if self.backend is None or not self.history:
+            return 0
+        return len(self.backend.tokenizer.encode(self.backend.render(self.history)))
+
+    def _set_status(self, state: str) -> None:
+        self._state = state
+        self._refresh_panels()
+
+    def _refresh_panels(self) -> None:
+        speed = self._speed()
+        self.query_one(DecodingPanel).show_settings(self.settings.sampling, self.settings.constrained, speed)
+        backend = self.backend
+        parts = [getattr(self, "_state", "starting")]
+        if backend is not None:
+            parts = [backend.name, getattr(backend, "model_name", "?"),
+                     f"context {self._context_used()}/{backend.context_window}",
+                     f"{speed:.1f} tok/s" if speed else "- tok/s", *parts]
+        self.query_one("#status", Static).update(" │ ".join(parts))
+
+    # actions
+
+    def action_cancel(self) -> None:
+        if self.busy:
+            self._cancel.set()
+            self._set_status("cancelling…")
+
+    def action_settings(self) -> None:
+        def apply(result: Settings | None) -> None:
+            if result is not None:
+                self.settings = result
+                self._refresh_panels()
+
+        self.push_screen(SettingsScreen(self.settings), apply)
+
+    def action_conversations(self) -> None:
+        store = getattr(self.memory, "conversations", None)
+        if store is None:
+            self.notify("no memory database: start with --memory PATH to keep conversations", severity="warning")
+            return
+        self.push_screen(ConversationsScreen(store.recent()), self._reopen)
+
+    async def _reopen(self, conversation_id: str | None) -> None:
+        if conversation_id is None or self.busy:
+            return
+        self.history = self.memory.conversations.load(conversation_id)
+        self.conversation_id = conversation_id
+        await self.query_one("#chat", VerticalScroll).remove_children()
+        for message in self.history:
+            if message.role in ("user", "assistant") and message.content:
+                await self._say(message.role, message.content)
+        self._refresh_panels()
+
+    async def action_new_conversation(self) -> None:
+        if self.busy:
+            return
+        self.history, self.conversation_id = [], None
+        await self.query_one("#chat", VerticalScroll).remove_children()
+        self.query_one(DecodingPanel).clear()
+        self.query_one(TraceTree).clear()
+        self._refresh_panels()
+
+    # approval, called from the agent's worker thread
+
+    def _ask_approval(self, request: ApprovalRequest) -> bool:
+        decided, answer = threading.Event(), [False]
+
+        def done(allowed: bool | None) -> None:
+            answer[0] = bool(allowed)
+            decided.set()
+
+        self.call_from_thread(self.push_screen, ApprovalScreen(request), done)
+        while not decided.wait(0.1):
+            if self._cancel.is_set():
+                return False
+        return answer[0]
