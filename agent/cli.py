@@ -1,5 +1,5 @@
-"""The `tokentrail` command line: the group, generation, models and chat; the rest lives in
-cli_agent (tools, run) and cli_store (memory, logs)."""
+"""The `tokentrail` command line: the group, generation and models; the rest lives in
+cli_chat (chat), cli_agent (tools, run), cli_store (memory, logs) and cli_serve (serve)."""
 
 from __future__ import annotations
 

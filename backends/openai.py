@@ -166,7 +166,7 @@ class OpenAIBackend:
             message = error.get("message") if isinstance(error, dict) else str(error)
         except (ValueError, AttributeError):
             error, message = {}, response.text[:300]
-        status, url = response.status_code, f"{self.base_url}{response.request.url.path[len(httpx.URL(self.base_url).path):]}"
+        status, url = response.status_code, str(response.request.url)
         if status == 401:
             return f"{url} refused the API key (401): {message}. Set OPENAI_API_KEY or pass api_key=..."
         if status == 404 and (isinstance(error, dict) and error.get("code") == "model_not_found" or "model" in str(message)):

@@ -120,7 +120,7 @@ class TokentrailApp(App):
             self._set_status("no model")
             return
         self.backend = message.backend
-        self._refresh_panels()
+        self._set_status("ready")
 
     # chat
 

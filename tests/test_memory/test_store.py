@@ -3,6 +3,7 @@ import sqlite3
 import pytest
 
 from memory import Memory, MemoryStoreError
+from memory.schema import MIGRATIONS
 
 
 def test_add_text_dedupes_and_replaces(tmp_path):
@@ -92,6 +93,6 @@ def test_bad_search_arguments(tmp_path):
 def test_migrations_are_versioned(tmp_path):
     Memory(tmp_path / "m.db", embedder=None).close()
     conn = sqlite3.connect(tmp_path / "m.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     Memory(tmp_path / "m.db", embedder=None).close()  # reopening does not migrate again

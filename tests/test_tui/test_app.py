@@ -1,7 +1,5 @@
 """Pilot tests: the app driven like a user drives it, with the scripted backend."""
 
-import asyncio
-import json
 import time
 
 import pytest

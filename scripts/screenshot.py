@@ -1,0 +1,31 @@
+"""Saves an SVG screenshot of a real chat session (default model, calculator tool) for the README.
+
+    .venv/bin/python scripts/screenshot.py docs/chat.svg
+"""
+
+import asyncio
+import sys
+
+from backends import load_backend
+from tools import ToolRegistry
+from tui import TokentrailApp
+
+
+async def main(path: str) -> None:
+    tools = ToolRegistry([ToolRegistry.with_builtins(".").get("calculator")])
+    app = TokentrailApp(load_backend("local"), tools=tools)
+    async with app.run_test(size=(150, 42)) as pilot:
+        app.query_one("#prompt").value = "What is 37 * 91? Use the calculator."
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        while app.busy:
+            await pilot.pause(0.2)
+        table = app.query_one("#tokens")
+        table.focus()
+        table.move_cursor(row=min(14, table.row_count - 1))
+        await pilot.pause(0.3)
+        app.save_screenshot(path)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "docs/chat.svg"))
