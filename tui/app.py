@@ -74,6 +74,8 @@ class TokentrailApp(App):
                                  constrained if constrained is not None else True)
         self.clock = clock
         self.history: list[Message] = []
+        self._context_used = 0  # tokens of the history, counted when it changes
+        self._state = "starting"
         self.conversation_id: str | None = None
         self._cancel = threading.Event()
         self.busy = False
@@ -219,7 +221,7 @@ class TokentrailApp(App):
         elif message.error:
             await self._say("error", f"**The turn failed:** {message.error}")
         elif message.history is not None:
-            self.history = message.history
+            self._set_history(message.history)
             self._save_conversation()
         self._set_status("ready")
         self._refresh_panels()
@@ -241,10 +243,11 @@ class TokentrailApp(App):
             return None
         return (len(recent) - 1) / (recent[-1] - recent[0])
 
-    def _context_used(self) -> int:
-        if self.backend is None or not self.history:
-            return 0
-        return len(self.backend.tokenizer.encode(self.backend.render(self.history)))
+    def _set_history(self, history: list[Message]) -> None:
+        """The conversation changes only here, so its token count is taken here, not on every token."""
+        self.history = history
+        backend = self.backend
+        self._context_used = len(backend.tokenizer.encode(backend.render(history))) if backend and history else 0
 
     def _set_status(self, state: str) -> None:
         self._state = state
@@ -254,10 +257,10 @@ class TokentrailApp(App):
         speed = self._speed()
         self.query_one(DecodingPanel).show_settings(self.settings.sampling, self.settings.constrained, speed)
         backend = self.backend
-        parts = [getattr(self, "_state", "starting")]
+        parts = [self._state]
         if backend is not None:
             parts = [backend.name, getattr(backend, "model_name", "?"),
-                     f"context {self._context_used()}/{backend.context_window}",
+                     f"context {self._context_used}/{backend.context_window}",
                      f"{speed:.1f} tok/s" if speed else "- tok/s", *parts]
         self.query_one("#status", Static).update(" │ ".join(parts))
 
@@ -286,7 +289,7 @@ class TokentrailApp(App):
     async def _reopen(self, conversation_id: str | None) -> None:
         if conversation_id is None or self.busy:
             return
-        self.history = self.memory.conversations.load(conversation_id)
+        self._set_history(self.memory.conversations.load(conversation_id))
         self.conversation_id = conversation_id
         await self.query_one("#chat", VerticalScroll).remove_children()
         for message in self.history:
@@ -297,7 +300,8 @@ class TokentrailApp(App):
     async def action_new_conversation(self) -> None:
         if self.busy:
             return
-        self.history, self.conversation_id = [], None
+        self._set_history([])
+        self.conversation_id = None
         await self.query_one("#chat", VerticalScroll).remove_children()
         self.query_one(DecodingPanel).clear()
         self.query_one(TraceTree).clear()

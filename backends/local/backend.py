@@ -83,20 +83,23 @@ class LocalBackend:
             )
         return ids
 
+    def _prepared(self, request: GenerationRequest) -> tuple[GenerationRequest, bool, list[int]]:
+        """(the request as the engine runs it, whether its reply may hold tool calls, its prompt ids)."""
+        request, calls = tool_calls.prepare(request, self.loaded.chat_template or CHATML)
+        return request, calls, self.prompt_ids(request)
+
     def count_prompt(self, request: GenerationRequest) -> int:
         """How many tokens the request's prompt takes, as stream() will build it."""
-        return len(self.prompt_ids(tool_calls.prepare(request, self.loaded.chat_template or CHATML)[0]))
+        return len(self._prepared(request)[2])
 
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
-        request, calls = tool_calls.prepare(request, self.loaded.chat_template or CHATML)
-        prompt = self.prompt_ids(request)
+        request, calls, prompt = self._prepared(request)
         if request.sampling.beam_width > 1:
             return iter(self._beam_search(prompt, request).events)
         return self._stream(prompt, request, calls)
 
     def generate(self, request: GenerationRequest) -> Generation:
-        request, calls = tool_calls.prepare(request, self.loaded.chat_template or CHATML)
-        prompt = self.prompt_ids(request)
+        request, calls, prompt = self._prepared(request)
         if request.sampling.beam_width > 1:
             return self._beam_search(prompt, request)
         return collect(self._stream(prompt, request, calls), len(prompt))
