@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from agent.cli_agent import run_agent, tools
 from agent.cli_chat import chat
-from agent.cli_common import make_backend, pull_progress, validation_message, version_string
+from agent.cli_common import make_backend, precision_option, pull_progress, validation_message, version_string
 from agent.cli_serve import serve
 from agent.cli_store import logs, memory
 from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams, TokenEvent
@@ -69,9 +69,10 @@ def _print_logprobs(events: list[TokenEvent]) -> None:
 @click.option("--regex", default=None, help="Constrain the reply to this regular expression.")
 @click.option("--grammar", type=click.Path(exists=True, dir_okay=False), help="Constrain the reply to this Lark grammar file.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Backend option (JSON values allowed).")
+@precision_option
 def generate(prompt: str, backend: str, model: str | None, system: str | None, max_tokens: int, logprobs: int,
              json_schema: str | None, regex: str | None, grammar: str | None, options: tuple[str, ...],
-             stop: tuple[str, ...], **sampling_flags: Any) -> None:
+             stop: tuple[str, ...], precision: str | None, **sampling_flags: Any) -> None:
     """Stream the model's reply to PROMPT to standard output."""
     messages = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=prompt)]
     try:
@@ -79,7 +80,7 @@ def generate(prompt: str, backend: str, model: str | None, system: str | None, m
     except ValidationError as exc:
         raise click.BadParameter(validation_message(exc)) from exc
     request = GenerationRequest(messages=messages, sampling=sampling, constraint=_constraint(json_schema, regex, grammar))
-    engine = make_backend(backend, model, options)
+    engine = make_backend(backend, model, options, precision)
     events: list[TokenEvent] = []
     try:
         for event in engine.stream(request):

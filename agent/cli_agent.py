@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from agent.cli_common import make_backend, open_memory
+from agent.cli_common import make_backend, open_memory, precision_option
 
 
 @click.group(invoke_without_command=True)
@@ -122,15 +122,17 @@ def _print_event(event: Any) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Approve tools that ask for approval (write_file, python).")
 @click.option("--max-steps", type=int, default=6, show_default=True)
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
+@precision_option
 def run_agent(task: str, backend: str, model: str | None, tool_names: str | None, workspace: str,
-              memory_path: str | None, as_json: bool, yes: bool, max_steps: int, options: tuple[str, ...]) -> None:
+              memory_path: str | None, as_json: bool, yes: bool, max_steps: int, options: tuple[str, ...],
+              precision: str | None) -> None:
     """Run the agent on TASK: plan, act with tools, verify; events print as they happen."""
     from agent import Agent
     from tools import approve_all, deny_all
 
     registry = selected_tools(workspace, tool_names, approve_all if yes else deny_all)
     store = open_memory(memory_path) if memory_path else None
-    agent = Agent(make_backend(backend, model, options), tools=registry, memory=store, max_steps=max_steps)
+    agent = Agent(make_backend(backend, model, options, precision), tools=registry, memory=store, max_steps=max_steps)
     try:
         for event in agent.stream(task):
             if as_json:

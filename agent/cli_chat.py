@@ -8,7 +8,7 @@ import click
 from pydantic import ValidationError
 
 from agent.cli_agent import SAFE_TOOLS, selected_tools
-from agent.cli_common import make_backend, memory_path, parse_options, pull_progress, validation_message
+from agent.cli_common import backend_options, make_backend, memory_path, precision_option, pull_progress, validation_message
 from backends import SamplingParams, load_backend
 
 
@@ -49,9 +49,10 @@ def _open_memory(path: str | None, enabled: bool) -> Any:
 @click.option("--seed", type=int, default=None)
 @click.option("--plain", is_flag=True, help="A line-based chat without the agent, for pipes and dumb terminals.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
+@precision_option
 def chat(backend: str, model: str | None, memory_db: str | None, no_memory: bool, tool_names: str | None,
          workspace: str, temperature: float, max_tokens: int, seed: int | None, plain: bool,
-         options: tuple[str, ...]) -> None:
+         options: tuple[str, ...], precision: str | None) -> None:
     """Chat with the agent and watch it decode, call tools and verify."""
     try:
         sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=5)
@@ -60,13 +61,11 @@ def chat(backend: str, model: str | None, memory_db: str | None, no_memory: bool
     if plain:
         from agent.chat_repl import chat_loop
 
-        chat_loop(make_backend(backend, model, options), sampling)
+        chat_loop(make_backend(backend, model, options, precision), sampling)
         return
     from tui import TokentrailApp
 
-    kwargs = parse_options(options)
-    if model is not None:
-        kwargs["model"] = model
+    kwargs = backend_options(backend, model, options, precision)
     if backend == "local" and model is None:
         _pull_default_model()
         kwargs.setdefault("auto_pull", False)

@@ -11,6 +11,7 @@ import click
 from pydantic import ValidationError
 
 from backends import BackendError, load_backend
+from backends.local.config import PRECISIONS
 
 
 def version_string() -> str:
@@ -61,15 +62,30 @@ def pull_progress():
     return update
 
 
-def make_backend(name: str, model: str | None, options: tuple[str, ...]):
+precision_option = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default=None,
+    help="Local engine: fast (default on CPU: GGUF weights stay quantized), exact (float32), "
+         "int8 or int4 (float weights quantized at load too).")
+
+
+def backend_options(name: str, model: str | None, options: tuple[str, ...], precision: str | None = None) -> dict[str, Any]:
     kwargs = parse_options(options)
     if model is not None:
         kwargs["model"] = model
+    if precision is not None:
+        if name != "local":
+            raise click.BadParameter(f"applies to the local backend, not {name!r}", param_hint="--precision")
+        kwargs["precision"] = precision
+    return kwargs
+
+
+def make_backend(name: str, model: str | None, options: tuple[str, ...], precision: str | None = None):
+    kwargs = backend_options(name, model, options, precision)
     if name == "local":
         kwargs.setdefault("progress", pull_progress())
     try:
         return load_backend(name, **kwargs)
-    except BackendError as exc:
+    except (BackendError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from agent.cli_common import make_backend
+from agent.cli_common import make_backend, precision_option
 
 
 def _is_loopback(host: str) -> bool:
@@ -35,8 +35,9 @@ def _model_id(model: str | None) -> str:
 @click.option("--embeddings/--no-embeddings", default=True, show_default=True,
               help="Serve /v1/embeddings when the embedding model (minilm) is pulled.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
+@precision_option
 def serve(host: str, port: int, api_key: str | None, backend: str, model: str | None, max_waiting: int,
-          embeddings: bool, options: tuple[str, ...]) -> None:
+          embeddings: bool, options: tuple[str, ...], precision: str | None) -> None:
     """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/embeddings)."""
     from backends.local.store import model_path
     from backends.server.app import OpenAIServer
@@ -44,7 +45,7 @@ def serve(host: str, port: int, api_key: str | None, backend: str, model: str | 
 
     if not _is_loopback(host) and not api_key:
         click.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
-    engine = make_backend(backend, model, options)
+    engine = make_backend(backend, model, options, precision)
     embedder = None
     if embeddings and model_path("minilm").exists():
         from memory.embedder import MiniLMEmbedder

@@ -184,11 +184,13 @@ class TokenEvent(_Strict):
     top_logprobs: list[tuple[str, float]] = Field(default_factory=list)
     finish_reason: FinishReason | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)  # on the last event, when finish_reason is tool_calls
+    cached_prompt_tokens: int | None = Field(None, ge=0)  # on the first event: prompt tokens reused from the KV cache
 
 
 class Usage(_Strict):
     prompt_tokens: int = Field(0, ge=0)
     completion_tokens: int = Field(0, ge=0)
+    cached_prompt_tokens: int = Field(0, ge=0)  # of prompt_tokens, how many the KV cache already held
 
     @property
     def total_tokens(self) -> int:

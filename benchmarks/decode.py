@@ -1,143 +1,215 @@
-"""Prefill and decode speed of the default model at batch 1: ours beside transformers and llama.cpp.
+"""Load time, prefill and decode speed, and memory: ours beside transformers and llama.cpp.
 
-    .venv/bin/python benchmarks/decode.py [--new-tokens 64] [--repeats 3]
+    .venv/bin/python benchmarks/decode.py [--model PATH.gguf ...] [--new-tokens 64] [--repeats 3] [--compile]
 
-transformers (pip install -e ".[goldens]") and llama-cpp-python are optional peers: each
-column appears when its package is installed. All run in this process, on the same machine,
-on the same GGUF file and the same prompt.
+Models: SmolLM2-135M-Instruct Q4_1 (pulled), a qwen2-family Q4_K_M-like file built from
+SmolLM2's weights (tests/.../tiny.py), and any --model you pass. Each engine runs in its
+own process (peak memory is per process) on the same GGUF, the same token ids, the same
+number of threads, greedy. transformers (pip install -e ".[goldens]") and llama-cpp-python
+are optional peers: their rows appear when they are installed. Then the agent: one
+`tokentrail run` task, each model call's prefill with the cache cold and with its prefix reused.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from backends import Message  # noqa: E402
-from backends.local.backend import LocalBackend  # noqa: E402
-from backends.local.generate import decode  # noqa: E402
-from backends.local.store import pull  # noqa: E402
-
-PROMPT = "Explain, step by step, how a bicycle's gears make it easier to climb a hill."
-LONG_PROMPT = " ".join(["The history of the bicycle spans two centuries of invention and refinement."] * 40)
-
-Timing = tuple[float, float]  # (prefill tokens/s, decode tokens/s)
+NEW_TOKENS = 64
+Run = Callable[[list[int], int], tuple[float, float]]  # (prompt ids, new tokens) -> (prefill s, decode s)
 
 
-def best(runs: list[Timing]) -> Timing:
-    return max(r[0] for r in runs), statistics.median(r[1] for r in runs)
+def rss_mb(field: str = "VmRSS") -> float:
+    """Resident MB now (VmRSS) or at the peak (VmHWM; unlike ru_maxrss, not inherited across exec)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
-def ours(backend: LocalBackend, ids: list[int], new: int) -> Timing:
-    model, eos = backend.loaded.model, set(backend.tokenizer.eos_token_ids)
+def prompt_ids(path: Path, n: int = 500) -> list[int]:
+    from pydoc_data.topics import topics
+
+    from backends.local.gguf_file import load_gguf
+
+    text = "\n\n".join(topics[name] for name in ("execmodel", "exceptions", "naming"))
+    return load_gguf(path, quantized=True).tokenizer.encode(text)[:n]
+
+
+def ours(path: Path, precision: str, compile: bool) -> Run:
+    import torch
+
+    from backends.local.backend import LocalBackend
+    from backends.local.generate import decode
+
+    backend = LocalBackend(model=str(path), precision=precision, compile=compile)
+    model = backend.loaded.model
 
     def pick(logits: torch.Tensor) -> tuple[int, torch.Tensor]:
-        logits = logits.clone()
-        logits[list(eos)] = float("-inf")  # decode exactly `new` tokens
         return int(logits.argmax()), logits
 
-    start = time.perf_counter()
-    steps = decode(model, ids, pick, new)
-    next(steps)
-    first = time.perf_counter()
-    for _ in steps:
-        pass
-    end = time.perf_counter()
-    return len(ids) / (first - start), (new - 1) / (end - first)
+    def run(ids: list[int], new: int) -> tuple[float, float]:
+        model.cached = []  # every run starts cold: this measures prefill, not prefix reuse
+        start = time.perf_counter()
+        steps = decode(model, ids, pick, new)
+        next(steps)
+        first = time.perf_counter()
+        for _ in steps:
+            pass
+        return first - start, time.perf_counter() - first
+
+    return run
 
 
-def transformers_peer(gguf: Path) -> tuple[Callable[[list[int], int], Timing], Callable[[list[int], int], Timing]] | None:
-    try:
-        from transformers import AutoModelForCausalLM, DynamicCache
-    except ImportError:
-        return None
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+def transformers_cache_loop(path: Path) -> Run:
+    import torch
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
 
     @torch.inference_mode()
-    def cache_loop(ids: list[int], new: int) -> Timing:
-        cache = DynamicCache()
+    def run(ids: list[int], new: int) -> tuple[float, float]:
         start = time.perf_counter()
-        out = model(torch.tensor([ids]), past_key_values=cache, use_cache=True)
+        out = model(torch.tensor([ids]), past_key_values=DynamicCache(), use_cache=True)
         token = out.logits[0, -1].argmax().view(1, 1)
         first = time.perf_counter()
         for _ in range(new - 1):
             out = model(token, past_key_values=out.past_key_values, use_cache=True)
             token = out.logits[0, -1].argmax().view(1, 1)
-        end = time.perf_counter()
-        return len(ids) / (first - start), (new - 1) / (end - first)
+        return first - start, time.perf_counter() - first
 
-    @torch.inference_mode()
-    def generate(ids: list[int], new: int) -> Timing:
-        prompt = torch.tensor([ids])
-        start = time.perf_counter()
-        model.generate(prompt, max_new_tokens=1, do_sample=False)
-        first = time.perf_counter()
-        model.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False)
-        end = time.perf_counter()
-        prefill = first - start
-        return len(ids) / prefill, (new - 1) / max(end - first - prefill, 1e-9)
-
-    return cache_loop, generate
+    return run
 
 
-def llama_cpp_peer(gguf: Path, threads: int) -> Callable[[list[int], int], Timing] | None:
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        return None
-    llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, n_batch=512, verbose=False)
+def llama_cpp(path: Path, threads: int) -> Run:
+    from llama_cpp import Llama
 
-    def run(ids: list[int], new: int) -> Timing:
+    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
+
+    def run(ids: list[int], new: int) -> tuple[float, float]:
         llm.reset()
         start = time.perf_counter()
         llm.eval(ids)
         first = time.perf_counter()
         for _ in range(new - 1):
-            token = llm.sample(temp=0.0)
-            llm.eval([token])
-        end = time.perf_counter()
-        return len(ids) / (first - start), (new - 1) / (end - first)
+            llm.eval([llm.sample(temp=0.0)])
+        return first - start, time.perf_counter() - first
 
     return run
 
 
+def worker(engine: str, path: Path, ids: list[int], repeats: int) -> dict[str, float]:
+    """Runs in a process of its own: load, then best-of-`repeats` timings, then peak memory."""
+    import torch
+
+    threads = torch.get_num_threads()
+    package = {"tokentrail": "backends.local.backend", "transformers": "transformers", "llama.cpp": "llama_cpp"}
+    __import__(package[engine.split()[0]])  # its code is not the model's memory
+    base = rss_mb()
+    start = time.perf_counter()
+    if engine.startswith("tokentrail"):
+        precision = engine.split()[1]
+        run = ours(path, precision.removesuffix("+compile"), precision.endswith("+compile"))
+    elif engine.startswith("transformers"):
+        run = transformers_cache_loop(path)
+    else:
+        run = llama_cpp(path, threads)
+    result = {"load_s": time.perf_counter() - start, "model_mb": rss_mb() - base}
+    run(ids[:8], 4)  # warm-up (and the compilation, with --compile)
+    for n in (50, 500):
+        result[f"prefill{n}"] = max(n / run(ids[:n], 2)[0] for _ in range(repeats))
+    result["decode"] = max((NEW_TOKENS - 1) / run(ids[:50], NEW_TOKENS)[1] for _ in range(repeats))
+    result["peak_over_base_mb"] = rss_mb("VmHWM") - base
+    return result
+
+
+def engines(compile: bool) -> list[str]:
+    import importlib.util
+
+    names = ["tokentrail fast", "tokentrail exact"] + (["tokentrail fast+compile"] if compile else [])
+    if importlib.util.find_spec("transformers"):
+        names.append("transformers cache loop (fp32)")
+    if importlib.util.find_spec("llama_cpp"):
+        names.append("llama.cpp")
+    return names
+
+
+def agent_prefill() -> list[tuple[int, int, float]]:
+    """(prompt tokens, of them reused, seconds to the first token) for each model call of one agent task, twice."""
+    from agent import Agent
+    from backends.local.backend import LocalBackend
+    from tools import ToolRegistry
+
+    calls: list[tuple[int, int, float]] = []
+
+    class Timed(LocalBackend):
+        def stream(self, request):  # type: ignore[no-untyped-def]
+            start, first = time.perf_counter(), True
+            for event in super().stream(request):
+                if first:
+                    calls.append((self.count_prompt(request), event.cached_prompt_tokens or 0, time.perf_counter() - start))
+                    first = False
+                yield event
+
+    agent = Agent(Timed(), tools=ToolRegistry.with_builtins(workspace=tempfile.mkdtemp()))
+    for _ in range(2):
+        result = agent.run("What is 123 * 457? Use the calculator.")
+        calls.append((-1, 0, float(result.answer.count("56211"))))  # a separator row: did it answer?
+    return calls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--model", action="append", type=Path, default=[], help="a GGUF file to measure too")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also measure fast mode with torch.compile")
+    parser.add_argument("--worker", nargs=3, metavar=("ENGINE", "PATH", "IDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    threads = torch.get_num_threads()
-    gguf = pull("smollm2")
-    backend = LocalBackend(model=str(gguf))
-    prompts = {
-        "chat prompt": backend.tokenizer.encode(backend.render([Message(role="user", content=PROMPT)])),
-        "long prompt": backend.tokenizer.encode(backend.render([Message(role="user", content=LONG_PROMPT)])),
-    }
-    engines: dict[str, Callable[[list[int], int], Timing]] = {"tokentrail (fp32)": lambda ids, n: ours(backend, ids, n)}
-    peers = transformers_peer(gguf)
-    if peers:
-        engines["transformers cache loop (fp32)"], engines["transformers generate() (fp32)"] = peers
-    llama = llama_cpp_peer(gguf, threads)
-    if llama:
-        engines["llama.cpp (Q4_1)"] = llama
+    if args.worker:
+        engine, path, ids = args.worker
+        print(json.dumps(worker(engine, Path(path), json.loads(ids), args.repeats)))
+        return
 
-    print(f"SmolLM2-135M-Instruct, batch 1, {threads} threads, {args.new_tokens} new tokens, best of {args.repeats}")
-    print(f"{'engine':34} {'prompt':>12} {'prefill tok/s':>14} {'decode tok/s':>13}")
-    for label, ids in prompts.items():
-        for name, run in engines.items():
-            run(ids[:8], 4)  # warm-up
-            prefill, decode_rate = best([run(ids, args.new_tokens) for _ in range(args.repeats)])
-            print(f"{name:34} {f'{label} ({len(ids)})':>12} {prefill:14.1f} {decode_rate:13.1f}")
-    missing = [p for p, ok in (("transformers", peers), ("llama-cpp-python", llama)) if not ok]
-    if missing:
-        print(f"(not installed, so not measured: {', '.join(missing)})")
+    import torch
+
+    from backends.local.store import pull
+    from tests.test_backends.test_local.tiny import write_smollm2_as_qwen2
+
+    qwen2 = write_smollm2_as_qwen2(Path(tempfile.mkdtemp()) / "smollm2-as-qwen2-q4_k_m.gguf")
+    models = {"SmolLM2-135M Q4_1": pull("smollm2"), "qwen2-family Q4_K_M-like (SmolLM2 weights)": qwen2}
+    models |= {path.name: path for path in args.model}
+    print(f"batch 1, {torch.get_num_threads()} threads, greedy, {NEW_TOKENS} new tokens after the 50-token prompt, "
+          f"best of {args.repeats}; memory: resident MB over the process before loading (torch imported), "
+          "peak / after the load\n")
+    header = f"{'engine':32} {'load s':>7} {'prefill 50':>10} {'prefill 500':>11} {'decode':>7} {'peak MB':>8} {'model MB':>9}"
+    for label, path in models.items():
+        print(f"{label}: {path.name}, {path.stat().st_size / 2**20:.0f} MB file (tokens/s)\n{header}")
+        ids = json.dumps(prompt_ids(path))
+        for engine in engines(args.compile):
+            cmd = [sys.executable, __file__, "--worker", engine, str(path), ids, "--repeats", str(args.repeats)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{engine:32} failed: {proc.stderr.strip().splitlines()[-1:]}")
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"{engine:32} {r['load_s']:7.2f} {r['prefill50']:10.1f} {r['prefill500']:11.1f} {r['decode']:7.1f} "
+                  f"{r['peak_over_base_mb']:8.0f} {r['model_mb']:9.0f}")
+        print()
+
+    print("agent: `tokentrail run \"What is 123 * 457? Use the calculator.\"` on SmolLM2 fast, run twice in one process")
+    print(f"{'call':>4} {'prompt tokens':>13} {'reused':>7} {'first token s':>14}")
+    for i, (tokens, reused, seconds) in enumerate(agent_prefill(), start=1):
+        if tokens < 0:
+            print(f"---- run ended, answered 56211: {bool(seconds)}")
+        else:
+            print(f"{i:4} {tokens:13} {reused:7} {seconds:14.3f}")
 
 
 if __name__ == "__main__":

@@ -28,3 +28,11 @@ def smollm2():
     from backends import load_backend
 
     return load_backend("local")
+
+
+@pytest.fixture(scope="session")
+def smollm2_exact():
+    """The default model at float32: token-exact against transformers."""
+    from backends import load_backend
+
+    return load_backend("local", precision="exact")

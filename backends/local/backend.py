@@ -13,10 +13,10 @@ from backends.base import BackendError, collect
 from backends.local import attention as attention_impl
 from backends.local import tool_calls
 from backends.local.chat_template import CHATML, ChatTemplateError, render_chat
-from backends.local.config import ModelLoadError
+from backends.local.config import PRECISIONS, ModelLoadError
 from backends.local.beam import CachedBeams, beam_search
 from backends.local.constraints import GrammarMask
-from backends.local.generate import decode
+from backends.local.generate import decode, prepare_cache
 from backends.local.loader import LoadedModel, load_model
 from backends.local.sampling import Sampler
 from backends.local.store import Progress, resolve
@@ -24,7 +24,8 @@ from backends.local.tokenizer import IncrementalDetokenizer, LocalTokenizer
 from backends.stops import StopMatcher
 from backends.types import Generation, GenerationRequest, Message, SamplingParams, TokenEvent
 
-Step = tuple[int, float, list[tuple[str, float]]]  # token id, its logprob, the top alternatives
+# token id, its logprob, the top alternatives, and on the first step the prompt tokens found in the cache
+Step = tuple[int, float, list[tuple[str, float]], int | None]
 
 
 class LocalBackend:
@@ -32,6 +33,9 @@ class LocalBackend:
 
     model: None (the default model, pulled on first use), a pulled model's name, a path to
     a .gguf file or model folder, or a Hugging Face repo id (needs the network).
+    precision: "fast" (the default: GGUF weights stay quantized), "exact" (float32, token-exact
+    against transformers), "int8" or "int4" (float weights quantized at load too); see loader.py.
+    compile: torch.compile the decode step (faster tokens after a few seconds of compiling).
     """
 
     name = "local"
@@ -43,18 +47,24 @@ class LocalBackend:
         dtype: str | None = None,
         device: str | None = None,
         attention: str | None = None,
+        precision: str | None = None,
+        compile: bool = False,
         context_window: int | None = None,
         auto_pull: bool = True,
         progress: Progress | None = None,
     ) -> None:
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
         try:
             path = resolve(str(model) if model is not None else None, auto_pull=auto_pull, progress=progress)
-            self.loaded: LoadedModel = load_model(path, dtype=dtype, device=device)
+            self.loaded: LoadedModel = load_model(path, dtype=dtype, device=device, precision=precision or "fast")
         except ModelLoadError as exc:
             raise BackendError(str(exc)) from exc
-        self.device = self.loaded.model.tok_embeddings.weight.device
+        self.device = self.loaded.model.device
         self.attention = attention_impl.choose(self.device, attention)
         self.loaded.model.set_attention(self.attention)
+        if compile:
+            self.loaded.model.compile_decode()
         self.tokenizer: LocalTokenizer = self.loaded.tokenizer
         limit = self.loaded.config.context_length
         self.context_window = min(context_window, limit) if context_window else limit
@@ -124,12 +134,15 @@ class LocalBackend:
 
         def steps() -> Iterator[Step]:
             with self._lock:
-                for token, logprobs in decode(self.loaded.model, prompt, sampler, self._budget(prompt, request)):
+                budget = self._budget(prompt, request)
+                cached: int | None = prepare_cache(self.loaded.model, prompt, budget)
+                for token, logprobs in decode(self.loaded.model, prompt, sampler, budget):
                     top: list[tuple[str, float]] = []
                     if alternatives:
                         values, ids = torch.topk(logprobs, alternatives)
                         top = [(display(int(i)), float(v)) for v, i in zip(values, ids)]
-                    yield token, float(logprobs[token]), top
+                    yield token, float(logprobs[token]), top, cached
+                    cached = None
 
         return steps()
 
@@ -137,7 +150,7 @@ class LocalBackend:
         """Token steps as events: detokenized, stop strings held back, finish reason on the last."""
         detok, stops = IncrementalDetokenizer(self.tokenizer), StopMatcher(params.stop)
         eos = set(self.tokenizer.eos_token_ids)
-        for count, (token, logprob, top) in enumerate(steps, start=1):
+        for count, (token, logprob, top, cached) in enumerate(steps, start=1):
             if token in eos:
                 text, finish = "", "eos"
             else:
@@ -147,7 +160,7 @@ class LocalBackend:
                 text += stops.push(detok.flush())[0] + stops.flush()
             yield TokenEvent(
                 text=text, token_id=token, token=self.tokenizer.display(token), logprob=logprob,
-                top_logprobs=top, finish_reason=finish,
+                top_logprobs=top, finish_reason=finish, cached_prompt_tokens=cached,
             )
             if finish:
                 return
@@ -162,7 +175,7 @@ class LocalBackend:
             best = beam_search(beams, params.beam_width, budget, self.tokenizer.eos_token_ids,
                                params.length_penalty, params.early_stopping)
         tokens = best.tokens + ([self.tokenizer.eos_token_id] if best.finished else [])
-        steps = ((t, lp, []) for t, lp in zip(tokens, best.logprobs))
+        steps = ((t, lp, [], 0 if i == 0 else None) for i, (t, lp) in enumerate(zip(tokens, best.logprobs)))
         generation = collect(self._events(steps, params, budget), len(prompt))
         return generation.model_copy(update={"score": best.score})
 

@@ -102,7 +102,7 @@ class CachedBeams:
 
     def __init__(self, model: Transformer, prompt: Sequence[int], width: int, max_new_tokens: int) -> None:
         self.model, self.width = model, width
-        self.device = model.tok_embeddings.weight.device
+        self.device = model.device
         self.prompt = list(prompt)
         self.position = len(self.prompt)
         model.setup_cache(1, len(self.prompt) + max_new_tokens)

@@ -5,21 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from backends.local.config import ModelConfig, ModelLoadError
+from backends.local.quant import LoadSummary, Weight
 from backends.local.tokenizer import LocalTokenizer
 
 
 @dataclass
 class Checkpoint:
     config: ModelConfig
-    weights: dict[str, torch.Tensor]
+    weights: dict[str, Weight]
     tokenizer: LocalTokenizer
     chat_template: str | None
     source: Path
     name: str = ""
     metadata: dict[str, object] = field(default_factory=dict)
+    summary: LoadSummary = field(default_factory=LoadSummary)
 
 
 def expected_weight_names(config: ModelConfig) -> set[str]:
@@ -37,10 +37,10 @@ def expected_weight_names(config: ModelConfig) -> set[str]:
     return names
 
 
-def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor], source: Path) -> None:
+def check_weights(config: ModelConfig, weights: dict[str, Weight], source: Path) -> None:
     """Every weight the architecture needs is there with the right shape; nothing is left over."""
     expected = expected_weight_names(config)
-    optional = {"lm_head.weight", "rope_freqs"}
+    optional = {"lm_head.weight", "rope_freqs", "lm_head.rows", "model.embed_tokens.rows"}
     missing = sorted(expected - set(weights))
     unexpected = sorted(set(weights) - expected - optional)
     if missing or unexpected:

@@ -13,6 +13,9 @@ class ModelLoadError(RuntimeError):
 
 Family = Literal["llama", "qwen2"]
 
+# How weights are kept in memory; see loader.py.
+PRECISIONS = ("exact", "fast", "int8", "int4")
+
 # Hugging Face model_type / GGUF general.architecture -> the family that runs it.
 FAMILIES: dict[str, Family] = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
 

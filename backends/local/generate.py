@@ -12,16 +12,26 @@ from backends.local.model import Transformer
 PickToken = Callable[[Tensor], tuple[int, Tensor]]
 
 
+def prepare_cache(model: Transformer, prompt_ids: Sequence[int], max_new_tokens: int) -> int:
+    """Sizes the KV cache for the request; returns how many prompt tokens it already holds."""
+    model.setup_cache(1, len(prompt_ids) + max_new_tokens)
+    return model.reusable_prefix(prompt_ids)
+
+
 @torch.inference_mode()
 def decode(model: Transformer, prompt_ids: Sequence[int], pick: PickToken, max_new_tokens: int) -> Iterator[tuple[int, Tensor]]:
-    """Yields (token id, log-probabilities it was drawn from) until the consumer stops or the budget ends."""
-    device = model.tok_embeddings.weight.device
-    model.setup_cache(1, len(prompt_ids) + max_new_tokens)
-    logits = model(torch.tensor([list(prompt_ids)], device=device), start=0, last_only=True)[0, -1]
+    """Yields (token id, log-probabilities it was drawn from) until the consumer stops or the budget ends.
+
+    The prompt's prefix that the cache already holds (an earlier turn of the same
+    conversation, a shared system prompt) is not computed again.
+    """
+    start = prepare_cache(model, prompt_ids, max_new_tokens)
+    ids = torch.tensor([list(prompt_ids[start:])], device=model.device)
+    logits = model(ids, start=start, last_only=True)[0, -1]
     position = len(prompt_ids)
     for step in range(max_new_tokens):
         token, logprobs = pick(logits)
         yield token, logprobs
         if step + 1 < max_new_tokens:  # only when the consumer asks for another token
-            logits = model(torch.tensor([[token]], device=device), start=position)[0, -1]
+            logits = model(torch.tensor([[token]], device=model.device), start=position)[0, -1]
             position += 1

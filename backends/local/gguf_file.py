@@ -1,4 +1,4 @@
-"""Loading GGUF files with the `gguf` package: metadata, tensors, dequantization."""
+"""Loading GGUF files: metadata, tokenizer, and tensors as float (exact) or kept quantized (fast)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,23 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from gguf import GGMLQuantizationType, GGUFReader
-from gguf.quants import dequantize
+from gguf import GGMLQuantizationType
 
 from backends.local.checkpoint import Checkpoint, check_weights
 from backends.local.config import ModelConfig, ModelLoadError, family_of
+from backends.local.gguf_reader import GGUFFile, TensorInfo
+from backends.local.quant import (
+    INT4_TYPES,
+    GGUFRows,
+    Int8Weight,
+    LoadSummary,
+    Weight,
+    dequantize_rows,
+    int4_from_gguf,
+    int8_rows,
+    map_rows,
+)
 from backends.local.tokenizer import LocalTokenizer
 
 _LAYER_TENSORS = {
@@ -60,18 +70,11 @@ def permute_rope(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 class _Fields:
-    def __init__(self, reader: GGUFReader, source: Path) -> None:
-        self.reader, self.source = reader, source
+    def __init__(self, file: GGUFFile) -> None:
+        self.file, self.source = file, file.path
 
     def get(self, key: str, default: Any = None) -> Any:
-        field = self.reader.get_field(key)
-        if field is None:
-            return default
-        try:
-            value = field.contents()
-        except (UnicodeDecodeError, ValueError, IndexError) as exc:
-            raise ModelLoadError(f"{self.source}: metadata key {key!r} is unreadable ({exc})") from exc
-        return value
+        return self.file.get(key, default)
 
     def require(self, key: str) -> Any:
         value = self.get(key)
@@ -104,56 +107,81 @@ def _config(fields: _Fields, arch: str, vocab_size: int, has_output: bool) -> Mo
     )
 
 
-def _tensor(tensor: Any, dtype: torch.dtype, source: Path) -> torch.Tensor:
+FLOAT_TYPES = (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16)
+
+
+def _float(file: GGUFFile, info: TensorInfo) -> torch.Tensor:
     try:
-        values = dequantize(tensor.data, tensor.tensor_type)
+        return dequantize_rows(file.raw(info), info.type).reshape(info.shape)
     except NotImplementedError as exc:
         raise ModelLoadError(
-            f"{source}: tensor {tensor.name} uses quantization {tensor.tensor_type.name}, which cannot be "
-            f"dequantized ({exc})"
+            f"{file.path}: tensor {info.name} uses quantization {info.type.name}, which cannot be dequantized ({exc})"
         ) from exc
-    shape = tuple(int(d) for d in reversed(tensor.shape))
-    if values.size != int(np.prod(shape)):
-        raise ModelLoadError(f"{source}: tensor {tensor.name} holds {values.size} values, its shape says {shape}")
-    return torch.from_numpy(np.array(values, dtype=np.float32).reshape(shape)).to(dtype)
 
 
-def open_reader(path: Path) -> GGUFReader:
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such model file")
-    try:
-        return GGUFReader(path, "r")
-    except Exception as exc:  # the reader raises many kinds of errors on bad bytes
-        raise ModelLoadError(f"{path}: not a readable GGUF file, it may be truncated or corrupt ({exc})") from exc
+def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary: LoadSummary) -> dict[str, Weight]:
+    """A quantized tensor in fast mode: Q4_0/Q4_1/Q4_K as int4, other types requantized to int8 rows.
+
+    Token embeddings and the output head also keep the file's blocks (`<name>.rows`), looked
+    up row by row: embeddings of the prompt's tokens, the head's top candidates. The head's
+    matmul is int8 whatever its type; an untied embedding needs no matmul at all.
+    """
+    base = name.removesuffix(".weight")
+    if name == "model.embed_tokens.weight" and not tied:
+        summary.add("rows", info)
+        return {name: GGUFRows(file.raw(info), info.type)}
+    if name in ("lm_head.weight", "model.embed_tokens.weight"):
+        summary.add("int8+rows", info)
+        return {name: _int8(file, info), base + ".rows": GGUFRows(file.raw(info), info.type)}
+    if len(info.shape) != 2:
+        return {name: _float(file, info)}
+    if info.type in INT4_TYPES:
+        summary.add("int4", info)
+        return {name: int4_from_gguf(file.raw(info), info.type)}
+    summary.add("int8", info)
+    return {name: _int8(file, info)}
 
 
-def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
-    reader = open_reader(path)
-    fields = _Fields(reader, path)
+def _int8(file: GGUFFile, info: TensorInfo, chunk: int = 4096) -> Int8Weight:
+    """Requantized to int8 rows a few thousand rows at a time: a float32 copy of a whole
+    vocabulary-sized matrix would be the peak of the load."""
+    raw = file.raw(info)
+    parts = [int8_rows(dequantize_rows(raw[i : i + chunk], info.type)) for i in range(0, raw.shape[0], chunk)]
+    return Int8Weight(torch.cat([p.q for p in parts]), torch.cat([p.scale for p in parts]))
+
+
+def _int_list(values: Any) -> list[int] | None:
+    return None if values is None else [int(v) for v in values]
+
+
+def load_gguf(path: Path, dtype: torch.dtype = torch.float32, quantized: bool = False) -> Checkpoint:
+    """Reads a GGUF file; `quantized` keeps quantized tensors as int4/int8 weights instead of float."""
+    file = GGUFFile(path)
+    fields = _Fields(file)
     arch = str(fields.require("general.architecture"))
     tokens = fields.require("tokenizer.ggml.tokens")
-    names = {t.name for t in reader.tensors}
-    config = _config(fields, arch, len(tokens), has_output="output.weight" in names)
+    if not isinstance(tokens, list):
+        raise ModelLoadError(f"{path}: tokenizer.ggml.tokens is not a list of strings")
+    config = _config(fields, arch, len(tokens), has_output="output.weight" in file.tensors)
 
-    weights: dict[str, torch.Tensor] = {}
-    for tensor in reader.tensors:
-        if tensor.tensor_type not in GGMLQuantizationType.__members__.values():
-            raise ModelLoadError(f"{path}: tensor {tensor.name} has an unknown type")
-        name = hf_name(tensor.name)
+    summary = LoadSummary()
+    weights: dict[str, Weight] = {}
+    for info in file.tensors.values():
+        name = hf_name(info.name)
         if name is None:
-            raise ModelLoadError(f"{path}: unexpected tensor {tensor.name!r} for architecture {arch!r}")
-        try:
-            weights[name] = _tensor(tensor, dtype, path)
-        except (ValueError, IndexError) as exc:
-            raise ModelLoadError(f"{path}: tensor {tensor.name} is unreadable, the file may be truncated ({exc})") from exc
+            raise ModelLoadError(f"{path}: unexpected tensor {info.name!r} for architecture {arch!r}")
+        if quantized and info.type not in FLOAT_TYPES:
+            weights |= _quantized(file, info, name, config.tie_embeddings, summary)
+        else:
+            weights[name] = _float(file, info)
+        file.release(info)
     if config.family == "llama":  # llama.cpp's converter permutes Q/K of llama-family models only
         for i in range(config.n_layers):
             prefix = f"model.layers.{i}.self_attn."
             for proj, heads in (("q_proj", config.n_heads), ("k_proj", config.n_kv_heads)):
                 if prefix + proj + ".weight" in weights:
-                    weights[prefix + proj + ".weight"] = unpermute_rope(weights[prefix + proj + ".weight"], heads)
-    if "rope_freqs" in weights:
-        weights["rope_freqs"] = weights["rope_freqs"].float()
+                    weights[prefix + proj + ".weight"] = map_rows(
+                        weights[prefix + proj + ".weight"], lambda t, h=heads: unpermute_rope(t, h))
     check_weights(config, weights, path)
 
     eos = fields.get("tokenizer.ggml.eos_token_id")
@@ -163,7 +191,7 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
         model=str(fields.require("tokenizer.ggml.model")),
         pre=fields.get("tokenizer.ggml.pre"),
         tokens=list(tokens),
-        token_types=fields.get("tokenizer.ggml.token_type"),
+        token_types=_int_list(fields.get("tokenizer.ggml.token_type")),
         merges=fields.get("tokenizer.ggml.merges"),
         bos_token_id=fields.get("tokenizer.ggml.bos_token_id"),
         eos_token_ids=[int(i) for i in (eos, eot) if i is not None],
@@ -176,5 +204,6 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
         chat_template=fields.get("tokenizer.chat_template"),
         source=path,
         name=str(fields.get("general.name", path.stem)),
+        summary=summary,
     )
 

@@ -1,17 +1,26 @@
-"""Turns a model path into a ready Transformer plus its tokenizer and template."""
+"""Turns a model path into a ready Transformer plus its tokenizer and template.
+
+Precision: "exact" expands every weight to float (token-exact against transformers);
+"fast" keeps GGUF weights quantized (int4 groups or int8 rows, see quant.py), the default
+on CPUs with AVX2 or AVX-512; "int8" and "int4" also quantize float weights at load (a
+safetensors folder, an F16 GGUF). On CUDA the quantized CPU kernels do not apply: weights
+are expanded to bfloat16.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from backends.local.checkpoint import Checkpoint
-from backends.local.config import ModelConfig, ModelLoadError
+from backends.local.config import PRECISIONS, ModelConfig, ModelLoadError
 from backends.local.gguf_file import load_gguf
 from backends.local.hf_folder import load_hf_folder
 from backends.local.model import Transformer
+from backends.local.quant import LoadSummary, Weight, int4_fits, int4_groups, int8_rows
 from backends.local.tokenizer import LocalTokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -25,16 +34,18 @@ class LoadedModel:
     config: ModelConfig
     name: str
     source: Path
+    precision: str = "exact"
+    summary: LoadSummary = field(default_factory=LoadSummary)
 
 
-def read_checkpoint(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
+def read_checkpoint(path: Path, dtype: torch.dtype = torch.float32, quantized: bool = False) -> Checkpoint:
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if not (path / "config.json").exists() and len(ggufs) == 1:
-            return load_gguf(ggufs[0], dtype)
+            return load_gguf(ggufs[0], dtype, quantized)
         return load_hf_folder(path, dtype)
     if path.suffix == ".gguf" or path.is_file():
-        return load_gguf(path, dtype)
+        return load_gguf(path, dtype, quantized)
     raise ModelLoadError(f"{path}: no such model file or folder")
 
 
@@ -52,13 +63,53 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return DTYPES[dtype]
 
 
-def load_model(path: Path, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None) -> LoadedModel:
+def cpu_has_quantized_kernels() -> bool:
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> str:
+    """The precision a load runs at: `precision` (default "fast"), or "exact" where no quantized kernel runs."""
+    precision = precision or "fast"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+    if precision == "exact" or device.type == "cuda":
+        return "exact"
+    if device.type != "cpu" or not cpu_has_quantized_kernels():
+        capability = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
+        warnings.warn(f"precision {precision!r} needs a CPU with AVX2 or AVX-512 (this one: {capability}); "
+                      "running exact (float32) instead", RuntimeWarning, stacklevel=3)
+        return "exact"
+    return precision
+
+
+def _quantize_floats(weights: dict[str, Weight], precision: str, summary: LoadSummary) -> None:
+    """On request ("int8"/"int4"): the float projection and embedding matrices, quantized in place."""
+    for name, w in weights.items():
+        if not isinstance(w, torch.Tensor) or w.ndim != 2 or not name.endswith(".weight") or "norm" in name:
+            continue
+        head = name in ("lm_head.weight", "model.embed_tokens.weight")
+        if precision == "int4" and not head and int4_fits(tuple(w.shape)):
+            weights[name] = int4_groups(w)
+            summary.add("int4", name)
+        else:  # the head and embeddings stay int8: rows are looked up, top logits refined
+            weights[name] = int8_rows(w)
+            summary.add("int8", name)
+
+
+def load_model(
+    path: Path,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "exact",
+) -> LoadedModel:
     device = torch.device(device) if device is not None else default_device()
     torch_dtype = resolve_dtype(dtype, device)
-    checkpoint = read_checkpoint(path, torch_dtype)
-    with torch.device("meta"):  # no random init: every parameter comes from the checkpoint
-        model = Transformer(checkpoint.config)
-    model.load_weights(checkpoint.weights)
+    precision = resolve_precision(precision, device)
+    checkpoint = read_checkpoint(path, torch_dtype, quantized=precision != "exact")
+    if precision in ("int8", "int4"):
+        _quantize_floats(checkpoint.weights, precision, checkpoint.summary)
+    model = Transformer(checkpoint.config, checkpoint.weights, torch_dtype)
+    checkpoint.weights.clear()
     model = model.to(device).eval().requires_grad_(False)
     return LoadedModel(
         model=model,
@@ -67,4 +118,6 @@ def load_model(path: Path, dtype: str | torch.dtype | None = None, device: str |
         config=checkpoint.config,
         name=checkpoint.name,
         source=checkpoint.source,
+        precision=precision,
+        summary=checkpoint.summary,
     )

@@ -1,12 +1,15 @@
 """The Transformer: RMSNorm, RoPE, grouped-query attention, SwiGLU, a preallocated KV cache.
 
 Llama and Qwen2 differ only in flags (QKV bias, tied embeddings), so one model serves both.
-Q/K/V and gate/up projections are fused at load time: fewer, larger matmuls per step.
+Q/K/V and gate/up projections are fused at load time: fewer, larger matmuls per step. The
+linear layers come from `quant.linear`: dense float, or weights that stay quantized.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,18 +17,7 @@ from torch import Tensor, nn
 
 from backends.local.attention import attention
 from backends.local.config import ModelConfig, ModelLoadError
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+from backends.local.quant import DenseLinear, Int8Linear, Int8Weight, OutputHead, Weight, as_float, fused_linear, linear
 
 
 def rope_inv_freq(config: ModelConfig, freq_factors: Tensor | None = None) -> Tensor:
@@ -46,9 +38,17 @@ def rope_inv_freq(config: ModelConfig, freq_factors: Tensor | None = None) -> Te
     return torch.where(medium, smoothed, scaled)
 
 
-def rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+class RMSNorm(nn.Module):
+    def __init__(self, weight: Tensor, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(weight, requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:  # written out: F.rms_norm is slower at batch 1 on CPU
+        if x.dtype != torch.float32:
+            x32 = x.float()
+            return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
 class KVCache(nn.Module):
@@ -71,118 +71,197 @@ class KVCache(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, c: ModelConfig) -> None:
+    def __init__(self, c: ModelConfig, wqkv: nn.Module, wo: nn.Module) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = c.n_heads, c.n_kv_heads, c.head_dim
-        self.wqkv = nn.Linear(c.dim, (c.n_heads + 2 * c.n_kv_heads) * c.head_dim, bias=c.qkv_bias)
-        self.wo = nn.Linear(c.n_heads * c.head_dim, c.dim, bias=False)
+        self.wqkv, self.wo = wqkv, wo
         self.cache: KVCache | None = None
         self.impl = "torch"  # attention implementation, see attention.choose
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
         b, t, _ = x.shape
-        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
-        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        h, hkv, d = self.n_heads, self.n_kv_heads, self.head_dim
+        qkv = self.wqkv(x).view(b, t, h + 2 * hkv, d)
+        qk = qkv[:, :, : h + hkv]  # RoPE on the query and key heads at once
+        qk = qk * cos + torch.cat((-qk[..., d // 2 :], qk[..., : d // 2]), dim=-1) * sin
+        q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
+        v = qkv[:, :, h + hkv :].transpose(1, 2)
         if self.cache is not None:
-            k, v = self.cache.update(start, k, v)
+            k, v = self.cache.update(start, k, v)  # the cache's dtype: a bfloat16 v is promoted here
+        else:
+            v = v.to(q.dtype)
         out = attention(q, k, v, impl=self.impl)
-        return self.wo(out.transpose(1, 2).reshape(b, t, q_size))
+        return self.wo(out.transpose(1, 2).reshape(b, t, h * d))
 
 
 class FeedForward(nn.Module):
-    def __init__(self, c: ModelConfig) -> None:
+    def __init__(self, ffn_dim: int, w13: nn.Module, w2: nn.Module) -> None:
         super().__init__()
-        self.ffn_dim = c.ffn_dim
-        self.w13 = nn.Linear(c.dim, 2 * c.ffn_dim, bias=False)  # gate and up, fused
-        self.w2 = nn.Linear(c.ffn_dim, c.dim, bias=False)
+        self.ffn_dim = ffn_dim
+        self.w13, self.w2 = w13, w2  # gate and up, fused; down
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.w13(x).split(self.ffn_dim, dim=-1)
         return self.w2(F.silu(gate) * up)
 
 
+def _take(weights: dict[str, Weight], name: str, dtype: torch.dtype) -> Weight:
+    t = weights.pop(name)
+    return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+
+
 class Block(nn.Module):
-    def __init__(self, c: ModelConfig) -> None:
+    def __init__(self, c: ModelConfig, w: dict[str, Weight], prefix: str, dtype: torch.dtype) -> None:
         super().__init__()
-        self.attention_norm = RMSNorm(c.dim, c.norm_eps)
-        self.attention = Attention(c)
-        self.ffn_norm = RMSNorm(c.dim, c.norm_eps)
-        self.feed_forward = FeedForward(c)
+        take = lambda name: _take(w, prefix + name, dtype)  # noqa: E731
+        bias = torch.cat([take(f"self_attn.{x}_proj.bias") for x in "qkv"]) if c.qkv_bias else None
+        self.attention_norm = RMSNorm(as_float(take("input_layernorm.weight"), dtype), c.norm_eps)
+        self.attention = Attention(
+            c, fused_linear([take(f"self_attn.{x}_proj.weight") for x in "qkv"], bias), linear(take("self_attn.o_proj.weight"))
+        )
+        self.ffn_norm = RMSNorm(as_float(take("post_attention_layernorm.weight"), dtype), c.norm_eps)
+        self.feed_forward = FeedForward(
+            c.ffn_dim, fused_linear([take("mlp.gate_proj.weight"), take("mlp.up_proj.weight")]), linear(take("mlp.down_proj.weight"))
+        )
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
         h = x + self.attention(self.attention_norm(x), cos, sin, start)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
+def run_block(layer: Block, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
+    return layer(x, cos, sin, start)
+
+
 class Transformer(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    """Built from Hugging Face-named weights: float tensors, or quantized weights (see quant.py).
+
+    In fast mode `<name>.rows` may give the file's blocks of the embedding or head, looked up
+    row by row (token embeddings, the head's top candidates).
+    """
+
+    def __init__(self, config: ModelConfig, weights: dict[str, Weight], dtype: torch.dtype = torch.float32) -> None:
+        """Consumes `weights`: each is removed as the layer that holds it is built."""
         super().__init__()
-        self.config = config
-        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.output = None if config.tie_embeddings else nn.Linear(config.dim, config.vocab_size, bias=False)
-        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+        self.config, self.dtype = config, dtype
+        w = weights
+        tied = config.tie_embeddings or "lm_head.weight" not in w
+        try:  # layer by layer, each weight dropped from `weights` once it has its final form
+            self.layers = nn.ModuleList(Block(config, w, f"model.layers.{i}.", dtype) for i in range(config.n_layers))
+            embedding = _take(w, "model.embed_tokens.weight", dtype)
+            self.output = linear(embedding if tied else _take(w, "lm_head.weight", dtype))
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise ModelLoadError(f"weights do not fit the model: {exc}") from exc
+        if isinstance(self.output, Int8Linear):
+            self.output = OutputHead(self.output, w.get("model.embed_tokens.rows" if tied else "lm_head.rows"))
+        self.norm = RMSNorm(as_float(_take(w, "model.norm.weight", dtype), dtype), config.norm_eps)
+        self.tok_embeddings = self._lookup(w.get("model.embed_tokens.rows", embedding), tied)
+        self.register_buffer("inv_freq", rope_inv_freq(config, weights.get("rope_freqs")), persistent=False)
+        self.rope_cache: tuple[Tensor, Tensor] | None = None  # cos, sin [positions, 1, head_dim]
         self.max_cache_len = 0
+        self.compiled_block: Callable[..., Tensor] | None = None  # see compile_decode
+        self.cached: list[int] = []  # the tokens whose keys and values row 0 of the cache holds
+
+    def _lookup(self, table: Weight | nn.Module, tied: bool) -> nn.Module:
+        """The module that embeds token ids: file blocks, int8 rows, or a float table, shared with a tied head."""
+        if isinstance(table, nn.Module):
+            return table
+        if isinstance(table, Int8Weight):
+            return self.output.matmul if tied and isinstance(self.output, OutputHead) else Int8Linear(table, None)
+        if tied and isinstance(self.output, DenseLinear):
+            return self.output
+        return DenseLinear(as_float(table, self.dtype), None)
+
+    @property
+    def device(self) -> torch.device:
+        return self.inv_freq.device
+
+    def embed(self, ids: Tensor) -> Tensor:
+        table = self.tok_embeddings
+        if isinstance(table, DenseLinear):
+            return F.embedding(ids, table.weight)
+        if isinstance(table, Int8Linear):
+            return table.rows(ids).to(self.dtype)
+        return table(ids).to(self.dtype)  # GGUFRows
 
     def setup_cache(self, batch: int, max_len: int) -> None:
-        """Preallocates each layer's K/V for `max_len` positions; later calls reuse it when big enough."""
+        """Preallocates each layer's K/V for `max_len` positions; a bigger cache keeps row 0's contents."""
         max_len = min(max_len, self.config.context_length)
-        param = self.tok_embeddings.weight
-        if self.max_cache_len >= max_len and self.layers[0].attention.cache.k.shape[0] == batch:
+        first = self.layers[0].attention.cache
+        if first is not None and self.max_cache_len >= max_len and first.k.shape[0] == batch:
             return
+        if batch != 1 or first is None or first.k.shape[0] != 1:
+            self.cached = []
+        c, keep = self.config, len(self.cached)
+        size = max(max_len, self.max_cache_len) if batch == 1 else max_len
         for layer in self.layers:
-            c = self.config
-            layer.attention.cache = KVCache(batch, c.n_kv_heads, max_len, c.head_dim, param.dtype, param.device)
-        self.max_cache_len = max_len
+            old = layer.attention.cache
+            layer.attention.cache = KVCache(batch, c.n_kv_heads, size, c.head_dim, self.dtype, self.device)
+            if keep:
+                layer.attention.cache.update(0, old.k[:1, :, :keep], old.v[:1, :, :keep])
+        self.max_cache_len = size
+
+    def reusable_prefix(self, ids: Sequence[int]) -> int:
+        """How many leading tokens of `ids` row 0 of the cache already holds (at most all but the last)."""
+        n = 0
+        for held, wanted in zip(self.cached, ids[: len(ids) - 1]):
+            if held != wanted:
+                break
+            n += 1
+        return n
+
+    def _track(self, start: int, ids: list[int]) -> None:
+        if start > len(self.cached):  # a gap: what the cache holds is no longer known
+            self.cached = []
+            return
+        del self.cached[start:]
+        self.cached += ids
+
+    def compile_decode(self) -> None:
+        """Compiles one block's decode step with torch.compile; every layer shares the compiled code.
+
+        It fuses the small ops between the matmuls (about 60 per layer at batch 1). The first
+        token after this pays the compilation (seconds); a compiler failure falls back to eager.
+        """
+        self.compiled_block = torch.compile(run_block, dynamic=True)
+
+    def _blocks(self, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
+        compiled = self.compiled_block if x.shape[1] == 1 else None
+        if compiled is not None:
+            try:
+                h = x
+                for layer in self.layers:
+                    h = compiled(layer, h, cos, sin, start)
+                return h
+            except Exception as exc:  # no C++ compiler, an unsupported op: eager from now on (it rewrites the same cache rows)
+                warnings.warn(f"torch.compile failed, decoding without it: {type(exc).__name__}: {exc}",
+                              RuntimeWarning, stacklevel=3)
+                self.compiled_block = None
+        for layer in self.layers:
+            x = layer(x, cos, sin, start)
+        return x
 
     def set_attention(self, impl: str) -> None:
         for layer in self.layers:
             layer.attention.impl = impl
 
-    def rope(self, start: int, length: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        positions = torch.arange(start, start + length, device=self.inv_freq.device, dtype=torch.float32)
-        freqs = positions[:, None] * self.inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+    def rope(self, start: int, length: int) -> tuple[Tensor, Tensor]:
+        """cos and sin [length, 1, head_dim] for positions start.., from a table as long as the cache."""
+        end = start + length
+        if self.rope_cache is None or self.rope_cache[0].shape[0] < end:
+            positions = torch.arange(max(end, self.max_cache_len), device=self.device, dtype=torch.float32)
+            freqs = positions[:, None] * self.inv_freq[None, :]
+            emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
+            self.rope_cache = emb.cos().to(self.dtype), emb.sin().to(self.dtype)
+        cos, sin = self.rope_cache
+        return cos[start:end], sin[start:end]
 
     def forward(self, ids: Tensor, start: int = 0, last_only: bool = False) -> Tensor:
         """Logits (float32) for token ids [B, T] placed at positions start..start+T-1."""
-        x = self.tok_embeddings(ids)
-        cos, sin = self.rope(start, ids.shape[1], x.dtype)
-        for layer in self.layers:
-            x = layer(x, cos, sin, start)
+        x = self.embed(ids)
+        cos, sin = self.rope(start, ids.shape[1])
+        x = self._blocks(x, cos, sin, start)
+        if ids.shape[0] == 1 and self.layers[0].attention.cache is not None:
+            self._track(start, ids[0].tolist())
         x = self.norm(x[:, -1:] if last_only else x)
-        head = self.tok_embeddings.weight if self.output is None else self.output.weight
-        return F.linear(x, head).float()
-
-    def load_weights(self, weights: dict[str, Tensor]) -> None:
-        """Loads Hugging Face-named weights, fusing Q/K/V and gate/up."""
-        w = weights
-        state: dict[str, Tensor] = {
-            "tok_embeddings.weight": w["model.embed_tokens.weight"],
-            "norm.weight": w["model.norm.weight"],
-        }
-        if self.output is not None:
-            state["output.weight"] = w.get("lm_head.weight", w["model.embed_tokens.weight"])
-        for i in range(self.config.n_layers):
-            p, o = f"model.layers.{i}.", f"layers.{i}."
-            attn = p + "self_attn."
-            state[o + "attention_norm.weight"] = w[p + "input_layernorm.weight"]
-            state[o + "ffn_norm.weight"] = w[p + "post_attention_layernorm.weight"]
-            state[o + "attention.wqkv.weight"] = torch.cat([w[attn + f"{x}_proj.weight"] for x in "qkv"])
-            if self.config.qkv_bias:
-                state[o + "attention.wqkv.bias"] = torch.cat([w[attn + f"{x}_proj.bias"] for x in "qkv"])
-            state[o + "attention.wo.weight"] = w[attn + "o_proj.weight"]
-            state[o + "feed_forward.w13.weight"] = torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]])
-            state[o + "feed_forward.w2.weight"] = w[p + "mlp.down_proj.weight"]
-        try:
-            self.load_state_dict(state, strict=True, assign=True)
-        except RuntimeError as exc:
-            raise ModelLoadError(f"weights do not fit the model: {exc}") from exc
-        self.inv_freq = rope_inv_freq(self.config, w.get("rope_freqs"))
+        return self.output(x).float()

@@ -171,7 +171,8 @@ class OpenAIServer:
             return StreamingResponse(self._stream(reply_id, events, prompt_tokens, wire.logprobs, usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         seen = [event async for event in self._guarded(events)]
-        usage_counts = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(seen))
+        cached = seen[0].cached_prompt_tokens or 0 if seen else 0
+        usage_counts = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(seen), cached_prompt_tokens=cached)
         return JSONResponse(completion(reply_id, self.model_id, seen, usage_counts, wire.logprobs))
 
     @staticmethod
@@ -184,11 +185,12 @@ class OpenAIServer:
 
     async def _stream(self, reply_id: str, events: AsyncIterator[TokenEvent], prompt_tokens: int,
                       logprobs: bool, include_usage: bool) -> AsyncIterator[bytes]:
-        created, count = int(time.time()), 0
+        created, count, cached = int(time.time()), 0, 0
         yield sse(chunk(reply_id, self.model_id, created, {"role": "assistant", "content": ""}))
         try:
             async for event in events:
                 count += 1
+                cached = cached or event.cached_prompt_tokens or 0
                 entries = [logprob_entry(event)] if logprobs and event.finish_reason != "eos" else None
                 if event.text or entries:
                     yield sse(chunk(reply_id, self.model_id, created, {"content": event.text}, logprobs=entries))
@@ -200,7 +202,7 @@ class OpenAIServer:
         except BackendError as exc:  # the status line is sent already: the error goes in the stream
             yield sse(APIError(500, f"generation failed: {exc}", type="server_error").body())
         if include_usage:
-            usage = usage_dict(Usage(prompt_tokens=prompt_tokens, completion_tokens=count))
+            usage = usage_dict(Usage(prompt_tokens=prompt_tokens, completion_tokens=count, cached_prompt_tokens=cached))
             yield sse({"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": self.model_id,
                        "choices": [], "usage": usage})
         yield sse("[DONE]")

@@ -194,9 +194,9 @@ def tool_call_dicts(calls: list[ToolCall], streaming: bool) -> list[dict[str, An
     return out
 
 
-def usage_dict(usage: Usage) -> dict[str, int]:
+def usage_dict(usage: Usage) -> dict[str, Any]:
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+            "total_tokens": usage.total_tokens, "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens}}
 
 
 def completion(id: str, model: str, events: list[TokenEvent], usage: Usage, logprobs: bool) -> dict[str, Any]:

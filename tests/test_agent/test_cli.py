@@ -37,6 +37,19 @@ def test_generate_errors_are_clean():
     assert "Traceback" not in result.output
 
 
+def test_precision_flag(tiny_models):
+    _, gguf, _ = tiny_models["qwen2"]
+    for precision in ("fast", "exact", "int8"):
+        result = run("generate", "-m", str(gguf), "--precision", precision, "-t", "0", "-n", "3", "hello")
+        assert result.exit_code == 0, result.output
+    bad = run("generate", "-m", str(gguf), "--precision", "half", "hi")
+    assert bad.exit_code == 2 and "'half' is not one of 'exact', 'fast', 'int8', 'int4'" in bad.output
+    elsewhere = run("generate", "-b", "scripted", "--precision", "exact", "hi")
+    assert elsewhere.exit_code == 2 and "applies to the local backend, not 'scripted'" in elsewhere.output
+    for command in ("run", "chat", "serve"):
+        assert "--precision" in run(command, "--help").output
+
+
 def test_console_script_is_installed():
     out = subprocess.run(
         [sys.executable, "-m", "agent.cli", "generate", "-b", "scripted", "hello"], capture_output=True, text=True

@@ -23,7 +23,8 @@ def conversation(meta, i):
 
 
 @pytest.mark.parametrize("i", [0, 1, 2])
-def test_prompt_logits_and_greedy_match_transformers(smollm2, golden, i):
+def test_prompt_logits_and_greedy_match_transformers(smollm2_exact, golden, i):
+    smollm2 = smollm2_exact
     data, meta = golden
     messages = conversation(meta, i)
     text = smollm2.render(messages)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -140,15 +141,50 @@ _GGUF_NAMES = {
 }
 
 
+def quantize_q4_k(array: np.ndarray) -> np.ndarray:
+    """Q4_K blocks of a float matrix (gguf-py has no Q4_K quantizer): per 32 values a 6-bit
+    scale and min, per 256 an f16 d and dmin, as ggml lays them out."""
+    rows = array.shape[0]
+    sub = array.astype(np.float32).reshape(-1, 8, 32)
+    low = np.minimum(sub.min(-1), 0)
+    step = (sub.max(-1) - low) / 15
+    d = np.maximum(step.max(-1, keepdims=True) / 63, 1e-12).astype(np.float16).astype(np.float32)
+    dmin = np.maximum(-low.min(-1, keepdims=True) / 63, 1e-12).astype(np.float16).astype(np.float32)
+    sc = np.clip(np.round(step / d), 1, 63).astype(np.uint8)
+    mins = np.clip(np.round(-low / dmin), 0, 63).astype(np.uint8)
+    q = np.round((sub + (dmin * mins)[..., None]) / (d * sc)[..., None]).clip(0, 15).astype(np.uint8)
+    scales = np.concatenate([
+        (sc[:, :4] & 63) | ((sc[:, 4:] >> 4) << 6),
+        (mins[:, :4] & 63) | ((mins[:, 4:] >> 4) << 6),
+        (sc[:, 4:] & 15) | ((mins[:, 4:] & 15) << 4),
+    ], axis=-1)
+    pairs = q.reshape(-1, 4, 2, 32)
+    qs = (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(-1, 128)
+    blocks = np.concatenate([d.astype(np.float16).view(np.uint8), dmin.astype(np.float16).view(np.uint8), scales, qs], axis=-1)
+    return blocks.reshape(rows, -1)
+
+
+def _quantize(array: np.ndarray, quant: GGMLQuantizationType) -> np.ndarray:
+    return quantize_q4_k(array) if quant == GGMLQuantizationType.Q4_K else quantize(array, quant)
+
+
+QuantChoice = GGMLQuantizationType | Callable[[str], GGMLQuantizationType | None] | None
+
+
 def write_gguf(
     path: Path,
     cfg: dict,
     weights: dict[str, torch.Tensor],
     tokenizer: Tokenizer,
-    quant: GGMLQuantizationType | None = None,
+    quant: QuantChoice = None,
     arch: str | None = None,
+    chat_template: str = CHATML,
+    pre: str = "default",
 ) -> Path:
-    """Writes the model as llama.cpp's converter would: GGUF names, llama Q/K permuted, rope_freqs."""
+    """Writes the model as llama.cpp's converter would: GGUF names, llama Q/K permuted, rope_freqs.
+
+    quant: one type for every matrix, or a function of the GGUF tensor name (None: float32).
+    """
     arch = arch or {"mistral": "llama"}.get(cfg["model_type"], cfg["model_type"])
     heads, kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
@@ -168,18 +204,20 @@ def write_gguf(
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
     model = json.loads(tokenizer.to_str())["model"]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types([3 if t in SPECIALS else 1 for t in tokens])
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model["merges"]])
     writer.add_bos_token_id(vocab["<|endoftext|>"])
     writer.add_eos_token_id(vocab["<|im_end|>"])
-    writer.add_chat_template(CHATML)
+    writer.add_chat_template(chat_template)
 
     def put(name: str, tensor: torch.Tensor) -> None:
         array = tensor.float().numpy()
-        if quant is not None and array.ndim == 2 and array.shape[1] % 32 == 0:
-            writer.add_tensor(name, quantize(array, quant), raw_dtype=quant)
+        kind = quant(name) if callable(quant) else quant
+        block = 256 if kind == GGMLQuantizationType.Q4_K else 32
+        if kind is not None and array.ndim == 2 and array.shape[1] % block == 0:
+            writer.add_tensor(name, _quantize(array, kind), raw_dtype=kind)
         else:
             writer.add_tensor(name, array)
 
@@ -205,6 +243,38 @@ def write_gguf(
     return path
 
 
+# The mix of types a llama.cpp Q4_K_M file carries, on dimensions that Q4_K blocks (256) do not
+# all divide: llama.cpp then falls back to 32-value types, as here.
+Q4_K_M_LIKE = {"attn_q": GGMLQuantizationType.Q4_0, "attn_k": GGMLQuantizationType.Q4_0,
+               "attn_v": GGMLQuantizationType.Q8_0, "attn_output": GGMLQuantizationType.Q5_0,
+               "ffn_gate": GGMLQuantizationType.Q4_1, "ffn_up": GGMLQuantizationType.Q4_1,
+               "ffn_down": GGMLQuantizationType.Q4_K, "token_embd": GGMLQuantizationType.Q8_0}
+
+
+def write_smollm2_as_qwen2(path: Path) -> Path:
+    """SmolLM2's weights as a qwen2-family GGUF (zero QKV biases, NEOX RoPE layout, tied
+    embeddings, Q4_K_M-like types): a real-behaving model of the family most GGUFs come from."""
+    from backends.local.gguf_file import load_gguf
+    from backends.local.store import pull
+
+    source = load_gguf(pull("smollm2"))
+    c = source.config
+    weights = dict(source.weights)
+    for i in range(c.n_layers):
+        for proj, heads in (("q", c.n_heads), ("k", c.n_kv_heads), ("v", c.n_kv_heads)):
+            weights[f"model.layers.{i}.self_attn.{proj}_proj.bias"] = torch.zeros(heads * c.head_dim)
+    cfg = {"model_type": "qwen2", "vocab_size": c.vocab_size, "hidden_size": c.dim, "num_hidden_layers": c.n_layers,
+           "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads, "intermediate_size": c.ffn_dim,
+           "max_position_embeddings": c.context_length, "rms_norm_eps": c.norm_eps, "rope_theta": c.rope_theta,
+           "tie_word_embeddings": True}
+
+    def mix(name: str) -> GGMLQuantizationType | None:
+        return next((kind for part, kind in Q4_K_M_LIKE.items() if f"{part}." in name), None)
+
+    return write_gguf(path, cfg, weights, source.tokenizer.hf, quant=mix, chat_template=source.chat_template or CHATML,
+                      pre="smollm")
+
+
 def build(tmp: Path, family: str, seed: int = 0, quant: GGMLQuantizationType | None = None) -> tuple[Path, Path, dict]:
     """(hf folder, gguf file, config) for a tiny model of `family`."""
     tokenizer = tiny_tokenizer()
@@ -215,4 +285,4 @@ def build(tmp: Path, family: str, seed: int = 0, quant: GGMLQuantizationType | N
     return folder, gguf, cfg
 
 
-__all__ = ["GGMLQuantizationType", "build", "tiny_config", "tiny_tokenizer", "random_weights", "write_gguf", "write_hf_folder"]
+__all__ = ["GGMLQuantizationType", "build", "quantize_q4_k", "write_smollm2_as_qwen2", "tiny_config", "tiny_tokenizer", "random_weights", "write_gguf", "write_hf_folder"]

@@ -141,3 +141,18 @@ def test_agent_over_http(served):
     result = Agent(backend, tools=[calculator]).run("What is 37 * 91? Use the calculator.")
     assert any(e.type == "tool_result" and e.ok and e.output == "3367" for e in result.events)
     assert result.answer is not None and "3367" in result.answer
+
+
+def test_usage_reports_the_cached_prompt_prefix(client):
+    system = {"role": "system", "content": "You answer in one short sentence about geography. " * 4}
+    asked = []
+    for question in ("What is the capital of Italy?", "What is the capital of Spain?"):
+        reply = client.chat.completions.create(model="smollm2", messages=[system, *_ask(question)], max_tokens=8,
+                                               temperature=0)
+        asked.append(reply.usage)
+    second = asked[1]
+    assert 40 < second.prompt_tokens_details.cached_tokens < second.prompt_tokens
+    streamed = client.chat.completions.create(model="smollm2", messages=[system, *_ask("And of France?")], max_tokens=4,
+                                              temperature=0, stream=True, stream_options={"include_usage": True})
+    usage = [chunk.usage for chunk in streamed if chunk.usage is not None]
+    assert usage and usage[0].prompt_tokens_details.cached_tokens > 40

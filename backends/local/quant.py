@@ -1,0 +1,298 @@
+"""Weights that stay quantized: GGUF blocks as int4 groups or int8 rows, and the layers that run them.
+
+Two CPU kernels of torch do the work, both fast only for bfloat16 activations:
+- `_weight_int4pack_mm_for_cpu`: w = (q - 8) * scale + zero, one (scale, zero) per group of
+  32 inputs. Q4_0, Q4_1 and Q4_K map onto it exactly (only the scales round to bfloat16).
+- `_weight_int8pack_mm`: w = q * scale, one scale per output row. Every other GGUF type
+  (Q5_*, Q6_K, Q8_0, ...) is dequantized once and requantized per row.
+Linear layers take activations of any float type and return the kernel's bfloat16 output
+as it is: the next op (a residual add, RoPE, the cache write) promotes it for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from gguf import GGML_QUANT_SIZES
+from gguf import GGMLQuantizationType as QT
+from gguf.quants import dequantize
+from torch import Tensor, nn
+
+GROUP = 32  # inputs per int4 (scale, zero) pair
+
+
+@dataclass
+class Int4Weight:
+    """w[n, k] = (q[n, k] - 8) * scale[n, k // 32] + zero[n, k // 32], q kept two to a byte."""
+
+    nibbles: Tensor  # uint8 [N, K / 2]: q[n, 2j] in the low nibble of byte j, q[n, 2j + 1] in the high
+    scale: Tensor  # float32 [N, K / 32]
+    zero: Tensor  # float32 [N, K / 32]
+
+    @classmethod
+    def from_values(cls, q: Tensor, scale: Tensor, zero: Tensor) -> Int4Weight:
+        return cls(q[:, 0::2] | (q[:, 1::2] << 4), scale, zero)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.nibbles.shape[0], self.nibbles.shape[1] * 2
+
+    def values(self, start: int = 0, end: int | None = None) -> Tensor:
+        """q of rows start..end as uint8 [rows, K]."""
+        b = self.nibbles[start:end]
+        return torch.stack([b & 0x0F, b >> 4], dim=-1).view(b.shape[0], -1)
+
+    def dequantize(self) -> Tensor:
+        n, k = self.shape
+        groups = (self.values().float() - 8).view(n, k // GROUP, GROUP)
+        return (groups * self.scale[..., None] + self.zero[..., None]).view(n, k)
+
+
+@dataclass
+class Int8Weight:
+    """w[n, k] = q[n, k] * scale[n]."""
+
+    q: Tensor  # int8 [N, K]
+    scale: Tensor  # float32 [N]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.q.shape)  # type: ignore[return-value]
+
+    def dequantize(self) -> Tensor:
+        return self.q.float() * self.scale[:, None]
+
+
+Weight = Tensor | Int4Weight | Int8Weight
+INT4_TYPES = (QT.Q4_0, QT.Q4_1, QT.Q4_K)
+
+
+def _f16(blocks: np.ndarray, start: int) -> np.ndarray:
+    return blocks[..., start : start + 2].copy().view(np.float16).astype(np.float32)[..., 0]
+
+
+def _nibbles(qs: np.ndarray) -> np.ndarray:
+    """[..., 16·j bytes] -> [..., 32·j values]: each 16 bytes hold 32 values, low nibbles first."""
+    low, high = qs & 0x0F, qs >> 4
+    return np.concatenate([low[..., None, :], high[..., None, :]], axis=-2).reshape(*qs.shape[:-1], -1)
+
+
+def _q4_k_scales(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8 six-bit sub-block scales and mins of a Q4_K block (ggml's get_scale_min_k4)."""
+    a, b, c = packed[..., 0:4], packed[..., 4:8], packed[..., 8:12]
+    scales = np.concatenate([a & 0x3F, (c & 0x0F) | ((a >> 6) << 4)], axis=-1)
+    mins = np.concatenate([b & 0x3F, (c >> 4) | ((b >> 6) << 4)], axis=-1)
+    return scales.astype(np.float32), mins.astype(np.float32)
+
+
+def int4_from_gguf(raw: np.ndarray, qtype: QT) -> Int4Weight:
+    """Q4_0 / Q4_1 / Q4_K rows (raw bytes [N, row bytes]) as int4 groups, without rounding a value."""
+    n = raw.shape[0]
+    if qtype == QT.Q4_0:  # w = d * (q - 8)
+        blocks = raw.reshape(n, -1, 18)
+        d = _f16(blocks, 0)
+        q, scale, zero = _nibbles(blocks[..., 2:]), d, np.zeros_like(d)
+    elif qtype == QT.Q4_1:  # w = d * q + m
+        blocks = raw.reshape(n, -1, 20)
+        d, m = _f16(blocks, 0), _f16(blocks, 2)
+        q, scale, zero = _nibbles(blocks[..., 4:]), d, m + 8 * d
+    elif qtype == QT.Q4_K:  # per 32-value sub-block j: w = d * sc_j * q - dmin * m_j
+        blocks = raw.reshape(n, -1, 144)
+        d, dmin = _f16(blocks, 0)[..., None], _f16(blocks, 2)[..., None]
+        sc, mins = _q4_k_scales(blocks[..., 4:16])
+        qs = blocks[..., 16:].reshape(n, -1, 4, 32)  # 4 chunks of 32 bytes: sub-blocks 2i (low), 2i+1 (high)
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)
+        scale = d * sc
+        zero = 8 * scale - dmin * mins
+    else:
+        raise ValueError(f"{qtype.name} has no int4 mapping")
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32).reshape(n, -1))  # noqa: E731
+    q = np.ascontiguousarray(q, dtype=np.uint8).reshape(n, -1)
+    return Int4Weight(torch.from_numpy(q[:, 0::2] | (q[:, 1::2] << 4)), as_tensor(scale), as_tensor(zero))
+
+
+def int8_rows(w: Tensor) -> Int8Weight:
+    """Symmetric per-row int8 of a float matrix."""
+    w = w.float()
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return Int8Weight(q, scale)
+
+
+def int4_groups(w: Tensor) -> Int4Weight:
+    """Asymmetric int4 per group of 32 (min to max in 15 steps) of a float matrix."""
+    n, k = w.shape
+    groups = w.float().reshape(n, k // GROUP, GROUP)
+    low, high = groups.amin(-1), groups.amax(-1)
+    scale = ((high - low) / 15).clamp(min=1e-12)
+    q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
+    return Int4Weight.from_values(q.reshape(n, k), scale, low + 8 * scale)
+
+
+def dequantize_rows(raw: np.ndarray, qtype: QT) -> Tensor:
+    """GGUF rows (raw bytes [R, row bytes]) as float32 [R, row length]."""
+    values = dequantize(np.ascontiguousarray(raw).reshape(-1), qtype)
+    return torch.from_numpy(np.array(values, dtype=np.float32).reshape(raw.shape[0], -1))
+
+
+def concat(weights: list[Weight]) -> Weight:
+    """Stacks weights of one kind along the output dimension."""
+    if all(isinstance(w, Tensor) for w in weights):
+        return torch.cat(weights)  # type: ignore[arg-type]
+    if all(isinstance(w, Int4Weight) for w in weights):
+        return Int4Weight(*(torch.cat([getattr(w, f) for w in weights]) for f in ("nibbles", "scale", "zero")))
+    if all(isinstance(w, Int8Weight) for w in weights):
+        return Int8Weight(torch.cat([w.q for w in weights]), torch.cat([w.scale for w in weights]))  # type: ignore[union-attr]
+    raise ValueError("concat needs weights of one kind")
+
+
+def as_float(w: Weight, dtype: torch.dtype = torch.float32) -> Tensor:
+    return w.to(dtype) if isinstance(w, Tensor) else w.dequantize().to(dtype)
+
+
+def map_rows(w: Weight, fn: Callable[[Tensor], Tensor]) -> Weight:
+    """Applies a reordering of output rows to every per-row part of a weight."""
+    if isinstance(w, Int4Weight):
+        return Int4Weight(fn(w.nibbles), fn(w.scale), fn(w.zero))
+    if isinstance(w, Int8Weight):
+        return Int8Weight(fn(w.q), fn(w.scale))
+    return fn(w)
+
+
+@dataclass
+class LoadSummary:
+    """How each tensor of a file is kept: "int4" (exact mapping), "int8" (requantized), "rows" (file blocks)."""
+
+    tensors: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, info: object) -> None:
+        self.tensors.setdefault(kind, []).append(getattr(info, "name", str(info)))
+
+    def counts(self) -> dict[str, int]:
+        return {kind: len(names) for kind, names in self.tensors.items()}
+
+
+def int4_fits(shape: tuple[int, int]) -> bool:
+    """The int4 kernel's shape limits: whole groups along K, blocks of 16 along N."""
+    n, k = shape
+    return k % GROUP == 0 and n % 16 == 0
+
+
+class Int4Linear(nn.Module):
+    def __init__(self, weight: Int4Weight, bias: Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        n, chunk = self.out_features, 1024  # rows per conversion: bounds the int32 copy; a multiple of the kernel's blocks
+        packed = [torch.ops.aten._convert_weight_to_int4pack_for_cpu(weight.values(i, i + chunk).int(), 1)
+                  for i in range(0, n, chunk)]
+        self.register_buffer("packed", torch.cat(packed))
+        scales_and_zeros = torch.stack([weight.scale.T, weight.zero.T], dim=-1).to(torch.bfloat16).contiguous()
+        self.register_buffer("scales_and_zeros", scales_and_zeros)
+        self.bias = bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales_and_zeros)
+        y = y.view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+class Int8Linear(nn.Module):
+    def __init__(self, weight: Int8Weight, bias: Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("q", weight.q.contiguous())
+        self.register_buffer("scale", weight.scale.float())
+        self.register_buffer("scale_bf16", weight.scale.to(torch.bfloat16))
+        self.bias = bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        y = torch._weight_int8pack_mm(flat, self.q, self.scale_bf16)
+        y = y.view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def rows(self, ids: Tensor) -> Tensor:
+        """Dequantized rows: the token embedding when this is also the (tied) output head."""
+        return self.q[ids].float() * self.scale[ids].unsqueeze(-1)
+
+
+class OutputHead(nn.Module):
+    """The vocabulary projection: a fast int8 matmul, then the top candidates in float32.
+
+    The int8 kernel rounds its output to bfloat16 (a logit near 15 is off by up to 0.03) and
+    per-row int8 is coarser than a file's Q8_0 or Q6_K blocks: enough to swap the greedy
+    choice between close candidates. The k best are recomputed from `rows`, the file's own
+    values where there is a file.
+    """
+
+    def __init__(self, matmul: Int8Linear, rows: nn.Module | None = None, k: int = 32) -> None:
+        super().__init__()
+        self.matmul, self.k = matmul, k
+        self.exact_rows = rows
+
+    def rows(self, ids: Tensor) -> Tensor:
+        return self.matmul.rows(ids) if self.exact_rows is None else self.exact_rows(ids).float()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.matmul(x).float()
+        top = y.topk(min(self.k, y.shape[-1]), dim=-1).indices
+        exact = (self.rows(top) @ x.float().unsqueeze(-1)).squeeze(-1)
+        return y.scatter(-1, top, exact)
+
+
+class DenseLinear(nn.Module):
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+def linear(weight: Weight, bias: Tensor | None = None) -> nn.Module:
+    if isinstance(weight, Int4Weight):
+        if int4_fits(weight.shape):
+            return Int4Linear(weight, bias)
+        weight = int8_rows(weight.dequantize())
+    if isinstance(weight, Int8Weight):
+        return Int8Linear(weight, bias)
+    return DenseLinear(weight, bias)
+
+
+class ConcatLinear(nn.Module):
+    """Projections of different kinds side by side (a Q4_K_M file's Q4_K query beside a Q6_K value)."""
+
+    def __init__(self, parts: list[nn.Module], bias: Tensor | None) -> None:
+        super().__init__()
+        self.parts, self.bias = nn.ModuleList(parts), bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.cat([part(x).float() for part in self.parts], dim=-1)
+        return y if self.bias is None else y + self.bias
+
+
+def fused_linear(weights: list[Weight], bias: Tensor | None = None) -> nn.Module:
+    """One layer for several projections (Q/K/V, gate/up): one matmul when their kinds agree."""
+    if len({type(w) for w in weights}) == 1:
+        return linear(concat(weights), bias)
+    return ConcatLinear([linear(w) for w in weights], bias)
+
+
+class GGUFRows(nn.Module):
+    """Token embeddings kept as the file's blocks; only the rows looked up are dequantized."""
+
+    def __init__(self, raw: np.ndarray, qtype: QT) -> None:
+        super().__init__()
+        self.register_buffer("raw", torch.from_numpy(np.array(raw, dtype=np.uint8)))
+        self.qtype = qtype
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        self.shape = (raw.shape[0], raw.shape[1] // type_size * block)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        rows = self.raw[ids.reshape(-1)].numpy()
+        return dequantize_rows(rows, self.qtype).view(*ids.shape, -1)

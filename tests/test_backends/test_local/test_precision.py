@@ -1,0 +1,164 @@
+"""Fast mode on the tiny models: weights stay quantized, logits stay close to exact mode."""
+
+import pytest
+import torch
+
+from backends import BackendError, GenerationRequest, Message, SamplingParams, load_backend
+from backends.local import loader
+from backends.local.loader import load_model
+from backends.local.quant import DenseLinear, GGUFRows, Int4Linear, Int8Linear, OutputHead
+from tests.test_backends.test_local.tiny import (
+    GGMLQuantizationType as QT,
+)
+from tests.test_backends.test_local.tiny import (
+    random_weights,
+    tiny_config,
+    tiny_tokenizer,
+    write_gguf,
+    write_hf_folder,
+)
+
+IDS = [5, 17, 100, 3, 250, 42, 7, 9, 11, 13, 200, 64]
+
+
+def logits(loaded):
+    with torch.inference_mode():
+        return loaded.model(torch.tensor([IDS]))[0]
+
+
+def relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def tiny_gguf(tmp_path, family, quant):
+    tokenizer = tiny_tokenizer()
+    cfg = tiny_config(family, tokenizer.get_vocab_size(with_added_tokens=True))
+    return write_gguf(tmp_path / f"{family}.gguf", cfg, random_weights(cfg), tokenizer, quant=quant)
+
+
+@pytest.mark.parametrize("quant", [QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0])
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_fast_mode_keeps_weights_quantized_and_logits_close(tmp_path, family, quant):
+    path = tiny_gguf(tmp_path, family, quant)
+    exact, fast = load_model(path), load_model(path, precision="fast")
+    assert fast.precision == "fast"
+    layer = fast.model.layers[0]
+    kind = Int4Linear if quant in (QT.Q4_0, QT.Q4_1) else Int8Linear
+    for module in (layer.attention.wqkv, layer.attention.wo, layer.feed_forward.w13, layer.feed_forward.w2):
+        assert isinstance(module, kind), (module, quant)
+    assert isinstance(fast.model.output, OutputHead)  # an int8 matmul whatever the type, then exact top rows
+    assert isinstance(fast.model.output.exact_rows, GGUFRows)
+    assert isinstance(fast.model.tok_embeddings, GGUFRows)  # embeddings as exact as in exact mode
+    if family == "qwen2":  # tied: one copy of the file's rows serves the lookup and the head
+        assert fast.model.tok_embeddings is fast.model.output.exact_rows
+    error = relative(logits(fast), logits(exact))
+    assert error < 0.03, f"{quant.name}: relative logit error {error:.4f}"
+    assert logits(fast).argmax(-1).eq(logits(exact).argmax(-1)).float().mean() >= 0.9
+
+
+def test_mixed_types_in_one_fused_projection(tmp_path):
+    def mix(name):  # as llama.cpp's Q4_K_M does: some tensors of a layer at higher precision
+        return QT.Q8_0 if name.endswith(("attn_v.weight", "ffn_up.weight")) else QT.Q4_0
+
+    path = tiny_gguf(tmp_path, "qwen2", mix)
+    fast = load_model(path, precision="fast")
+    wqkv = fast.model.layers[0].attention.wqkv  # q, k (int4) beside v (int8)
+    assert [type(part) for part in wqkv.parts] == [Int4Linear, Int4Linear, Int8Linear]
+    assert isinstance(fast.model.layers[0].attention.wo, Int4Linear)
+    assert relative(logits(fast), logits(load_model(path))) < 0.03
+
+
+def test_float_weights_stay_float_unless_quantization_is_asked_for(tiny_models):
+    folder, _, _ = tiny_models["llama"]
+    exact = logits(load_model(folder))
+    fast = load_model(folder, precision="fast")
+    assert isinstance(fast.model.layers[0].feed_forward.w2, DenseLinear)
+    assert torch.allclose(logits(fast), exact, atol=1e-5)
+    for precision, kind in (("int8", Int8Linear), ("int4", Int4Linear)):
+        loaded = load_model(folder, precision=precision)
+        assert isinstance(loaded.model.layers[0].feed_forward.w2, kind)
+        assert isinstance(loaded.model.output, OutputHead) and loaded.model.output.exact_rows is None
+        assert relative(logits(loaded), exact) < (0.02 if precision == "int8" else 0.2), precision  # 4 bits: ~10%
+
+
+def test_unknown_precision_lists_the_choices(tiny_models):
+    _, gguf, _ = tiny_models["qwen2"]
+    with pytest.raises(ValueError, match="precision 'int3' is unknown; choose one of exact, fast, int8, int4"):
+        load_model(gguf, precision="int3")
+    with pytest.raises(ValueError, match="choose one of exact, fast, int8, int4"):
+        load_backend("local", model=str(gguf), precision="half")
+
+
+def test_a_cpu_without_avx2_runs_exact_with_a_warning(tiny_models, monkeypatch):
+    _, gguf, _ = tiny_models["qwen2"]
+    monkeypatch.setattr(loader.torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    with pytest.warns(RuntimeWarning, match="needs a CPU with AVX2 or AVX-512 .*DEFAULT.*running exact"):
+        loaded = load_model(gguf, precision="fast")
+    assert loaded.precision == "exact"
+    assert isinstance(loaded.model.layers[0].feed_forward.w2, DenseLinear)
+
+
+def test_bad_quantized_bytes_are_a_clear_error(tmp_path):
+    path = tiny_gguf(tmp_path, "qwen2", QT.Q4_0)
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[: len(data) - 100]))
+    with pytest.raises(BackendError, match="qwen2.gguf: not a readable GGUF file, it is truncated or corrupt"):
+        load_backend("local", model=str(path), precision="fast")
+
+
+def chat(backend, *turns, max_tokens=4):
+    messages = [Message(role="system", content="You are terse. " * 8)]
+    for turn in turns:
+        messages.append(Message(role="user", content=turn))
+    request = GenerationRequest(messages=messages, sampling=SamplingParams(temperature=0, max_tokens=max_tokens))
+    return backend.generate(request)
+
+
+@pytest.mark.parametrize("precision", ["exact", "fast"])
+def test_a_shared_prefix_is_not_computed_again(tmp_path, precision):
+    path = tiny_gguf(tmp_path, "qwen2", QT.Q4_0)
+    warm = load_backend("local", model=str(path), precision=precision)
+    first = chat(warm, "hello world")
+    assert first.usage.cached_prompt_tokens == 0
+    second = chat(warm, "hello tokens")  # same system prompt, another question
+    assert 10 < second.usage.cached_prompt_tokens < second.usage.prompt_tokens
+    cold = load_backend("local", model=str(path), precision=precision)
+    assert chat(cold, "hello tokens").token_ids == second.token_ids  # reuse changes nothing
+    again = chat(warm, "hello tokens")
+    assert again.usage.cached_prompt_tokens == again.usage.prompt_tokens - 1  # all but the last token
+    assert again.token_ids == second.token_ids
+
+
+def test_beam_search_and_logits_after_reuse_start_afresh(tmp_path):
+    path = tiny_gguf(tmp_path, "llama", QT.Q8_0)
+    backend = load_backend("local", model=str(path))
+    reference = load_backend("local", model=str(path))
+    chat(backend, "the quick brown fox")
+    messages = [Message(role="user", content="the quick brown fox")]
+    beam = SamplingParams(temperature=0, max_tokens=5, beam_width=3)
+    assert backend.generate(GenerationRequest(messages=messages, sampling=beam)).token_ids == \
+        reference.generate(GenerationRequest(messages=messages, sampling=beam)).token_ids
+    after_beam = chat(backend, "the quick brown fox")
+    assert after_beam.usage.cached_prompt_tokens == 0  # the beams overwrote the cache rows
+    assert after_beam.token_ids == chat(reference, "the quick brown fox").token_ids
+    assert torch.allclose(backend.logits(IDS), reference.logits(IDS), atol=1e-5)
+    assert chat(backend, "the quick brown fox").usage.cached_prompt_tokens == 0  # logits() wrote other tokens
+
+
+def test_a_longer_request_grows_the_cache_and_keeps_the_prefix(tmp_path):
+    path = tiny_gguf(tmp_path, "qwen2", QT.Q4_1)
+    backend, reference = load_backend("local", model=str(path)), load_backend("local", model=str(path))
+    chat(backend, "hi", max_tokens=1)
+    longer = chat(backend, "hi", "and now a much longer question about foxes and dogs", max_tokens=30)
+    assert longer.usage.cached_prompt_tokens > 0
+    assert longer.token_ids == chat(reference, "hi", "and now a much longer question about foxes and dogs",
+                                    max_tokens=30).token_ids
+
+
+def test_hf_folder_int8_loads_through_the_backend(tmp_path):
+    tokenizer = tiny_tokenizer()
+    cfg = tiny_config("mistral", tokenizer.get_vocab_size(with_added_tokens=True))
+    folder = write_hf_folder(tmp_path / "m", cfg, random_weights(cfg), tokenizer)
+    backend = load_backend("local", model=str(folder), precision="int8")
+    assert backend.loaded.precision == "int8" and backend.loaded.summary.counts()["int8"] > 0
+    assert chat(backend, "hello").finish_reason in ("length", "eos")

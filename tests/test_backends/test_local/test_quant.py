@@ -1,0 +1,123 @@
+"""Quantized weights: GGUF blocks map onto the int4/int8 kernels without changing a value."""
+
+import numpy as np
+import pytest
+import torch
+from gguf.quants import dequantize, quantize
+
+from backends.local.quant import (
+    ConcatLinear,
+    GGUFRows,
+    Int4Linear,
+    Int8Linear,
+    OutputHead,
+    concat,
+    fused_linear,
+    int4_from_gguf,
+    int4_groups,
+    int8_rows,
+    linear,
+)
+from tests.test_backends.test_local.tiny import GGMLQuantizationType as QT
+from tests.test_backends.test_local.tiny import quantize_q4_k
+
+
+def matrix(rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((rows, cols)) * rng.uniform(0.01, 1, (rows, 1))).astype(np.float32)
+
+
+def blocks(array: np.ndarray, qtype: QT) -> np.ndarray:
+    return quantize_q4_k(array) if qtype == QT.Q4_K else quantize(array, qtype)
+
+
+@pytest.mark.parametrize("qtype", [QT.Q4_0, QT.Q4_1, QT.Q4_K])
+def test_int4_mapping_reproduces_ggufs_own_dequantization(qtype):
+    array = matrix(48, 512)
+    raw = blocks(array, qtype)
+    reference = dequantize(raw, qtype).reshape(array.shape)
+    weight = int4_from_gguf(raw, qtype)
+    assert weight.nibbles.shape == (48, 256) and int(weight.values().max()) <= 15
+    assert np.allclose(weight.dequantize().numpy(), reference, rtol=0, atol=1e-6 * np.abs(reference).max())
+    if qtype == QT.Q4_K:  # our test quantizer is a real Q4_K: close to the input
+        assert np.abs(reference - array).max() < 0.1 * np.abs(array).max()
+
+
+@pytest.mark.parametrize("qtype", [QT.Q4_0, QT.Q4_K])
+def test_int4_linear_matches_a_float_matmul(qtype):
+    array = matrix(80, 256, seed=1)
+    weight = int4_from_gguf(blocks(array, qtype), qtype)
+    bias = torch.randn(80)
+    layer = Int4Linear(weight, bias)
+    x = torch.randn(3, 5, 256)
+    expected = x @ weight.dequantize().T + bias
+    got = layer(x).float()
+    assert got.shape == (3, 5, 80)
+    assert ((got - expected).norm() / expected.norm()) < 0.01  # bfloat16 activations and scales
+
+
+def test_int8_rows_and_refined_top_logits():
+    w = torch.from_numpy(matrix(1000, 64, seed=2))
+    q = int8_rows(w)
+    assert (q.dequantize() - w).abs().max() <= q.scale.max() / 2 + 1e-7
+    matmul = Int8Linear(q, None)
+    x = torch.randn(2, 64)
+    exact = x @ q.dequantize().T
+    rough = matmul(x).float()
+    refined = OutputHead(matmul, k=8)(x)
+    top = exact.topk(8, dim=-1).indices
+    assert torch.allclose(refined.gather(-1, top), exact.gather(-1, top), atol=1e-5)
+    assert (rough.gather(-1, top) - exact.gather(-1, top)).abs().max() > 1e-4  # what the refinement fixes
+    assert torch.equal(matmul.rows(torch.tensor([3, 7])), q.dequantize()[[3, 7]])
+
+
+def test_the_head_refines_from_the_files_own_rows():
+    array = matrix(500, 64, seed=8)
+    raw = blocks(array, QT.Q8_0)
+    exact_w = torch.from_numpy(dequantize(raw, QT.Q8_0).reshape(array.shape))
+    head = OutputHead(Int8Linear(int8_rows(exact_w), None), GGUFRows(raw, QT.Q8_0), k=4)
+    x = torch.randn(3, 64)
+    expected = x @ exact_w.T
+    top = expected.topk(4, dim=-1).indices
+    assert torch.allclose(head(x).gather(-1, top), expected.gather(-1, top), atol=1e-5)
+
+
+def test_int4_groups_round_trip_error_is_bounded():
+    w = torch.from_numpy(matrix(32, 128, seed=3))
+    q = int4_groups(w)
+    step = q.scale.repeat_interleave(32, dim=1)
+    assert ((q.dequantize() - w).abs() <= step / 2 + 1e-6).all()
+
+
+def test_projections_of_mixed_kinds_run_side_by_side():
+    a = int4_groups(torch.from_numpy(matrix(16, 64, seed=4)))
+    b = int8_rows(torch.from_numpy(matrix(32, 64, seed=5)))
+    bias = torch.randn(48)
+    fused = fused_linear([a, b], bias)
+    assert isinstance(fused, ConcatLinear) and isinstance(fused.parts[0], Int4Linear)
+    x = torch.randn(2, 64)
+    expected = x @ torch.cat([a.dequantize(), b.dequantize()]).T + bias
+    assert ((fused(x) - expected).norm() / expected.norm()) < 0.01
+    one_matmul = fused_linear([a, a])
+    assert isinstance(one_matmul, Int4Linear) and one_matmul.out_features == 32
+    assert torch.equal(concat([a, a]).dequantize(), torch.cat([a.dequantize()] * 2))
+
+
+def test_a_shape_the_int4_kernel_cannot_take_runs_as_int8():
+    weight = int4_groups(torch.from_numpy(matrix(24, 64, seed=6)))  # 24 outputs: not a multiple of 16
+    layer = linear(weight)
+    assert isinstance(layer, Int8Linear)
+    x = torch.randn(1, 64)
+    expected = x @ weight.dequantize().T
+    assert ((layer(x).float() - expected).norm() / expected.norm()) < 0.02
+
+
+@pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q4_K, QT.Q5_0])
+def test_embedding_rows_are_dequantized_on_lookup(qtype):
+    array = matrix(40, 256, seed=7)
+    raw = blocks(array, qtype)
+    table = GGUFRows(raw, qtype)
+    assert table.shape == (40, 256)
+    ids = torch.tensor([[0, 39, 5], [5, 5, 1]])
+    expected = torch.from_numpy(dequantize(raw, qtype).reshape(array.shape))[ids]
+    assert torch.equal(table(ids), expected)
