@@ -9,6 +9,8 @@ are expanded to bfloat16.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,16 @@ def _quantize_floats(weights: dict[str, Weight], precision: str, summary: LoadSu
             summary.add("int8", name)
 
 
+def _return_freed_memory() -> None:
+    """glibc keeps the heap pages that the load's temporaries freed (a third of fast mode's
+    resident size on SmolLM2); hand them back to the system."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # musl and other C libraries: nothing to trim
+            pass
+
+
 def load_model(
     path: Path,
     dtype: str | torch.dtype | None = None,
@@ -111,6 +123,7 @@ def load_model(
     model = Transformer(checkpoint.config, checkpoint.weights, torch_dtype)
     checkpoint.weights.clear()
     model = model.to(device).eval().requires_grad_(False)
+    _return_freed_memory()
     return LoadedModel(
         model=model,
         tokenizer=checkpoint.tokenizer,
