@@ -54,8 +54,7 @@ def collect(events: Iterator[TokenEvent], prompt_tokens: int) -> Generation:
         text="".join(ev.text for ev in seen),
         token_ids=[ev.token_id for ev in seen],
         finish_reason=seen[-1].finish_reason,
-        usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(seen),
-                    cached_prompt_tokens=seen[0].cached_prompt_tokens or 0),
+        usage=Usage.of(seen, prompt_tokens),
         events=seen,
         tool_calls=seen[-1].tool_calls,
     )

@@ -192,6 +192,12 @@ class Usage(_Strict):
     completion_tokens: int = Field(0, ge=0)
     cached_prompt_tokens: int = Field(0, ge=0)  # of prompt_tokens, how many the KV cache already held
 
+    @classmethod
+    def of(cls, events: list[TokenEvent], prompt_tokens: int) -> Usage:
+        """The usage of a reply made of `events` (the first says how much of the prompt was cached)."""
+        cached = (events[0].cached_prompt_tokens or 0) if events else 0
+        return cls(prompt_tokens=prompt_tokens, completion_tokens=len(events), cached_prompt_tokens=cached)
+
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens

@@ -13,7 +13,7 @@ from backends.base import BackendError, collect
 from backends.local import attention as attention_impl
 from backends.local import tool_calls
 from backends.local.chat_template import CHATML, ChatTemplateError, render_chat
-from backends.local.config import PRECISIONS, ModelLoadError
+from backends.local.config import ModelLoadError, check_precision
 from backends.local.beam import CachedBeams, beam_search
 from backends.local.constraints import GrammarMask
 from backends.local.generate import decode, prepare_cache
@@ -53,8 +53,7 @@ class LocalBackend:
         auto_pull: bool = True,
         progress: Progress | None = None,
     ) -> None:
-        if precision is not None and precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+        check_precision(precision or "fast")  # before a pull, not after
         try:
             path = resolve(str(model) if model is not None else None, auto_pull=auto_pull, progress=progress)
             self.loaded: LoadedModel = load_model(path, dtype=dtype, device=device, precision=precision or "fast")

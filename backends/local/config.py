@@ -16,6 +16,12 @@ Family = Literal["llama", "qwen2"]
 # How weights are kept in memory; see loader.py.
 PRECISIONS = ("exact", "fast", "int8", "int4")
 
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+    return precision
+
 # Hugging Face model_type / GGUF general.architecture -> the family that runs it.
 FAMILIES: dict[str, Family] = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
 

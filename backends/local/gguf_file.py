@@ -69,27 +69,13 @@ def permute_rope(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
 
 
-class _Fields:
-    def __init__(self, file: GGUFFile) -> None:
-        self.file, self.source = file, file.path
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.file.get(key, default)
-
-    def require(self, key: str) -> Any:
-        value = self.get(key)
-        if value is None:
-            raise ModelLoadError(f"{self.source}: GGUF metadata lacks {key!r}")
-        return value
-
-
-def _config(fields: _Fields, arch: str, vocab_size: int, has_output: bool) -> ModelConfig:
-    family = family_of(arch, str(fields.source))
+def _config(fields: GGUFFile, arch: str, vocab_size: int, has_output: bool) -> ModelConfig:
+    family = family_of(arch, str(fields.path))
     n_heads = int(fields.require(f"{arch}.attention.head_count"))
     dim = int(fields.require(f"{arch}.embedding_length"))
     if fields.get(f"{arch}.rope.scaling.type") not in (None, "none"):
         kind = fields.get(f"{arch}.rope.scaling.type")
-        raise ModelLoadError(f"{fields.source}: RoPE scaling type {kind!r} is not supported")
+        raise ModelLoadError(f"{fields.path}: RoPE scaling type {kind!r} is not supported")
     return ModelConfig(
         family=family,
         vocab_size=int(fields.get(f"{arch}.vocab_size", vocab_size)),
@@ -128,17 +114,17 @@ def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary:
     """
     base = name.removesuffix(".weight")
     if name == "model.embed_tokens.weight" and not tied:
-        summary.add("rows", info)
+        summary.add("rows", info.name)
         return {name: GGUFRows(file.raw(info), info.type)}
     if name in ("lm_head.weight", "model.embed_tokens.weight"):
-        summary.add("int8+rows", info)
+        summary.add("int8+rows", info.name)
         return {name: _int8(file, info), base + ".rows": GGUFRows(file.raw(info), info.type)}
     if len(info.shape) != 2:
         return {name: _float(file, info)}
     if info.type in INT4_TYPES:
-        summary.add("int4", info)
+        summary.add("int4", info.name)
         return {name: int4_from_gguf(file.raw(info), info.type)}
-    summary.add("int8", info)
+    summary.add("int8", info.name)
     return {name: _int8(file, info)}
 
 
@@ -156,8 +142,7 @@ def _int_list(values: Any) -> list[int] | None:
 
 def load_gguf(path: Path, dtype: torch.dtype = torch.float32, quantized: bool = False) -> Checkpoint:
     """Reads a GGUF file; `quantized` keeps quantized tensors as int4/int8 weights instead of float."""
-    file = GGUFFile(path)
-    fields = _Fields(file)
+    file = fields = GGUFFile(path)
     arch = str(fields.require("general.architecture"))
     tokens = fields.require("tokenizer.ggml.tokens")
     if not isinstance(tokens, list):

@@ -141,6 +141,12 @@ class GGUFFile:
     def get(self, key: str, default: Any = None) -> Any:
         return self.fields.get(key, default)
 
+    def require(self, key: str) -> Any:
+        value = self.fields.get(key)
+        if value is None:
+            raise ModelLoadError(f"{self.path}: GGUF metadata lacks {key!r}")
+        return value
+
     def raw(self, info: TensorInfo) -> np.ndarray:
         """The tensor's bytes as a read-only uint8 view of the map, one row per tensor row."""
         data = np.frombuffer(self._map, dtype=np.uint8, count=info.nbytes, offset=info.offset)

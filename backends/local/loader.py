@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from backends.local.checkpoint import Checkpoint
-from backends.local.config import PRECISIONS, ModelConfig, ModelLoadError
+from backends.local.config import ModelConfig, ModelLoadError, check_precision
 from backends.local.gguf_file import load_gguf
 from backends.local.hf_folder import load_hf_folder
 from backends.local.model import Transformer
@@ -71,9 +71,7 @@ def cpu_has_quantized_kernels() -> bool:
 
 def resolve_precision(precision: str | None, device: torch.device) -> str:
     """The precision a load runs at: `precision` (default "fast"), or "exact" where no quantized kernel runs."""
-    precision = precision or "fast"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+    precision = check_precision(precision or "fast")
     if precision == "exact" or device.type == "cuda":
         return "exact"
     if device.type != "cpu" or not cpu_has_quantized_kernels():

@@ -109,9 +109,8 @@ def int4_from_gguf(raw: np.ndarray, qtype: QT) -> Int4Weight:
         zero = 8 * scale - dmin * mins
     else:
         raise ValueError(f"{qtype.name} has no int4 mapping")
-    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32).reshape(n, -1))  # noqa: E731
-    q = np.ascontiguousarray(q, dtype=np.uint8).reshape(n, -1)
-    return Int4Weight(torch.from_numpy(q[:, 0::2] | (q[:, 1::2] << 4)), as_tensor(scale), as_tensor(zero))
+    as_tensor = lambda a, dtype=np.float32: torch.from_numpy(np.ascontiguousarray(a, dtype=dtype).reshape(n, -1))  # noqa: E731
+    return Int4Weight.from_values(as_tensor(q, np.uint8), as_tensor(scale), as_tensor(zero))
 
 
 def int8_rows(w: Tensor) -> Int8Weight:
@@ -168,8 +167,8 @@ class LoadSummary:
 
     tensors: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, kind: str, info: object) -> None:
-        self.tensors.setdefault(kind, []).append(getattr(info, "name", str(info)))
+    def add(self, kind: str, name: str) -> None:
+        self.tensors.setdefault(kind, []).append(name)
 
     def counts(self) -> dict[str, int]:
         return {kind: len(names) for kind, names in self.tensors.items()}

@@ -171,9 +171,7 @@ class OpenAIServer:
             return StreamingResponse(self._stream(reply_id, events, prompt_tokens, wire.logprobs, usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         seen = [event async for event in self._guarded(events)]
-        cached = seen[0].cached_prompt_tokens or 0 if seen else 0
-        usage_counts = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(seen), cached_prompt_tokens=cached)
-        return JSONResponse(completion(reply_id, self.model_id, seen, usage_counts, wire.logprobs))
+        return JSONResponse(completion(reply_id, self.model_id, seen, Usage.of(seen, prompt_tokens), wire.logprobs))
 
     @staticmethod
     async def _guarded(events: AsyncIterator[TokenEvent]) -> AsyncIterator[TokenEvent]:
