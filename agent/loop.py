@@ -17,7 +17,7 @@ from agent.context import SHORT_OBSERVATION, ContextOverflow, fit, shorten
 from agent.events import (ContextTrimmed, ErrorEvent, Event, Final, MemoryRecalled, Phase, PhaseStarted, PlanMade,
                           RunStarted, TokenChosen, ToolCalled, ToolReturned, Verdict)
 from agent.turns import VERDICT_SCHEMA, TurnError, act_schema, parse_json, parse_turn, plan_schema
-from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams
+from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams, ToolCall
 from backends.types import _closed
 from tools import Tool, ToolRegistry
 from tools.registry import Approver, ToolResult, explain_validation
@@ -76,6 +76,7 @@ class Agent:
         max_plan_steps: int = 5,
         max_parallel_calls: int = 1,
         recall_k: int = 3,
+        native_tools: bool | None = None,
     ) -> None:
         self.backend = backend
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
@@ -88,6 +89,9 @@ class Agent:
         self.sampling = sampling or SamplingParams(temperature=0.0, max_tokens=300, logprobs=5)
         self.constrain = getattr(backend, "supports_constraints", False) if constrain is None else constrain
         self.model_verify, self.recall_k, self.max_parallel_calls = model_verify, recall_k, max_parallel_calls
+        # The act turn in the model's own tool-call format when its chat template has one (the
+        # model sees its tools as it was trained to); otherwise the JSON act schema.
+        self.native = getattr(backend, "tool_format", None) is not None if native_tools is None else native_tools
 
     # public API
 
@@ -157,8 +161,9 @@ class Agent:
         memory_text = prompts.memory_block(hits)
         plan = yield from self._plan([Message(role="user", content=prompts.PLAN.format(
             task=task, memory=memory_text, max_steps=self.max_plan_steps))], replan=False)
-        act_prompt = prompts.ACT.format(task=task, plan=prompts.numbered(plan), memory=memory_text,
-                                        tools=prompts.tool_lines(self.tools.schemas()))
+        act = prompts.ACT_NATIVE if self.native else prompts.ACT
+        act_prompt = act.format(task=task, plan=prompts.numbered(plan), memory=memory_text,
+                                tools=prompts.tool_lines(self.tools.schemas()))
         conversation = [*previous, Message(role="user", content=act_prompt)]
         evidence: list[Observation] = []
         turns_used, replans = 0, 0
@@ -185,15 +190,15 @@ class Agent:
                 return
             replans += 1
             reasons = "\n".join(f"- {r}" for r in verdict.reasons)
-            plan = yield from self._plan([Message(role="user", content=act_prompt),
-                                          Message(role="assistant", content=json.dumps({"answer": answer})),
+            said = Message(role="assistant", content=answer if self.native else json.dumps({"answer": answer}))
+            plan = yield from self._plan([Message(role="user", content=act_prompt), said,
                                           Message(role="user", content=prompts.REPLAN.format(reasons=reasons))], replan=True)
-            conversation += [Message(role="assistant", content=json.dumps({"answer": answer})),
+            conversation += [said,
                              Message(role="user", content=prompts.REPLANNED.format(reasons=reasons, plan=prompts.numbered(plan)))]
 
     def _plan(self, messages: list[Message], replan: bool) -> Generator[Event, None, list[str]]:
         yield PhaseStarted(phase="plan")
-        text = yield from self._generate(messages, plan_schema(self.max_plan_steps), "plan")
+        text, _ = yield from self._generate(messages, plan_schema(self.max_plan_steps), "plan")
         try:
             steps = [str(s) for s in parse_json(text).get("steps", [])][: self.max_plan_steps]
         except (TurnError, AttributeError):
@@ -215,17 +220,28 @@ class Agent:
             outputs = [f"- {o.name} gave {o.shown}" for o in found[-4:]]
             nudge = prompts.ANSWER_NOW.format(results="\n".join(outputs), task=task)
             messages = [*conversation, Message(role="user", content=nudge)]
-        text = yield from self._generate(messages, self._act_schema(answer_only), "act")
-        try:
-            turn = parse_turn(text)
-        except TurnError as exc:
-            yield ErrorEvent(message=f"could not read the reply: {exc}")
-            conversation += [Message(role="assistant", content=text), Message(role="user", content=prompts.PARSE_ERROR.format(error=exc))]
-            return None, False
-        if turn.answer is not None:
-            conversation.append(Message(role="assistant", content=text))
-            return turn.answer, False
-        unique = list({json.dumps([name, args], sort_keys=True): (name, args) for name, args in turn.calls}.values())
+        if self.native:
+            choice = "none" if answer_only else "auto"
+            text, calls = yield from self._generate(messages, self._answer_schema(), "act", tool_choice=choice)
+            if not calls:
+                if text.strip():
+                    conversation.append(Message(role="assistant", content=text))
+                return text.strip() or None, False
+            requested = [(c.name, _arguments(c.arguments)) for c in calls]
+        else:
+            text, _ = yield from self._generate(messages, self._act_schema(answer_only), "act")
+            try:
+                turn = parse_turn(text)
+            except TurnError as exc:
+                yield ErrorEvent(message=f"could not read the reply: {exc}")
+                conversation += [Message(role="assistant", content=text),
+                                 Message(role="user", content=prompts.PARSE_ERROR.format(error=exc))]
+                return None, False
+            if turn.answer is not None:
+                conversation.append(Message(role="assistant", content=text))
+                return turn.answer, False
+            requested = turn.calls
+        unique = list({json.dumps([name, args], sort_keys=True): (name, args) for name, args in requested}.values())
         if len(unique) > self.max_parallel_calls:  # unconstrained backends may write more than the grammar allows
             yield ErrorEvent(message=f"only the first {self.max_parallel_calls} of {len(unique)} calls ran")
             unique = unique[: self.max_parallel_calls]
@@ -241,8 +257,13 @@ class Agent:
             shown = result.output if result.ok else f"error: {result.error}"
             observed.append((name, args, shown))
             evidence.append(Observation(name, json.dumps(args), shown, result.ok, repeated))
-        conversation += [Message(role="assistant", content=text),
-                         Message(role="user", content=prompts.OBSERVATION.format(results=prompts.results_block(observed)))]
+        if self.native:  # results go back in the template's own tool role
+            conversation.append(Message(role="assistant", tool_calls=[ToolCall.create(i, n, a) for i, n, a in calls]))
+            conversation += [Message(role="tool", tool_call_id=i, content=shown)
+                             for (i, _, _), (_, _, shown) in zip(calls, observed)]
+        else:
+            conversation += [Message(role="assistant", content=text),
+                             Message(role="user", content=prompts.OBSERVATION.format(results=prompts.results_block(observed)))]
         return None, all(o.repeated for o in evidence[-len(calls):])
 
     def _call(self, name: str, args: dict[str, Any], evidence: list[Observation]) -> tuple[ToolResult, bool]:
@@ -267,7 +288,7 @@ class Agent:
             return Verdict(passed=not reasons, reasons=reasons, by="checks")
         shown = "\n".join(shorten(o.line, SHORT_OBSERVATION) for o in evidence[-6:])
         prompt = prompts.VERIFY.format(task=task, answer=answer, evidence=shown or "(no tools used)")
-        text = yield from self._generate([Message(role="user", content=prompt)], VERDICT_SCHEMA, "verify")
+        text, _ = yield from self._generate([Message(role="user", content=prompt)], VERDICT_SCHEMA, "verify")
         try:
             data = parse_json(text)
             return Verdict(passed=bool(data.get("passed")), reasons=[str(r) for r in data.get("reasons", [])], by="model")
@@ -281,29 +302,54 @@ class Agent:
             answer["properties"]["answer"] = _closed(self.output_type.model_json_schema())
         return schema
 
-    def _generate(self, messages: list[Message], schema: dict[str, Any], phase: Phase) -> Generator[Event, None, str]:
-        request = GenerationRequest(
-            messages=[Message(role="system", content=self.system_prompt), *messages],
-            sampling=self.sampling,
-            constraint=Constraint(json_schema=schema) if self.constrain else None,
-        )
-        parts = []
-        for token in self.backend.stream(request):
+    def _answer_schema(self) -> dict[str, Any] | None:
+        """What a native act turn's answer must be: the typed object, or (None) free text."""
+        return _closed(self.output_type.model_json_schema()) if self.output_type is not None else None
+
+    def _request(self, messages: list[Message], schema: dict[str, Any] | None,
+                 tool_choice: str | None = None) -> GenerationRequest:
+        tools = {"tools": self.tools.schemas(), "tool_choice": tool_choice,
+                 "parallel_tool_calls": self.max_parallel_calls > 1} if tool_choice and self.tools.schemas() else {}
+        return GenerationRequest(messages=[Message(role="system", content=self.system_prompt), *messages],
+                                 sampling=self.sampling, **tools,
+                                 constraint=Constraint(json_schema=schema) if self.constrain and schema else None)
+
+    def _generate(self, messages: list[Message], schema: dict[str, Any] | None, phase: Phase,
+                  tool_choice: str | None = None) -> Generator[Event, None, tuple[str, list[ToolCall]]]:
+        """(the reply's text, the tool calls it made in the model's own format).
+
+        tool_choice: None for the JSON act schema; "auto" or "none" offers the tools natively."""
+        parts, calls = [], []
+        for token in self.backend.stream(self._request(messages, schema, tool_choice)):
             parts.append(token.text)
+            calls = token.tool_calls or calls
             yield TokenChosen(phase=phase, text=token.text, token=token.token, token_id=token.token_id,
                               logprob=token.logprob, top_logprobs=token.top_logprobs)
         text = "".join(parts)
+        if self.native and phase == "act" and self.output_type is not None and text.strip().startswith("{"):
+            return text, calls  # the typed answer as its own JSON
         if phase == "act" and self.output_type is not None and self.constrain:
             data = parse_json(text)  # the constrained answer is an object: hand it on as JSON text
             if isinstance(data.get("answer"), (dict, list)):
                 text = json.dumps({"answer": json.dumps(data["answer"])})
-        return text
+        return text, calls
 
     def _fit(self, conversation: list[Message], keep_head: int) -> tuple[list[Message], list[ContextTrimmed]]:
         system = Message(role="system", content=self.system_prompt)
         limit = self.backend.context_window - self.sampling.max_tokens
 
         def count(messages: list[Message]) -> int:
+            counter = getattr(self.backend, "count_prompt", None)
+            if counter is not None:  # as the backend will build it, tools and tool-call turns included
+                return counter(self._request(messages, None, "none" if self.native else None))
             return len(self.backend.tokenizer.encode(self.backend.render([system, *messages])))
 
         return fit(conversation, count, limit, keep_head=keep_head)
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -25,6 +25,13 @@ Task: {task}
 Reply with JSON. To use tools: {{"tool_calls": [{{"name": ..., "arguments": {{...}}}}]}}.
 When you know the answer: {{"answer": ...}}."""
 
+ACT_NATIVE = """{memory}
+Plan:
+{plan}
+
+Task: {task}
+Call the tools you need. When you know the answer, reply with it in plain words."""
+
 REPLANNED = """Your answer was checked and it failed:
 {reasons}
 New plan:

@@ -3,6 +3,7 @@
 from backends.base import (
     Backend,
     BackendError,
+    GenerationError,
     Tokenizer,
     UnknownBackendError,
     available_backends,
@@ -24,6 +25,7 @@ from backends.types import (
 __all__ = [
     "Backend",
     "BackendError",
+    "GenerationError",
     "Constraint",
     "FinishReason",
     "FunctionCall",

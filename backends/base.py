@@ -24,6 +24,11 @@ class BackendError(RuntimeError):
     """A backend could not be loaded or could not serve a request."""
 
 
+class GenerationError(BackendError):
+    """Generation stopped part way (a grammar and the engine disagreed, a kernel failed): the
+    request was valid, so servers answer with this error in the reply, never a crash."""
+
+
 class UnknownBackendError(BackendError, ValueError):
     pass
 

@@ -1,11 +1,14 @@
 """Agent quality on the default model: success rate on 30 tasks with checkable answers.
 
-    .venv/bin/python benchmarks/agent_eval.py [--limit N] [--only react|agent]
+    .venv/bin/python benchmarks/agent_eval.py [--limit N] [--only react|agent|native] [--model PATH.gguf]
 
-Two ways to run the same model on the same tasks, tools, memory and workspace:
-  react  a single unconstrained ReAct-style loop: the model writes tool calls as text,
-         which are parsed and repaired; no plan, no verification
-  agent  our plan -> act -> verify loop with grammar-constrained plans, calls and verdicts
+Ways to run the same model on the same tasks, tools, memory and workspace:
+  react   a single unconstrained ReAct-style loop: the model writes tool calls as text,
+          which are parsed and repaired; no plan, no verification
+  agent   our plan -> act -> verify loop with grammar-constrained plans, calls (the JSON act
+          schema) and verdicts
+  native  the same loop, its act turn in the model's own tool-call format (only for a model
+          whose chat template has one, e.g. --model of a Qwen2.5, Llama 3.1 or Mistral GGUF)
 A task succeeds when the final answer contains the expected text (case-insensitive).
 """
 
@@ -104,9 +107,10 @@ def react(backend: LocalBackend, registry: ToolRegistry, task: str, max_steps: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=len(TASKS))
-    parser.add_argument("--only", choices=["react", "agent"], default=None)
+    parser.add_argument("--only", choices=["react", "agent", "native"], default=None)
+    parser.add_argument("--model", default=None, help="a GGUF file (default: the default model)")
     args = parser.parse_args()
-    backend = LocalBackend()
+    backend = LocalBackend(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "ws").mkdir()
@@ -119,8 +123,10 @@ def main() -> None:
         registry = ToolRegistry([builtins.get(n) for n in TOOLS])
         runners = {
             "react": lambda task: react(backend, registry, task),
-            "agent": lambda task: Agent(backend, tools=registry, memory=memory).run(task).answer,
+            "agent": lambda task: Agent(backend, tools=registry, memory=memory, native_tools=False).run(task).answer,
         }
+        if backend.tool_format is not None:
+            runners["native"] = lambda task: Agent(backend, tools=registry, memory=memory, native_tools=True).run(task).answer
         tasks = TASKS[: args.limit]
         for label, run in runners.items():
             if args.only and label != args.only:

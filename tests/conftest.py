@@ -23,6 +23,16 @@ def tiny_models(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
 
 
 @pytest.fixture(scope="session")
+def chat_models(tmp_path_factory) -> dict:
+    """family -> a tiny model of a family that calls tools (Qwen2.5, Llama 3.1, Mistral) on the local backend."""
+    from backends.local.backend import LocalBackend
+    from tests.test_backends.test_local.chat_families import FAMILIES, build_chat_model
+
+    tmp = tmp_path_factory.mktemp("chat")
+    return {name: LocalBackend(build_chat_model(tmp, name), auto_pull=False) for name in FAMILIES}
+
+
+@pytest.fixture(scope="session")
 def smollm2():
     """The default model through the local backend, pulled into the cache on first use."""
     from backends import load_backend

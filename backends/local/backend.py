@@ -21,6 +21,7 @@ from backends.local.loader import LoadedModel, load_model
 from backends.local.sampling import Sampler
 from backends.local.store import Progress, resolve
 from backends.local.tokenizer import IncrementalDetokenizer, LocalTokenizer
+from backends.local.tool_formats import ToolFormat, native_format
 from backends.stops import StopMatcher
 from backends.types import Generation, GenerationRequest, Message, SamplingParams, TokenEvent
 
@@ -92,14 +93,20 @@ class LocalBackend:
             )
         return ids
 
-    def _prepared(self, request: GenerationRequest) -> tuple[GenerationRequest, bool, list[int]]:
-        """(the request as the engine runs it, whether its reply may hold tool calls, its prompt ids)."""
-        request, calls = tool_calls.prepare(request, self.loaded.chat_template or CHATML)
+    @property
+    def tool_format(self) -> ToolFormat | None:
+        """How this model's chat template writes tool calls; None when it knows no tools."""
+        return native_format(self.loaded.chat_template or CHATML)
+
+    def _prepared(self, request: GenerationRequest) -> tuple[GenerationRequest, ToolFormat | None, list[int]]:
+        """(the request as the engine runs it, the format of the calls its reply may hold, its prompt ids)."""
+        request, calls = tool_calls.prepare(request, self.loaded.chat_template or CHATML, self.tokenizer)
         return request, calls, self.prompt_ids(request)
 
     def count_prompt(self, request: GenerationRequest) -> int:
-        """How many tokens the request's prompt takes, as stream() will build it."""
-        return len(self._prepared(request)[2])
+        """How many tokens the request's prompt takes, as stream() will build it (even past the context window)."""
+        request, _ = tool_calls.prepare(request, self.loaded.chat_template or CHATML, self.tokenizer)
+        return len(self.tokenizer.encode(self.render(request.messages, request.tools)))
 
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
         request, calls, prompt = self._prepared(request)
@@ -113,9 +120,9 @@ class LocalBackend:
             return self._beam_search(prompt, request)
         return collect(self._stream(prompt, request, calls), len(prompt))
 
-    def _stream(self, prompt: list[int], request: GenerationRequest, calls: bool = False) -> Iterator[TokenEvent]:
+    def _stream(self, prompt: list[int], request: GenerationRequest, calls: ToolFormat | None = None) -> Iterator[TokenEvent]:
         events = self._events(self._sampled(prompt, request), request.sampling, self._budget(prompt, request))
-        return tool_calls.with_parsed_calls(events) if calls else events
+        return tool_calls.with_parsed_calls(events, calls) if calls else events
 
     def _budget(self, prompt: list[int], request: GenerationRequest) -> int:
         return min(request.sampling.max_tokens, self.context_window - len(prompt))

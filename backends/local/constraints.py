@@ -14,12 +14,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from backends.base import BackendError
+from backends.base import BackendError, GenerationError
 from backends.local.processors import History
 from backends.local.tokenizer import LocalTokenizer
 from backends.types import Constraint
 
 
+MAX_STATE = 600  # characters of llguidance's parser state quoted in an error
 # Compact JSON as json.dumps writes it: small models wander when whitespace is free.
 COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
@@ -60,6 +61,7 @@ class GrammarMask:
         if self.matcher.is_error():
             raise BackendError(f"invalid {kind}: {self.matcher.get_error()}")
         self.vocab_size = vocab_size
+        self.tokenizer = tokenizer
 
     def allowed(self) -> Tensor:
         bits = np.unpackbits(np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
@@ -68,12 +70,14 @@ class GrammarMask:
     def __call__(self, logits: Tensor, history: History) -> Tensor:
         allowed = self.allowed().to(logits.device)
         if not bool(allowed.any()):
-            raise BackendError(f"the grammar allows no next token ({self.matcher.get_error() or 'dead end'})")
+            raise GenerationError(f"the grammar allows no next token ({self.matcher.get_error() or 'dead end'})")
         return logits.masked_fill(~allowed, float("-inf"))
 
     def consume(self, token: int) -> None:
         if not self.matcher.consume_token(token):
-            raise BackendError(f"the grammar rejected token {token}: {self.matcher.get_error()}")
+            text = self.tokenizer.decode([token])
+            raise GenerationError(f"the grammar rejected token {token} ({text!r}) that its mask allowed; "
+                                  f"grammar state: {self.matcher.get_error()[:MAX_STATE]}")
 
     @property
     def finished(self) -> bool:

@@ -178,8 +178,8 @@ class OpenAIServer:
         try:
             async for event in events:
                 yield event
-        except BackendError as exc:
-            raise APIError(500, f"generation failed: {exc}", type="server_error") from exc
+        except Exception as exc:
+            raise _generation_error(exc) from exc
 
     async def _stream(self, reply_id: str, events: AsyncIterator[TokenEvent], prompt_tokens: int,
                       logprobs: bool, include_usage: bool) -> AsyncIterator[bytes]:
@@ -197,8 +197,8 @@ class OpenAIServer:
                                     {"tool_calls": tool_call_dicts(event.tool_calls, streaming=True)}))
                 if event.finish_reason is not None:
                     yield sse(chunk(reply_id, self.model_id, created, {}, finish=FINISH[event.finish_reason]))
-        except BackendError as exc:  # the status line is sent already: the error goes in the stream
-            yield sse(APIError(500, f"generation failed: {exc}", type="server_error").body())
+        except Exception as exc:  # the status line is sent already: the error goes in the stream
+            yield sse(_generation_error(exc).body())
         if include_usage:
             usage = usage_dict(Usage(prompt_tokens=prompt_tokens, completion_tokens=count, cached_prompt_tokens=cached))
             yield sse({"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": self.model_id,
@@ -229,3 +229,11 @@ class OpenAIServer:
             items.append({"object": "embedding", "index": index, "embedding": value})
         return JSONResponse({"object": "list", "data": items, "model": self.embedder.name,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def _generation_error(exc: Exception) -> APIError:
+    """An error that stopped a valid request part way. Never a 500: the server is fine and the
+    next request runs; the message says what stopped this one (for a grammar, the token and its state)."""
+    code = "grammar_rejected_token" if "grammar" in str(exc) else "generation_failed"
+    detail = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+    return APIError(422, f"generation stopped part way: {detail}", type="generation_error", code=code)

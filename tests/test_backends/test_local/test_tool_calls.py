@@ -4,7 +4,12 @@ import pytest
 
 from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams, TokenEvent, ToolCall
 from backends.local.chat_template import CHATML
-from backends.local.tool_calls import call_grammar, parse_calls, prepare, with_parsed_calls
+from backends.local.tokenizer import LocalTokenizer
+from backends.local.tool_calls import call_grammar, prepare, with_parsed_calls
+from backends.local.tool_formats import Hermes
+from tests.test_backends.test_local.tiny import tiny_tokenizer
+
+TOKENIZER = LocalTokenizer(tiny_tokenizer(), 0, [2], False)  # no tool tags in its vocabulary: they are text
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
@@ -22,11 +27,11 @@ def _request(choice, question="What's the weather in Paris?", parallel=False, **
 
 def test_parse_calls_reads_complete_blocks_only():
     text = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>\n<tool_call>\n{"name": "ad'
-    calls = parse_calls(text)
+    calls = Hermes().parse(text)
     assert [(c.name, json.loads(c.arguments)) for c in calls] == [("add", {"a": 1, "b": 2})]
     assert calls[0].id.startswith("call_")
-    assert parse_calls("no calls here") == []
-    assert parse_calls("<tool_call>{not json}</tool_call>") == []
+    assert Hermes().parse("no calls here") == []
+    assert Hermes().parse("<tool_call>{not json}</tool_call>") == []
 
 
 def _events(texts, finish):
@@ -36,15 +41,15 @@ def _events(texts, finish):
 
 def test_with_parsed_calls_holds_call_text_and_attaches_calls():
     pieces = ["<tool", "_call>\n", '{"name": "add", "arguments": {"a": 1, "b": 2}}', "\n</tool_call>", ""]
-    out = list(with_parsed_calls(_events(pieces, "eos")))
+    out = list(with_parsed_calls(_events(pieces, "eos"), Hermes()))
     assert all(e.text == "" for e in out)
     assert out[-1].finish_reason == "tool_calls" and out[-1].tool_calls[0].name == "add"
 
 
 def test_with_parsed_calls_passes_plain_text_and_releases_a_cut_off_call():
-    plain = list(with_parsed_calls(_events(["Hello", " there", ""], "eos")))
+    plain = list(with_parsed_calls(_events(["Hello", " there", ""], "eos"), Hermes()))
     assert "".join(e.text for e in plain) == "Hello there" and plain[-1].finish_reason == "eos"
-    cut = list(with_parsed_calls(_events(["<tool_call>\n", '{"name": "a'], "length")))
+    cut = list(with_parsed_calls(_events(["<tool_call>\n", '{"name": "a'], "length"), Hermes()))
     assert "".join(e.text for e in cut) == '<tool_call>\n{"name": "a' and cut[-1].finish_reason == "length"
 
 
@@ -53,22 +58,22 @@ def test_prepare_writes_tools_into_a_template_that_knows_none():
                Message(role="assistant", tool_calls=[ToolCall.create("c1", "add", {"a": 1, "b": 2})]),
                Message(role="tool", tool_call_id="c1", content="3")]
     request = GenerationRequest(messages=history, tools=[ADD], tool_choice="auto")
-    prepared, calls = prepare(request, CHATML)
-    assert calls and prepared.constraint is not None and prepared.constraint.grammar
+    prepared, fmt = prepare(request, CHATML, TOKENIZER)
+    assert isinstance(fmt, Hermes) and prepared.constraint is not None and prepared.constraint.grammar
     roles = [m.role for m in prepared.messages]
     assert roles == ["system", "user", "assistant", "user"]
     assert '"name": "add"' in prepared.messages[0].content
     assert '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>' in prepared.messages[2].content
     assert prepared.messages[3].content == "<tool_response>\n3\n</tool_response>"
-    native, _ = prepare(request, "{% if tools %}<tool_call>{% endif %}")
+    native, _ = prepare(request, "{% if tools %}<tool_call>{% endif %}", TOKENIZER)
     assert native.messages == request.messages
 
 
 def test_prepare_leaves_requests_without_tool_choice_alone_and_refuses_regex_with_tools():
     plain = GenerationRequest(messages=[Message(role="user", content="hi")])
-    assert prepare(plain, CHATML) == (plain, False)
+    assert prepare(plain, CHATML, TOKENIZER) == (plain, None)
     with pytest.raises(BackendError, match="JSON Schema"):
-        prepare(_request("auto", constraint=Constraint(regex="a+")), CHATML)
+        prepare(_request("auto", constraint=Constraint(regex="a+")), CHATML, TOKENIZER)
 
 
 def test_tool_choice_must_name_an_offered_tool():
@@ -79,7 +84,7 @@ def test_tool_choice_must_name_an_offered_tool():
 
 
 def test_named_choice_grammar_offers_only_that_tool():
-    grammar = call_grammar([WEATHER, ADD], "add", parallel=False, answer_schema=None)
+    grammar = call_grammar(Hermes(), [WEATHER, ADD], "add", parallel=False, answer_schema=None)
     assert '"const": "add"' in grammar and "get_weather" not in grammar and "start: calls" in grammar
 
 
@@ -105,7 +110,7 @@ def test_a_reply_ends_at_a_repeated_call():
     block = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'
     other = '<tool_call>\n{"name": "add", "arguments": {"a": 3, "b": 4}}\n</tool_call>'
     pieces = [block, "\n", other, "\n", block, "\n", "<tool_call>"]
-    out = list(with_parsed_calls(_events(pieces, "length")))
+    out = list(with_parsed_calls(_events(pieces, "length"), Hermes()))
     assert out[-1].finish_reason == "tool_calls" and len(out) == 5
     assert [json.loads(c.arguments) for c in out[-1].tool_calls] == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
 

@@ -12,7 +12,7 @@ import torch
 from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.quants import quantize
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from backends.local.gguf_file import permute_rope
 
@@ -28,14 +28,17 @@ CORPUS = [
 ] * 20
 
 
-def tiny_tokenizer() -> Tokenizer:
+def tiny_tokenizer(specials: list[str] = SPECIALS, added: list[str] = ()) -> Tokenizer:
+    """A byte-level BPE trained on a small corpus. `specials` become control tokens; `added`
+    are added tokens that are not special, as Qwen2.5 ships its <tool_call> tags."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     tok.train_from_iterator(CORPUS, trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in added])
     return tok
 
 
@@ -180,6 +183,8 @@ def write_gguf(
     arch: str | None = None,
     chat_template: str = CHATML,
     pre: str = "default",
+    bos: str = "<|endoftext|>",
+    eos: str = "<|im_end|>",
 ) -> Path:
     """Writes the model as llama.cpp's converter would: GGUF names, llama Q/K permuted, rope_freqs.
 
@@ -206,10 +211,11 @@ def write_gguf(
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
-    writer.add_token_types([3 if t in SPECIALS else 1 for t in tokens])
+    added = {t.content: t.special for t in tokenizer.get_added_tokens_decoder().values()}
+    writer.add_token_types([1 if t not in added else 3 if added[t] else 4 for t in tokens])  # normal, control, user-defined
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model["merges"]])
-    writer.add_bos_token_id(vocab["<|endoftext|>"])
-    writer.add_eos_token_id(vocab["<|im_end|>"])
+    writer.add_bos_token_id(vocab[bos])
+    writer.add_eos_token_id(vocab[eos])
     writer.add_chat_template(chat_template)
 
     def put(name: str, tensor: torch.Tensor) -> None:
@@ -251,7 +257,7 @@ Q4_K_M_LIKE = {"attn_q": GGMLQuantizationType.Q4_0, "attn_k": GGMLQuantizationTy
                "ffn_down": GGMLQuantizationType.Q4_K, "token_embd": GGMLQuantizationType.Q8_0}
 
 
-def write_smollm2_as_qwen2(path: Path) -> Path:
+def write_smollm2_as_qwen2(path: Path, chat_template: str | None = None) -> Path:
     """SmolLM2's weights as a qwen2-family GGUF (zero QKV biases, NEOX RoPE layout, tied
     embeddings, Q4_K_M-like types): a real-behaving model of the family most GGUFs come from."""
     from backends.local.gguf_file import load_gguf
@@ -271,7 +277,7 @@ def write_smollm2_as_qwen2(path: Path) -> Path:
     def mix(name: str) -> GGMLQuantizationType | None:
         return next((kind for part, kind in Q4_K_M_LIKE.items() if f"{part}." in name), None)
 
-    return write_gguf(path, cfg, weights, source.tokenizer.hf, quant=mix, chat_template=source.chat_template or CHATML,
+    return write_gguf(path, cfg, weights, source.tokenizer.hf, quant=mix, chat_template=chat_template or source.chat_template or CHATML,
                       pre="smollm")
 
 

@@ -1,0 +1,51 @@
+"""The agent's act turn in the model's own tool-call format, on tiny models of the families that
+have one: the call is forced valid by grammar, and its result goes back through the template's
+tool role (Qwen2.5 <tool_response>, Llama 3.1 ipython, Mistral [TOOL_RESULTS])."""
+
+from typing import Literal
+
+import pytest
+
+from agent import Agent
+from agent.events import Final, ToolCalled, ToolReturned
+from backends import SamplingParams
+from backends.scripted import ScriptedBackend
+from tests.test_backends.test_local.chat_families import FAMILIES
+from tools import tool
+
+calls_made: list[str] = []
+
+
+@tool
+def get_weather(city: Literal["Paris", "Oslo"]) -> str:
+    """Current weather for a city."""
+    calls_made.append(city)
+    return f"sunny in {city}"
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_a_native_call_runs_and_its_result_goes_back_in_the_tool_role(chat_models, name, monkeypatch):
+    backend = chat_models[name]
+    opening = backend.tool_format.opening
+    opening_token = backend.tokenizer.encode(opening)[0]
+    prompts: list[str] = []
+    render = backend.render
+    monkeypatch.setattr(backend, "render", lambda messages, tools=None: prompts.append(render(messages, tools)) or prompts[-1])
+    # A random-weight model calls a tool only when pushed to: the bias makes the opening of a call likely.
+    sampling = SamplingParams(temperature=0, max_tokens=60, logit_bias={opening_token: 50.0})
+    agent = Agent(backend, tools=[get_weather], model_verify=False, max_steps=3, sampling=sampling)
+    assert agent.native
+    events = list(agent.stream("What is the weather in Paris?"))
+    called = [e for e in events if isinstance(e, ToolCalled)]
+    assert called and called[0].name == "get_weather" and called[0].arguments["city"] in ("Paris", "Oslo")
+    assert any(isinstance(e, ToolReturned) and e.ok for e in events)
+    assert isinstance(events[-1], Final)
+    role = {"qwen2.5": "<tool_response>\nsunny in", "llama3.1": "ipython<|end_header_id|>\n\n\"sunny in",
+            "mistral": '[TOOL_RESULTS] {"content": sunny in'}[name]
+    assert any(role in prompt for prompt in prompts)
+
+
+def test_backends_without_a_tool_format_keep_the_json_act_schema(smollm2):
+    assert not Agent(smollm2, tools=[get_weather]).native
+    assert not Agent(ScriptedBackend(replies=[]), tools=[get_weather]).native
+    assert Agent(ScriptedBackend(replies=[]), tools=[get_weather], native_tools=True).native
