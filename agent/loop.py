@@ -16,7 +16,7 @@ from agent import prompts
 from agent.context import SHORT_OBSERVATION, ContextOverflow, fit, shorten
 from agent.events import (ContextTrimmed, ErrorEvent, Event, Final, MemoryRecalled, Phase, PhaseStarted, PlanMade,
                           RunStarted, TokenChosen, ToolCalled, ToolReturned, Verdict)
-from agent.turns import VERDICT_SCHEMA, TurnError, act_schema, parse_json, parse_turn, plan_schema
+from agent.turns import ANSWER_LINE, VERDICT_SCHEMA, TurnError, act_schema, parse_json, parse_turn, plan_schema
 from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams, ToolCall
 from backends.types import _closed
 from tools import Tool, ToolRegistry
@@ -198,7 +198,7 @@ class Agent:
 
     def _plan(self, messages: list[Message], replan: bool) -> Generator[Event, None, list[str]]:
         yield PhaseStarted(phase="plan")
-        text, _ = yield from self._generate(messages, plan_schema(self.max_plan_steps), "plan")
+        text, _ = yield from self._generate(messages, Constraint(json_schema=plan_schema(self.max_plan_steps)), "plan")
         try:
             steps = [str(s) for s in parse_json(text).get("steps", [])][: self.max_plan_steps]
         except (TurnError, AttributeError):
@@ -222,14 +222,14 @@ class Agent:
             messages = [*conversation, Message(role="user", content=nudge)]
         if self.native:
             choice = "none" if answer_only else "auto"
-            text, calls = yield from self._generate(messages, self._answer_schema(), "act", tool_choice=choice)
+            text, calls = yield from self._generate(messages, self._native_answer(), "act", tool_choice=choice)
             if not calls:
                 if text.strip():
                     conversation.append(Message(role="assistant", content=text))
                 return text.strip() or None, False
             requested = [(c.name, _arguments(c.arguments)) for c in calls]
         else:
-            text, _ = yield from self._generate(messages, self._act_schema(answer_only), "act")
+            text, _ = yield from self._generate(messages, Constraint(json_schema=self._act_schema(answer_only)), "act")
             try:
                 turn = parse_turn(text)
             except TurnError as exc:
@@ -288,7 +288,8 @@ class Agent:
             return Verdict(passed=not reasons, reasons=reasons, by="checks")
         shown = "\n".join(shorten(o.line, SHORT_OBSERVATION) for o in evidence[-6:])
         prompt = prompts.VERIFY.format(task=task, answer=answer, evidence=shown or "(no tools used)")
-        text, _ = yield from self._generate([Message(role="user", content=prompt)], VERDICT_SCHEMA, "verify")
+        text, _ = yield from self._generate([Message(role="user", content=prompt)], Constraint(json_schema=VERDICT_SCHEMA),
+                                            "verify")
         try:
             data = parse_json(text)
             return Verdict(passed=bool(data.get("passed")), reasons=[str(r) for r in data.get("reasons", [])], by="model")
@@ -302,25 +303,27 @@ class Agent:
             answer["properties"]["answer"] = _closed(self.output_type.model_json_schema())
         return schema
 
-    def _answer_schema(self) -> dict[str, Any] | None:
-        """What a native act turn's answer must be: the typed object, or (None) free text."""
-        return _closed(self.output_type.model_json_schema()) if self.output_type is not None else None
+    def _native_answer(self) -> Constraint:
+        """What a native act turn's answer must be: the typed object, or a line of text (as in the JSON schema)."""
+        if self.output_type is not None:
+            return Constraint(json_schema=_closed(self.output_type.model_json_schema()))
+        return Constraint(regex=ANSWER_LINE)
 
-    def _request(self, messages: list[Message], schema: dict[str, Any] | None,
+    def _request(self, messages: list[Message], constraint: Constraint | None,
                  tool_choice: str | None = None) -> GenerationRequest:
         tools = {"tools": self.tools.schemas(), "tool_choice": tool_choice,
                  "parallel_tool_calls": self.max_parallel_calls > 1} if tool_choice and self.tools.schemas() else {}
         return GenerationRequest(messages=[Message(role="system", content=self.system_prompt), *messages],
                                  sampling=self.sampling, **tools,
-                                 constraint=Constraint(json_schema=schema) if self.constrain and schema else None)
+                                 constraint=constraint if self.constrain else None)
 
-    def _generate(self, messages: list[Message], schema: dict[str, Any] | None, phase: Phase,
+    def _generate(self, messages: list[Message], constraint: Constraint | None, phase: Phase,
                   tool_choice: str | None = None) -> Generator[Event, None, tuple[str, list[ToolCall]]]:
         """(the reply's text, the tool calls it made in the model's own format).
 
         tool_choice: None for the JSON act schema; "auto" or "none" offers the tools natively."""
         parts, calls = [], []
-        for token in self.backend.stream(self._request(messages, schema, tool_choice)):
+        for token in self.backend.stream(self._request(messages, constraint, tool_choice)):
             parts.append(token.text)
             calls = token.tool_calls or calls
             yield TokenChosen(phase=phase, text=token.text, token=token.token, token_id=token.token_id,

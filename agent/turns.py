@@ -15,7 +15,8 @@ MAX_STRING = 160  # a bound on every free string, so a constrained reply always 
 
 # A step reads as a sentence: a capitalized word, then words. Without this pattern a small
 # model fills the array with fragments ("./37 * 91", "10.00") that then mislead the act phase.
-ANSWER_PATTERN = r"^[A-Za-z0-9$(\-][^\n]{0,%d}$" % (MAX_STRING - 1)
+ANSWER_LINE = r"[A-Za-z0-9$(\-][^\n]{0,%d}" % (MAX_STRING - 1)
+ANSWER_PATTERN = f"^{ANSWER_LINE}$"
 STEP_PATTERN = r"^[A-Z][a-z]+( [A-Za-z0-9*+/.,?'-]+){1,12}$"
 
 

@@ -75,9 +75,17 @@ def spelling(tokenizer: LocalTokenizer) -> Spell:
     return lambda tag: f"<[{added[tag]}]>" if tag in added else json.dumps(tag)
 
 
+def _answer_rule(fmt: ToolFormat, answer: Constraint | None) -> str:
+    if answer is None:
+        return fmt.answer_rule()
+    if answer.json_schema is not None:
+        return _json_rule(answer.json_schema)
+    return "/" + (answer.regex or "").replace("/", "\\/") + "/"
+
+
 def call_grammar(fmt: ToolFormat, tools: list[dict[str, Any]], choice: str, parallel: bool,
-                 answer_schema: dict[str, Any] | None, spell: Spell = json.dumps) -> str:
-    """A Lark grammar whose every sentence is valid calls of the offered tools (or, for "auto", a plain answer)."""
+                 answer: Constraint | None = None, spell: Spell = json.dumps) -> str:
+    """A Lark grammar whose every sentence is valid calls of the offered tools (or, for "auto", an answer)."""
     offered = tools if choice in ("auto", "required") else [t for t in tools if _name(t) == choice]
     variants = []
     for tool in offered:
@@ -85,8 +93,7 @@ def call_grammar(fmt: ToolFormat, tools: list[dict[str, Any]], choice: str, para
         variants.append(fmt.call_schema(_name(tool), _closed(parameters)))
     rules = [*fmt.calls_rules(parallel, spell), "body: " + _json_rule({"anyOf": variants})]
     if choice == "auto":
-        answer = _json_rule(answer_schema) if answer_schema is not None else fmt.answer_rule()
-        rules = ["start: answer | calls", f"answer: {answer}", *rules]
+        rules = ["start: answer | calls", f"answer: {_answer_rule(fmt, answer)}", *rules]
     else:
         rules = ["start: calls", *rules]
     return "\n".join(rules) + "\n"
@@ -106,11 +113,11 @@ def prepare(request: GenerationRequest, template: str, tokenizer: LocalTokenizer
     if request.tool_choice == "none":
         answer_only = Constraint(grammar=f"start: {fmt.answer_rule()}\n")
         return request.model_copy(update={"messages": messages, "constraint": answer_only}), None
-    if constraint is not None and constraint.json_schema is None:
-        raise BackendError("tool calls combine only with a JSON Schema answer, not a regex or grammar constraint")
+    if constraint is not None and constraint.grammar is not None:
+        raise BackendError("tool calls combine with a JSON Schema or regex answer, not a grammar constraint")
     try:
-        grammar = call_grammar(fmt, tools, request.tool_choice, request.parallel_tool_calls,
-                               constraint.json_schema if constraint else None, spelling(tokenizer))
+        grammar = call_grammar(fmt, tools, request.tool_choice, request.parallel_tool_calls, constraint,
+                               spelling(tokenizer))
     except (TypeError, ValueError) as exc:
         raise BackendError(f"the tools' parameter schemas cannot be used: {exc}") from exc
     return request.model_copy(update={"messages": messages, "constraint": Constraint(grammar=grammar)}), fmt

@@ -72,8 +72,10 @@ def test_prepare_writes_tools_into_a_template_that_knows_none():
 def test_prepare_leaves_requests_without_tool_choice_alone_and_refuses_regex_with_tools():
     plain = GenerationRequest(messages=[Message(role="user", content="hi")])
     assert prepare(plain, CHATML, TOKENIZER) == (plain, None)
-    with pytest.raises(BackendError, match="JSON Schema"):
-        prepare(_request("auto", constraint=Constraint(regex="a+")), CHATML, TOKENIZER)
+    with pytest.raises(BackendError, match="not a grammar"):
+        prepare(_request("auto", constraint=Constraint(grammar='start: "a"')), CHATML, TOKENIZER)
+    with_regex, _ = prepare(_request("auto", constraint=Constraint(regex="[A-Z][a-z/]+")), CHATML, TOKENIZER)
+    assert "answer: /[A-Z][a-z\\/]+/" in with_regex.constraint.grammar
 
 
 def test_tool_choice_must_name_an_offered_tool():
@@ -84,7 +86,7 @@ def test_tool_choice_must_name_an_offered_tool():
 
 
 def test_named_choice_grammar_offers_only_that_tool():
-    grammar = call_grammar(Hermes(), [WEATHER, ADD], "add", parallel=False, answer_schema=None)
+    grammar = call_grammar(Hermes(), [WEATHER, ADD], "add", parallel=False)
     assert '"const": "add"' in grammar and "get_weather" not in grammar and "start: calls" in grammar
 
 

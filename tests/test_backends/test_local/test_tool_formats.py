@@ -196,3 +196,15 @@ def test_counting_a_prompt_past_the_context_window_says_how_long_it_is(chat_mode
     assert backend.count_prompt(long) > backend.context_window
     with pytest.raises(BackendError, match="context window"):
         backend.generate(long)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_auto_with_a_regex_answer_either_calls_or_answers_in_that_shape(chat_models, name):
+    import re
+
+    line = r"[A-Z][a-z ]{0,20}"
+    for seed in range(4):
+        request = ask("auto", temperature=1.0, seed=seed).model_copy(update={"constraint": Constraint(regex=line)})
+        generation = chat_models[name].generate(request)
+        assert all(valid(c) for c in generation.tool_calls)
+        assert generation.tool_calls or re.fullmatch(line, generation.text), generation.text
