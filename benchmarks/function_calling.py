@@ -114,7 +114,7 @@ def serve(code: Path, model: Path | None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "agent.cli", "serve", "--port", str(port)] + (["--model", str(model)] if model else [])
+    command = [sys.executable, "-m", "cli", "serve", "--port", str(port)] + (["--model", str(model)] if model else [])
     env = os.environ | {"PYTHONPATH": str(code)}
     process = subprocess.Popen(command, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     import httpx

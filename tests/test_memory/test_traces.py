@@ -1,7 +1,7 @@
 from click.testing import CliRunner
 from pydantic import BaseModel
 
-from agent.cli import main
+from cli import main
 from memory import Memory
 
 

@@ -32,7 +32,7 @@ def test_chat_answers_a_question_in_tmux(tmp_path):
 
     pull("smollm2")
     session = f"tokentrail-{uuid.uuid4().hex[:8]}"
-    command = f"{sys.executable} -m agent.cli chat --memory {tmp_path / 'memory.db'}"
+    command = f"{sys.executable} -m cli chat --memory {tmp_path / 'memory.db'}"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "45", command], check=True)
     try:
         _wait_for(session, lambda s: "│ ready" in s, timeout=120)

@@ -30,7 +30,7 @@ def served():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "agent.cli", "serve", "--port", str(port), "--api-key", "test-key"]
+    command = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--api-key", "test-key"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

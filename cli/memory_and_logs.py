@@ -6,7 +6,7 @@ import json
 
 import click
 
-from agent.cli_common import db_option, open_memory
+from cli.common import db_option, open_memory
 
 
 @click.group()

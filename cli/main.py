@@ -12,11 +12,11 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from agent.cli_agent import run_agent, tools
-from agent.cli_chat import chat
-from agent.cli_common import make_backend, precision_option, pull_progress, validation_message, version_string
-from agent.cli_serve import serve
-from agent.cli_store import logs, memory
+from cli.run import run_agent, tools
+from cli.chat import chat
+from cli.common import make_backend, precision_option, pull_progress, validation_message, version_string
+from cli.serve import serve
+from cli.memory_and_logs import logs, memory
 from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams, TokenEvent
 
 
@@ -138,7 +138,3 @@ def list_backends() -> None:
 
 for command in (chat, tools, run_agent, memory, logs, serve):
     main.add_command(command)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -7,8 +7,8 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from agent.cli_agent import SAFE_TOOLS, selected_tools
-from agent.cli_common import backend_options, make_backend, memory_path, precision_option, pull_progress, validation_message
+from cli.run import SAFE_TOOLS, selected_tools
+from cli.common import backend_options, make_backend, memory_path, precision_option, pull_progress, validation_message
 from backends import SamplingParams, load_backend
 
 
@@ -59,7 +59,7 @@ def chat(backend: str, model: str | None, memory_db: str | None, no_memory: bool
     except ValidationError as exc:
         raise click.BadParameter(validation_message(exc)) from exc
     if plain:
-        from agent.chat_repl import chat_loop
+        from cli.chat_repl import chat_loop
 
         chat_loop(make_backend(backend, model, options, precision), sampling)
         return

@@ -3,7 +3,7 @@ import sys
 
 from click.testing import CliRunner
 
-from agent.cli import main
+from cli import main
 
 
 def run(*args):
@@ -52,7 +52,7 @@ def test_precision_flag(tiny_models):
 
 def test_console_script_is_installed():
     out = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "generate", "-b", "scripted", "hello"], capture_output=True, text=True
+        [sys.executable, "-m", "cli", "generate", "-b", "scripted", "hello"], capture_output=True, text=True
     )
     assert out.returncode == 0 and out.stdout == "You said: hello\n"
 
@@ -84,7 +84,7 @@ def test_chat_loop_keeps_the_conversation():
 
     from rich.console import Console
 
-    from agent.chat_repl import chat_loop
+    from cli.chat_repl import chat_loop
     from backends import SamplingParams
     from backends.scripted import ScriptedBackend
 

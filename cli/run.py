@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from agent.cli_common import make_backend, open_memory, precision_option
+from cli.common import make_backend, open_memory, precision_option
 
 
 @click.group(invoke_without_command=True)

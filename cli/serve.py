@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from agent.cli_common import make_backend, precision_option
+from cli.common import make_backend, precision_option
 
 
 def _is_loopback(host: str) -> bool:

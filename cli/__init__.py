@@ -1,0 +1,5 @@
+"""The `tokentrail` command line: every command, over the agent, the backends, memory and the TUI."""
+
+from cli.main import main
+
+__all__ = ["main"]
