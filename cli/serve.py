@@ -48,9 +48,9 @@ def serve(host: str, port: int, api_key: str | None, backend: str, model: str | 
     engine = make_backend(backend, model, options, precision)
     embedder = None
     if embeddings and model_path("minilm").exists():
-        from memory.embedder import MiniLMEmbedder
+        from backends.embedders import load_embedder
 
-        embedder = MiniLMEmbedder()
+        embedder = load_embedder("minilm")
     server = OpenAIServer(engine, model_id=_model_id(model), api_key=api_key, embedder=embedder, max_waiting=max_waiting)
     click.echo(f"serving {server.model_id}" + (f" and {embedder.name}" if embedder else "") +
                f" at http://{host}:{port}/v1", err=True)

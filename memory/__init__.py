@@ -1,6 +1,6 @@
 """Memory: documents, chunks, embeddings and run traces in one SQLite file."""
 
-from memory.embedder import Embedder, MiniLMEmbedder
+from backends.embedders import Embedder, MiniLMEmbedder
 from memory.search import Hit
 from memory.store import IngestReport, Memory, MemoryStoreError
 

@@ -19,7 +19,8 @@ import numpy as np
 import sqlite_utils
 from pydantic import BaseModel
 
-from memory.embedder import Embedder, MiniLMEmbedder, chunk_spans, word_spans
+from backends.embedders import Embedder, load_embedder
+from memory.chunking import chunk_spans, word_spans
 from memory.schema import migrate
 from memory.search import Hit, SearchMode, bm25_search, fuse, vector_search
 from memory.conversations import Conversations
@@ -58,9 +59,7 @@ class Memory:
         overlap: int = 40,
     ) -> None:
         self.path = Path(path)
-        self.embedder: Embedder | None = MiniLMEmbedder() if embedder == "minilm" else embedder  # type: ignore[assignment]
-        if isinstance(embedder, str) and embedder != "minilm":
-            raise ValueError(f"unknown embedder {embedder!r}; pass 'minilm', an Embedder, or None (BM25 only)")
+        self.embedder: Embedder | None = load_embedder(embedder) if isinstance(embedder, str) else embedder
         self.chunk_tokens, self.overlap = chunk_tokens, overlap
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:

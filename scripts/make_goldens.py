@@ -88,7 +88,7 @@ def embedding_goldens() -> None:
     folder = pull("minilm")
     model = SentenceTransformer(str(folder), device="cpu")
     vectors = model.encode(EMBEDDING_SENTENCES, normalize_embeddings=True).astype(np.float32)
-    target = ROOT / "tests" / "test_memory" / "goldens" / "minilm.npz"
+    target = ROOT / "tests" / "test_backends" / "goldens" / "minilm.npz"
     target.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(target, vectors=vectors, sentences=np.array(json.dumps(EMBEDDING_SENTENCES)))
     print(f"wrote {target} ({target.stat().st_size} bytes)")

@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from backends.base import Backend, BackendError
+from backends.embedders import Embedder
 from backends.server.queue import GenerationQueue
 from backends.server.wire import (FINISH, APIError, ChatCompletionRequest, chunk, completion, invalid, logprob_entry,
                                   sse, tool_call_dicts, usage_dict)
@@ -33,13 +34,6 @@ from backends.types import TokenEvent, Usage
 
 MAX_BODY_BYTES = 4 * 2**20
 MAX_EMBEDDING_INPUTS = 2048
-
-
-class Embedder(Protocol):
-    name: str
-
-    def embed(self, texts: list[str]) -> np.ndarray: ...
-    def spans(self, text: str) -> list[tuple[int, int]]: ...
 
 
 class OpenAIServer:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from memory.embedder import word_spans
+from memory.chunking import word_spans
 
 TOPICS = ["cat", "dog", "kitten", "puppy", "sql", "database", "rocket", "space"]
 SYNONYMS = {"feline": "cat", "felines": "cat", "canine": "dog", "canines": "dog", "orbit": "space"}
