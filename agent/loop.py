@@ -18,9 +18,9 @@ from agent.events import (ContextTrimmed, ErrorEvent, Event, Final, MemoryRecall
                           RunStarted, TokenChosen, ToolCalled, ToolReturned, Verdict)
 from agent.turns import ANSWER_LINE, VERDICT_SCHEMA, TurnError, act_schema, parse_json, parse_turn, plan_schema
 from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams, ToolCall
-from backends.types import _closed
+from backends.schemas import closed, explain_validation
 from tools import Tool, ToolRegistry
-from tools.registry import Approver, ToolResult, explain_validation
+from tools.registry import Approver, ToolResult
 
 Verifier = Callable[[str], bool | str | Sequence[str] | None]  # True/None pass; False, a reason or reasons fail
 
@@ -300,13 +300,13 @@ class Agent:
         schema = act_schema([] if answer_only else self.tools.schemas(), self.max_parallel_calls)
         if self.output_type is not None:  # the answer itself must be the typed object
             answer = next(o for o in schema["anyOf"] if "answer" in o["properties"])
-            answer["properties"]["answer"] = _closed(self.output_type.model_json_schema())
+            answer["properties"]["answer"] = closed(self.output_type.model_json_schema())
         return schema
 
     def _native_answer(self) -> Constraint:
         """What a native act turn's answer must be: the typed object, or a line of text (as in the JSON schema)."""
         if self.output_type is not None:
-            return Constraint(json_schema=_closed(self.output_type.model_json_schema()))
+            return Constraint(json_schema=closed(self.output_type.model_json_schema()))
         return Constraint(regex=ANSWER_LINE)
 
     def _request(self, messages: list[Message], constraint: Constraint | None,

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import ast
-import copy
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from backends.schemas import call_parameters
 
 MAX_STRING = 160  # a bound on every free string, so a constrained reply always fits the budget
 
@@ -37,25 +38,13 @@ VERDICT_SCHEMA: dict[str, Any] = {
 }
 
 
-def _bounded(schema: Any) -> Any:
-    """A copy in which every string without a maxLength gets one."""
-    if isinstance(schema, dict):
-        out = {k: _bounded(v) for k, v in schema.items()}
-        if out.get("type") == "string" and "maxLength" not in out and "enum" not in out and "const" not in out:
-            out["maxLength"] = MAX_STRING
-        return out
-    if isinstance(schema, list):
-        return [_bounded(v) for v in schema]
-    return schema
-
-
 def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4) -> dict[str, Any]:
     """Exactly one choice: a list of calls to the offered tools (each with valid arguments), or an answer."""
     definitions: dict[str, Any] = {}
     calls = []
     for schema in tool_schemas:
         fn = schema["function"]
-        params = _bounded(copy.deepcopy(fn.get("parameters") or {"type": "object", "properties": {}}))
+        params = call_parameters(schema, MAX_STRING)
         definitions.update(params.pop("$defs", {}))
         calls.append({
             "type": "object",
@@ -76,6 +65,41 @@ def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4) -> dict[s
     if definitions:
         schema["$defs"] = definitions
     return schema
+
+
+_ANSWER_OPENING = '{"answer": "'
+
+
+def partial_answer(text: str, native: bool = False) -> str | None:
+    """The answer so far in a streamed act turn `{"answer": "...` (the act schema's), or None when
+    the turn is not an answer. A native turn's text is the answer itself: its calls stream no text.
+
+    The JSON string is decoded up to the last complete character; an escape cut in half waits
+    for its next token.
+    """
+    if native:
+        return text or None
+    if not text.startswith(_ANSWER_OPENING):
+        return None
+    body, out, i = text[len(_ANSWER_OPENING):], [], 0
+    while i < len(body):
+        char = body[i]
+        if char == '"':
+            break
+        if char != "\\":
+            out.append(char)
+            i += 1
+            continue
+        width = 6 if body[i + 1 : i + 2] == "u" else 2
+        if i + width > len(body):
+            break
+        try:
+            out.append(json.loads(f'"{body[i : i + width]}"'))
+        except json.JSONDecodeError:
+            out.append(body[i : i + width])
+        i += width
+    return "".join(out)
+
 
 
 class TurnError(ValueError):

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from backends.schemas import closed
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 # eos: the model ended its turn; stop: a stop string matched; length: max_tokens or the
@@ -90,17 +92,7 @@ class Constraint(_Strict):
     @classmethod
     def from_model(cls, model: type[BaseModel]) -> Constraint:
         """The model's JSON Schema with every object closed: only declared fields may appear."""
-        return cls(json_schema=_closed(model.model_json_schema()))
-
-
-def _closed(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        schema = {k: _closed(v) for k, v in schema.items()}
-        if schema.get("type") == "object" and "properties" in schema:
-            schema.setdefault("additionalProperties", False)
-    elif isinstance(schema, list):
-        schema = [_closed(v) for v in schema]
-    return schema
+        return cls(json_schema=closed(model.model_json_schema()))
 
 
 class SamplingParams(_Strict):

@@ -11,6 +11,7 @@ import click
 from pydantic import ValidationError
 
 from backends import BackendError, load_backend
+from backends.schemas import explain_validation
 from backends.local.config import PRECISIONS
 
 
@@ -35,11 +36,7 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def validation_message(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{'.'.join(map(str, error['loc']))}: {message}" if error["loc"] else message)
-    return "; ".join(parts)
+    return explain_validation(exc, subject="option")
 
 
 def pull_progress():

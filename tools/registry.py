@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from backends.schemas import explain_validation
 from tools.tool import ArgumentsError, Tool, to_text
 
 ENTRY_POINT_GROUP = "tokentrail.tools"
@@ -46,21 +47,6 @@ def deny_all(request: ApprovalRequest) -> bool:
 
 def approve_all(request: ApprovalRequest) -> bool:
     return True
-
-
-def explain_validation(error: ValidationError) -> str:
-    """pydantic's errors, short and model-readable: one line per argument."""
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "arguments"
-        if item["type"] == "missing":
-            lines.append(f"argument '{where}' is required")
-        elif item["type"] == "extra_forbidden":
-            lines.append(f"unexpected argument '{where}'")
-        else:
-            given = json.dumps(item.get("input"), default=str)[:80]
-            lines.append(f"argument '{where}': {item['msg']} (got {given})")
-    return "invalid arguments: " + "; ".join(lines)
 
 
 def _last_frame(exc: BaseException) -> str:
@@ -158,7 +144,7 @@ class ToolRegistry:
         try:
             kwargs = tool.validate(arguments)
         except ValidationError as exc:
-            return failed(explain_validation(exc))
+            return failed("invalid arguments: " + explain_validation(exc))
         except ArgumentsError as exc:
             return failed(str(exc))
         if tool.requires_approval and not self._approved(tool, arguments):

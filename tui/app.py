@@ -24,7 +24,8 @@ from agent.events import ErrorEvent, Event, Final, PhaseStarted, TokenChosen
 from backends import Backend, Message, SamplingParams
 from tools import ToolRegistry
 from tools.registry import ApprovalRequest
-from tui.chat import HistoryInput, partial_answer
+from agent.turns import partial_answer
+from tui.chat import HistoryInput
 from tui.decoding import DecodingPanel
 from tui.screens import ApprovalScreen, ConversationsScreen, Settings, SettingsScreen
 from tui.trace import TraceTree
@@ -81,6 +82,7 @@ class TokentrailApp(App):
         self.busy = False
         self._answer: Markdown | None = None
         self._act_text: list[str] = []  # the current act generation's text, to read the answer from
+        self._native = False  # whether the agent acts in the model's own tool-call format (plain-text answers)
         self._previous: Event | None = None
         self._token_times: list[float] = []
 
@@ -161,6 +163,7 @@ class TokentrailApp(App):
         assert self.backend is not None
         agent = Agent(self.backend, tools=self.tools, memory=self.memory, sampling=self.settings.sampling,
                       constrain=self.settings.constrained and getattr(self.backend, "supports_constraints", False))
+        self._native = agent.native
         events = agent.stream(task, history)
         final: Final | None = None
         try:
@@ -206,9 +209,9 @@ class TokentrailApp(App):
             self._act_text = []
             self.query_one(DecodingPanel).clear()
         self.query_one(DecodingPanel).add(event)
-        before = partial_answer("".join(self._act_text))
+        before = partial_answer("".join(self._act_text), self._native)
         self._act_text.append(event.text)
-        after = partial_answer("".join(self._act_text))
+        after = partial_answer("".join(self._act_text), self._native)
         if after and after != before and self._answer is not None:
             await self._answer.update(after)
             self.query_one("#chat", VerticalScroll).scroll_end(animate=False)

@@ -17,7 +17,8 @@ from backends.base import BackendError
 from backends.local.constraints import COMPACT_JSON
 from backends.local.tokenizer import LocalTokenizer
 from backends.local.tool_formats import Hermes, Spell, ToolFormat, native_format
-from backends.types import Constraint, GenerationRequest, Message, TokenEvent, ToolCall, _closed
+from backends.schemas import call_parameters
+from backends.types import Constraint, GenerationRequest, Message, TokenEvent, ToolCall
 
 TOOLS_PROMPT = """You can call these tools:
 {tools}
@@ -87,10 +88,7 @@ def call_grammar(fmt: ToolFormat, tools: list[dict[str, Any]], choice: str, para
                  answer: Constraint | None = None, spell: Spell = json.dumps) -> str:
     """A Lark grammar whose every sentence is valid calls of the offered tools (or, for "auto", an answer)."""
     offered = tools if choice in ("auto", "required") else [t for t in tools if _name(t) == choice]
-    variants = []
-    for tool in offered:
-        parameters = tool.get("function", {}).get("parameters") or {"type": "object", "properties": {}}
-        variants.append(fmt.call_schema(_name(tool), _closed(parameters)))
+    variants = [fmt.call_schema(_name(tool), call_parameters(tool)) for tool in offered]
     rules = [*fmt.calls_rules(parallel, spell), "body: " + _json_rule({"anyOf": variants})]
     if choice == "auto":
         rules = ["start: answer | calls", f"answer: {_answer_rule(fmt, answer)}", *rules]

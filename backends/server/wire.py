@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from backends.schemas import explain_validation
 from backends.types import Constraint, GenerationRequest, Message, SamplingParams, TokenEvent, ToolCall, Usage
 
 # Our finish reasons as OpenAI names them: a stop string and the end of the turn are both "stop".
@@ -30,9 +31,7 @@ class APIError(Exception):
 def invalid(exc: ValidationError) -> APIError:
     first = exc.errors()[0]
     param = ".".join(str(p) for p in first["loc"]) or None
-    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg'].removeprefix('Value error, ')}"
-                         for e in exc.errors()[:5])
-    return APIError(400, f"invalid request: {problems}", param=param)
+    return APIError(400, f"invalid request: {explain_validation(exc, subject='field', limit=5)}", param=param)
 
 
 class _Wire(BaseModel):

@@ -10,7 +10,7 @@ from backends.scripted import ScriptedBackend
 from memory import Memory
 from tools import ToolRegistry, tool
 from tui import TokentrailApp
-from tui.chat import partial_answer
+from agent.turns import partial_answer
 from tui.decoding import DecodingPanel
 from tui.screens import ApprovalScreen, SettingsScreen
 from tui.trace import TraceTree
@@ -46,6 +46,7 @@ def test_partial_answer_reads_a_half_written_json_string():
     assert partial_answer('{"answer": "a \\"b\\" \\n c"}') == 'a "b" \n c'
     assert partial_answer('{"answer": "caf\\u00e') == "caf"
     assert partial_answer('{"tool_calls": [') is None
+    assert partial_answer("The answer is 4", native=True) == "The answer is 4" and partial_answer("", native=True) is None
 
 
 async def test_a_message_streams_an_answer_and_fills_the_panels():
