@@ -19,6 +19,7 @@ from agent.events import (ContextTrimmed, ErrorEvent, Event, Final, MemoryRecall
 from agent.turns import ANSWER_LINE, VERDICT_SCHEMA, TurnError, act_schema, parse_json, parse_turn, plan_schema
 from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams, ToolCall
 from backends.schemas import closed, explain_validation
+from memory.protocols import MemoryLike
 from tools import Tool, ToolRegistry
 from tools.registry import Approver, ToolResult
 
@@ -59,11 +60,33 @@ def _reasons(outcome: bool | str | Sequence[str] | None) -> list[str]:
 
 
 class Agent:
+    """Plans, acts with tools, verifies its answer; `stream` yields every step as a typed event.
+
+    Args:
+        backend: the model, any Backend (`load_backend("local")`, "openai", "scripted", a plugin).
+        tools: a ToolRegistry, or tools and plain functions to build one from.
+        memory: recalled before planning (`search`), and where runs are logged (`traces`); None for neither.
+        system_prompt: the system message of every model call (default: prompts.SYSTEM).
+        max_steps: act turns per run, tool turns and answers together.
+        max_replans: how often a failed verification may send the agent back to plan.
+        verifiers: checks of the answer: each returns True/None (pass), or False, a reason or reasons (fail).
+        output_type: a pydantic model the answer must be, as JSON.
+        approver: asks before a tool that needs approval runs (default: the registry's).
+        sampling: for every model call (default: greedy, 300 tokens, 5 alternatives per token).
+        constrain: force plans, calls and verdicts by grammar (default: when the backend supports constraints).
+        model_verify: let the model check the answer when no verifier failed.
+        max_plan_steps: at most this many plan steps.
+        max_parallel_calls: tool calls one act turn may make; independent calls run at once.
+        recall_k: memory hits recalled for the task.
+        native_tools: act through the model's own tool-call format (default: when the backend's model has one).
+    """
+
     def __init__(
         self,
         backend: Backend,
         tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] = (),
-        memory: Any = None,
+        *,
+        memory: MemoryLike | None = None,
         system_prompt: str | None = None,
         max_steps: int = 6,
         max_replans: int = 1,
@@ -87,11 +110,11 @@ class Agent:
         self.max_steps, self.max_replans, self.max_plan_steps = max_steps, max_replans, max_plan_steps
         self.verifiers, self.output_type = list(verifiers), output_type
         self.sampling = sampling or SamplingParams(temperature=0.0, max_tokens=300, logprobs=5)
-        self.constrain = getattr(backend, "supports_constraints", False) if constrain is None else constrain
+        self.constrain = backend.supports_constraints if constrain is None else constrain
         self.model_verify, self.recall_k, self.max_parallel_calls = model_verify, recall_k, max_parallel_calls
         # The act turn in the model's own tool-call format when its chat template has one (the
         # model sees its tools as it was trained to); otherwise the JSON act schema.
-        self.native = getattr(backend, "tool_format", None) is not None if native_tools is None else native_tools
+        self.native = backend.native_tool_calls if native_tools is None else native_tools
 
     # public API
 
@@ -109,8 +132,8 @@ class Agent:
 
     def stream(self, task: str, messages: Sequence[Message] = ()) -> Iterator[Event]:
         """The run as events; the last is always Final. Traces go to memory when one is attached."""
-        traces = getattr(self.memory, "traces", None)
-        run_id = traces.start(task, self.backend.name, getattr(self.backend, "model_name", None)) if traces else None
+        traces = self.memory.traces if self.memory is not None else None
+        run_id = traces.start(task, self.backend.name, self.backend.model_name) if traces else None
         final: Final | None = None
         try:
             for event in self._run(task, list(messages), run_id):

@@ -41,9 +41,24 @@ class Tokenizer(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
+    """What every backend offers, capabilities declared rather than probed.
+
+    name: the registry name ("local"); model_name: the model it serves; context_window: in tokens.
+    supports_constraints: honours GenerationRequest.constraint (JSON Schema, regex, grammar).
+    supports_tool_calls: a request's tool_choice yields parsed ToolCalls on the last event.
+    supports_logprobs: TokenEvents carry logprob and top_logprobs.
+    native_tool_calls: the model writes tool calls in a format of its own (its chat template's),
+    so an agent should act through tool calls rather than a JSON schema of its own.
+    """
+
     name: str
+    model_name: str
     tokenizer: Tokenizer
     context_window: int
+    supports_constraints: bool
+    supports_tool_calls: bool
+    supports_logprobs: bool
+    native_tool_calls: bool
 
     def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str: ...
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]: ...

@@ -38,6 +38,8 @@ class OpenAIBackend:
     """
 
     name = "openai"
+    supports_tool_calls = supports_logprobs = True
+    native_tool_calls = False  # the server's template is unknown here: the agent keeps its JSON act schema
 
     def __init__(
         self,

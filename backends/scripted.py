@@ -90,6 +90,9 @@ class ScriptedBackend:
     """
 
     name = "scripted"
+    model_name = "scripted"
+    supports_constraints = native_tool_calls = False
+    supports_tool_calls = supports_logprobs = True
 
     def __init__(
         self,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -21,10 +20,11 @@ from textual.widgets import Footer, Markdown, Static
 
 from agent import Agent
 from agent.events import ErrorEvent, Event, Final, PhaseStarted, TokenChosen
+from agent.turns import partial_answer
 from backends import Backend, Message, SamplingParams
+from memory.protocols import MemoryLike
 from tools import ToolRegistry
 from tools.registry import ApprovalRequest
-from agent.turns import partial_answer
 from tui.chat import HistoryInput
 from tui.decoding import DecodingPanel
 from tui.screens import ApprovalScreen, ConversationsScreen, Settings, SettingsScreen
@@ -62,7 +62,7 @@ class TokentrailApp(App):
         Binding("ctrl+q", "quit", "quit"),
     ]
 
-    def __init__(self, backend: BackendSource, tools: ToolRegistry | None = None, memory: Any = None,
+    def __init__(self, backend: BackendSource, tools: ToolRegistry | None = None, memory: MemoryLike | None = None,
                  sampling: SamplingParams | None = None, constrained: bool | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
@@ -162,7 +162,7 @@ class TokentrailApp(App):
     def _run_turn(self, task: str, history: list[Message]) -> None:
         assert self.backend is not None
         agent = Agent(self.backend, tools=self.tools, memory=self.memory, sampling=self.settings.sampling,
-                      constrain=self.settings.constrained and getattr(self.backend, "supports_constraints", False))
+                      constrain=self.settings.constrained and self.backend.supports_constraints)
         self._native = agent.native
         events = agent.stream(task, history)
         final: Final | None = None
@@ -230,7 +230,7 @@ class TokentrailApp(App):
         self._refresh_panels()
 
     def _save_conversation(self) -> None:
-        store = getattr(self.memory, "conversations", None)
+        store = self.memory.conversations if self.memory is not None else None
         if store is None or not self.history:
             return
         try:
@@ -262,7 +262,7 @@ class TokentrailApp(App):
         backend = self.backend
         parts = [self._state]
         if backend is not None:
-            parts = [backend.name, getattr(backend, "model_name", "?"),
+            parts = [backend.name, backend.model_name,
                      f"context {self._context_used}/{backend.context_window}",
                      f"{speed:.1f} tok/s" if speed else "- tok/s", *parts]
         self.query_one("#status", Static).update(" │ ".join(parts))
@@ -283,7 +283,7 @@ class TokentrailApp(App):
         self.push_screen(SettingsScreen(self.settings), apply)
 
     def action_conversations(self) -> None:
-        store = getattr(self.memory, "conversations", None)
+        store = self.memory.conversations if self.memory is not None else None
         if store is None:
             self.notify("no memory database: start with --memory PATH to keep conversations", severity="warning")
             return

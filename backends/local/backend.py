@@ -40,7 +40,7 @@ class LocalBackend:
     """
 
     name = "local"
-    supports_constraints = True
+    supports_constraints = supports_tool_calls = supports_logprobs = True
 
     def __init__(
         self,
@@ -97,6 +97,10 @@ class LocalBackend:
     def tool_format(self) -> ToolFormat | None:
         """How this model's chat template writes tool calls; None when it knows no tools."""
         return native_format(self.loaded.chat_template or CHATML)
+
+    @property
+    def native_tool_calls(self) -> bool:
+        return self.tool_format is not None
 
     def _prepared(self, request: GenerationRequest) -> tuple[GenerationRequest, ToolFormat | None, list[int]]:
         """(the request as the engine runs it, the format of the calls its reply may hold, its prompt ids)."""

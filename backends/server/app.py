@@ -40,7 +40,7 @@ class OpenAIServer:
     def __init__(self, backend: Backend, model_id: str | None = None, api_key: str | None = None,
                  embedder: Embedder | None = None, max_waiting: int = 64, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.backend = backend
-        self.model_id = model_id or getattr(backend, "model_name", None) or backend.name
+        self.model_id = model_id or backend.model_name or backend.name
         self.api_key = api_key or None
         self.embedder = embedder
         self.queue = GenerationQueue(backend, max_waiting)
@@ -119,7 +119,7 @@ class OpenAIServer:
 
     def _chat_ids(self) -> list[str]:
         """The id we list, and the model's own name, which clients may have from elsewhere."""
-        return list(dict.fromkeys([self.model_id, getattr(self.backend, "model_name", self.model_id)]))
+        return list(dict.fromkeys([self.model_id, self.backend.model_name]))
 
     def _model_ids(self) -> list[str]:
         return [self.model_id] + ([self.embedder.name] if self.embedder is not None else [])
