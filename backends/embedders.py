@@ -44,7 +44,7 @@ class MiniLMEmbedder:
     def encoder(self) -> Any:
         if self._encoder is None:
             from backends.local.bert import SentenceEncoder
-            from backends.local.store import pull
+            from backends.local.model_cache import pull
 
             self._encoder = SentenceEncoder(Path(self._folder) if self._folder else pull("minilm"))
         return self._encoder

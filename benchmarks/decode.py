@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/decode.py [--model PATH.gguf ...] [--new-tokens 64] [--repeats 3] [--compile]
 
 Models: SmolLM2-135M-Instruct Q4_1 (pulled), a qwen2-family Q4_K_M-like file built from
-SmolLM2's weights (tests/.../tiny.py), and any --model you pass. Each engine runs in its
+SmolLM2's weights (tests/fixtures/tiny_models.py), and any --model you pass. Each engine runs in its
 own process (peak memory is per process) on the same GGUF, the same token ids, the same
 number of threads, greedy. transformers (pip install -e ".[goldens]") and llama-cpp-python
 are optional peers: their rows appear when they are installed. Then the agent: one
@@ -47,7 +47,7 @@ def ours(path: Path, precision: str, compile: bool) -> Run:
     import torch
 
     from backends.local.backend import LocalBackend
-    from backends.local.generate import decode
+    from backends.local.decode_loop import decode
 
     backend = LocalBackend(model=str(path), precision=precision, compile=compile)
     model = backend.loaded.model
@@ -179,8 +179,8 @@ def main() -> None:
 
     import torch
 
-    from backends.local.store import pull
-    from tests.test_backends.test_local.tiny import write_smollm2_as_qwen2
+    from backends.local.model_cache import pull
+    from tests.fixtures.tiny_models import write_smollm2_as_qwen2
 
     qwen2 = write_smollm2_as_qwen2(Path(tempfile.mkdtemp()) / "smollm2-as-qwen2-q4_k_m.gguf")
     models = {"SmolLM2-135M Q4_1": pull("smollm2"), "qwen2-family Q4_K_M-like (SmolLM2 weights)": qwen2}

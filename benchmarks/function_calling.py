@@ -165,8 +165,8 @@ def evaluate(code: Path, model: Path | None, limit: int) -> dict[str, tuple[int,
 
 
 def models(tmp: Path, extra: list[Path]) -> list[tuple[str, Path | None]]:
-    from tests.test_backends.test_local.chat_families import FAMILIES, build_chat_model, template
-    from tests.test_backends.test_local.tiny import write_smollm2_as_qwen2
+    from tests.fixtures.chat_families import FAMILIES, build_chat_model, template
+    from tests.fixtures.tiny_models import write_smollm2_as_qwen2
 
     out: list[tuple[str, Path | None]] = [("SmolLM2-135M (default, text fallback)", None),
                                           ("SmolLM2-135M under Qwen2.5's template",

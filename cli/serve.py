@@ -39,7 +39,7 @@ def _model_id(model: str | None) -> str:
 def serve(host: str, port: int, api_key: str | None, backend: str, model: str | None, max_waiting: int,
           embeddings: bool, options: tuple[str, ...], precision: str | None) -> None:
     """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/embeddings)."""
-    from backends.local.store import model_path
+    from backends.local.model_cache import model_path
     from backends.server.app import OpenAIServer
     from backends.server.run import serve as run_server
 

@@ -18,8 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.local.store import pull  # noqa: E402
-from tests.test_backends.test_local.tiny import build  # noqa: E402
+from backends.local.model_cache import pull  # noqa: E402
+from tests.fixtures.tiny_models import build  # noqa: E402
 
 TINY_FAMILIES = ["llama", "qwen2", "mistral"]
 TINY_IDS = [5, 17, 100, 3, 250, 42, 7, 300, 1, 2, 64, 128, 9, 77, 201, 33]

@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from tests.test_backends.test_local.tiny import build  # noqa: E402
+from tests.fixtures.tiny_models import build  # noqa: E402
 
 GOLDENS = Path(__file__).resolve().parent / "test_backends" / "goldens"
 
@@ -26,7 +26,7 @@ def tiny_models(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
 def chat_models(tmp_path_factory) -> dict:
     """family -> a tiny model of a family that calls tools (Qwen2.5, Llama 3.1, Mistral) on the local backend."""
     from backends.local.backend import LocalBackend
-    from tests.test_backends.test_local.chat_families import FAMILIES, build_chat_model
+    from tests.fixtures.chat_families import FAMILIES, build_chat_model
 
     tmp = tmp_path_factory.mktemp("chat")
     return {name: LocalBackend(build_chat_model(tmp, name), auto_pull=False) for name in FAMILIES}

@@ -10,7 +10,7 @@ from agent import Agent
 from agent.events import Final, ToolCalled, ToolReturned
 from backends import SamplingParams
 from backends.scripted import ScriptedBackend
-from tests.test_backends.test_local.chat_families import FAMILIES
+from tests.fixtures.chat_families import FAMILIES
 from tools import tool
 
 calls_made: list[str] = []

@@ -28,7 +28,7 @@ def _wait_for(session: str, predicate, timeout: float) -> str:
 def test_chat_answers_a_question_in_tmux(tmp_path):
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed, so there is no real terminal to drive")
-    from backends.local.store import pull
+    from backends.local.model_cache import pull
 
     pull("smollm2")
     session = f"tokentrail-{uuid.uuid4().hex[:8]}"

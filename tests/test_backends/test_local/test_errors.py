@@ -10,7 +10,7 @@ from gguf import GGMLQuantizationType, GGUFWriter
 from backends import BackendError, GenerationRequest, Message, load_backend
 from backends.local.config import ModelLoadError
 from backends.local.loader import load_model
-from tests.test_backends.test_local.tiny import random_weights, tiny_config, tiny_tokenizer, write_gguf
+from tests.fixtures.tiny_models import random_weights, tiny_config, tiny_tokenizer, write_gguf
 
 
 def test_missing_file(tmp_path):

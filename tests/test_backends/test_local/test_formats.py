@@ -7,7 +7,7 @@ from gguf.quants import dequantize, quantize
 
 from backends.local.loader import load_model
 from tests.conftest import GOLDENS
-from tests.test_backends.test_local.tiny import (
+from tests.fixtures.tiny_models import (
     GGMLQuantizationType,
     random_weights,
     tiny_config,

@@ -8,8 +8,8 @@ from gguf import GGUFReader
 
 from backends.local.config import ModelLoadError
 from backends.local.gguf_reader import GGUFFile
-from tests.test_backends.test_local.tiny import GGMLQuantizationType as QT
-from tests.test_backends.test_local.tiny import random_weights, tiny_config, tiny_tokenizer, write_gguf
+from tests.fixtures.tiny_models import GGMLQuantizationType as QT
+from tests.fixtures.tiny_models import random_weights, tiny_config, tiny_tokenizer, write_gguf
 
 
 @pytest.fixture(scope="module")

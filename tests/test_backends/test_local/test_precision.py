@@ -7,10 +7,10 @@ from backends import BackendError, GenerationRequest, Message, SamplingParams, l
 from backends.local import loader
 from backends.local.loader import load_model
 from backends.local.quant import DenseLinear, GGUFRows, Int4Linear, Int8Linear, OutputHead
-from tests.test_backends.test_local.tiny import (
+from tests.fixtures.tiny_models import (
     GGMLQuantizationType as QT,
 )
-from tests.test_backends.test_local.tiny import (
+from tests.fixtures.tiny_models import (
     random_weights,
     tiny_config,
     tiny_tokenizer,

@@ -12,7 +12,7 @@ import torch
 from pydoc_data.topics import topics
 
 from backends import load_backend
-from tests.test_backends.test_local.tiny import write_smollm2_as_qwen2
+from tests.fixtures.tiny_models import write_smollm2_as_qwen2
 
 pytestmark = pytest.mark.model
 

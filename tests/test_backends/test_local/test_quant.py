@@ -18,8 +18,8 @@ from backends.local.quant import (
     int8_rows,
     linear,
 )
-from tests.test_backends.test_local.tiny import GGMLQuantizationType as QT
-from tests.test_backends.test_local.tiny import quantize_q4_k
+from tests.fixtures.tiny_models import GGMLQuantizationType as QT
+from tests.fixtures.tiny_models import quantize_q4_k
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from backends.local.chat_template import CHATML
 from backends.local.tokenizer import LocalTokenizer
 from backends.local.tool_calls import call_grammar, prepare, with_parsed_calls
 from backends.local.tool_formats import Hermes
-from tests.test_backends.test_local.tiny import tiny_tokenizer
+from tests.fixtures.tiny_models import tiny_tokenizer
 
 TOKENIZER = LocalTokenizer(tiny_tokenizer(), 0, [2], False)  # no tool tags in its vocabulary: they are text
 

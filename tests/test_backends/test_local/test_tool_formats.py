@@ -12,7 +12,7 @@ from backends.local.constraints import GrammarMask
 from backends.local.tool_calls import call_grammar, spelling
 from backends.local.tool_formats import Hermes, Llama3, Mistral, native_format
 from backends.types import Constraint
-from tests.test_backends.test_local.chat_families import FAMILIES, template
+from tests.fixtures.chat_families import FAMILIES, template
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",

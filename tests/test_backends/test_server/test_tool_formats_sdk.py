@@ -8,7 +8,7 @@ import pytest
 
 from backends.server.app import OpenAIServer
 from backends.server.run import background
-from tests.test_backends.test_local.chat_families import FAMILIES
+from tests.fixtures.chat_families import FAMILIES
 from tests.test_backends.test_local.test_tool_formats import TOOLS, valid
 
 openai = pytest.importorskip("openai")

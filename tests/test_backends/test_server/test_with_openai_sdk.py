@@ -24,7 +24,7 @@ PERSON = {"type": "object", "additionalProperties": False, "required": ["name", 
 
 @pytest.fixture(scope="module")
 def served():
-    from backends.local.store import pull
+    from backends.local.model_cache import pull
 
     pull("smollm2"), pull("minilm")
     with socket.socket() as s:

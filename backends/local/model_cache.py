@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.local.config import ModelLoadError
+from backends.paths import home
 
 DEFAULT_MODEL = "smollm2"
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -57,13 +58,6 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 class PullError(ModelLoadError):
     pass
-
-
-def home() -> Path:
-    if os.environ.get("TOKENTRAIL_HOME"):
-        return Path(os.environ["TOKENTRAIL_HOME"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tokentrail"
 
 
 def model_path(name: str) -> Path:
