@@ -18,6 +18,7 @@ pull: install
 	$(BIN)/tokentrail pull
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 chat: install

@@ -1,7 +1,19 @@
 """The agent loop: plan, act, verify, streamed as typed events."""
 
-from agent.events import (ContextTrimmed, ErrorEvent, Event, Final, MemoryRecalled, PhaseStarted, PlanMade, RunStarted,
-                          TokenChosen, ToolCalled, ToolReturned, Verdict)
+from agent.events import (
+                          ContextTrimmed,
+                          ErrorEvent,
+                          Event,
+                          Final,
+                          MemoryRecalled,
+                          PhaseStarted,
+                          PlanMade,
+                          RunStarted,
+                          TokenChosen,
+                          ToolCalled,
+                          ToolReturned,
+                          Verdict,
+)
 from agent.loop import Agent, RunResult
 
 __all__ = ["Agent", "ContextTrimmed", "ErrorEvent", "Event", "Final", "MemoryRecalled", "PhaseStarted", "PlanMade",

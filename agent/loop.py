@@ -5,17 +5,30 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from dataclasses import dataclass
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from agent import prompts
 from agent.context import SHORT_OBSERVATION, ContextOverflow, fit, shorten
-from agent.events import (ContextTrimmed, ErrorEvent, Event, Final, MemoryRecalled, Phase, PhaseStarted, PlanMade,
-                          RunStarted, TokenChosen, ToolCalled, ToolReturned, Verdict)
+from agent.events import (
+    ContextTrimmed,
+    ErrorEvent,
+    Event,
+    Final,
+    MemoryRecalled,
+    Phase,
+    PhaseStarted,
+    PlanMade,
+    RunStarted,
+    TokenChosen,
+    ToolCalled,
+    ToolReturned,
+    Verdict,
+)
 from agent.turns import ANSWER_LINE, VERDICT_SCHEMA, TurnError, act_schema, parse_json, parse_turn, plan_schema
 from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams, ToolCall
 from backends.schemas import closed, explain_validation

@@ -20,8 +20,7 @@ import httpx
 
 from backends.base import BackendError
 from backends.scripted import ScriptedTokenizer
-from backends.types import (FinishReason, Generation, GenerationRequest, Message, SamplingParams, TokenEvent, ToolCall,
-                            Usage)
+from backends.types import FinishReason, Generation, GenerationRequest, Message, SamplingParams, TokenEvent, ToolCall, Usage
 
 DEFAULT_CONTEXT_WINDOW = 8192
 UNKNOWN_TOKEN_ID = -1  # the server does not say which ids it sampled

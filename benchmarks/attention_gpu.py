@@ -31,7 +31,8 @@ def check_correctness() -> None:
     for tq, tk, hq, hkv, d, causal in [(1, 1, 8, 8, 64, True), (65, 130, 12, 4, 128, True), (1000, 1000, 8, 2, 64, True),
                                        (777, 2049, 16, 16, 128, True), (513, 513, 4, 4, 80, False)]:
         q, k, v = rand(2, hq, tq, d), rand(2, hkv, tk, d), rand(2, hkv, tk, d)
-        err = (prefill_attention(q, k, v, causal=causal).float() - prefill_attention_ref(q, k, v, causal).float()).abs().max().item()
+        ours, reference = prefill_attention(q, k, v, causal=causal), prefill_attention_ref(q, k, v, causal)
+        err = (ours.float() - reference.float()).abs().max().item()
         worst = max(worst, err)
         assert err < 2e-2, f"prefill {tq}x{tk} hq={hq} hkv={hkv} d={d}: max error {err}"
     for b, hq, hkv, t, d in [(1, 32, 8, 4097, 128), (16, 8, 8, 1000, 64), (3, 12, 4, 777, 128)]:

@@ -83,7 +83,8 @@ def main() -> None:
     mask_times: list[float] = []
     mask = GrammarMask(Constraint(json_schema=SCHEMA), backend.tokenizer, backend.loaded.config.vocab_size)
     generation = backend.generate(GenerationRequest(
-        messages=messages, sampling=SamplingParams(temperature=0, max_tokens=args.tokens), constraint=Constraint(json_schema=SCHEMA)))
+        messages=messages, sampling=SamplingParams(temperature=0, max_tokens=args.tokens),
+        constraint=Constraint(json_schema=SCHEMA)))
     for token in generation.token_ids:
         start = time.perf_counter()
         mask(logits, History(prompt))

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-S, N, I = {"type": "string"}, {"type": "number"}, {"type": "integer"}
+S, N, INT = {"type": "string"}, {"type": "number"}, {"type": "integer"}
 
 
 def fn(name: str, description: str, required: list[str], **properties: dict) -> dict:
@@ -44,7 +44,7 @@ TOOLS = [
        ["amount", "from_currency", "to_currency"], amount=N, from_currency=S, to_currency=S),
     fn("calculate_bmi", "Body mass index from weight and height", ["weight_kg", "height_m"], weight_kg=N, height_m=N),
     fn("get_stock_price", "Latest price of a stock by its ticker symbol", ["ticker"], ticker=S),
-    fn("set_timer", "Start a countdown timer", ["minutes"], minutes=I),
+    fn("set_timer", "Start a countdown timer", ["minutes"], minutes=INT),
     fn("translate", "Translate text into another language", ["text", "target_language"], text=S, target_language=S),
     fn("find_restaurants", "Find restaurants in a city serving a cuisine", ["city", "cuisine"], city=S, cuisine=S),
     fn("get_time", "Current local time in a city", ["city"], city=S),

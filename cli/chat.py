@@ -7,9 +7,9 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from cli.run import SAFE_TOOLS, selected_tools
-from cli.common import backend_options, make_backend, memory_path, precision_option, pull_progress, validation_message
 from backends import SamplingParams, load_backend
+from cli.common import backend_options, make_backend, memory_path, precision_option, pull_progress, validation_message
+from cli.run import SAFE_TOOLS, selected_tools
 
 
 def _pull_default_model() -> None:

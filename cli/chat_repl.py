@@ -11,7 +11,8 @@ from backends import Backend, BackendError, GenerationRequest, Message, Sampling
 HELP = "Commands: /reset clears the conversation, /quit leaves (or Ctrl-D)."
 
 
-def chat_loop(backend: Backend, sampling: SamplingParams, read: Callable[[str], str] = input, console: Console | None = None) -> list[Message]:
+def chat_loop(backend: Backend, sampling: SamplingParams, read: Callable[[str], str] = input,
+              console: Console | None = None) -> list[Message]:
     """Reads user turns until /quit or end of input; streams each reply. Returns the conversation."""
     console = console or Console()
     console.print(f"[bold]tokentrail chat[/] · backend {backend.name} · {HELP}")

@@ -11,8 +11,8 @@ import click
 from pydantic import ValidationError
 
 from backends import BackendError, load_backend
-from backends.schemas import explain_validation
 from backends.local.config import PRECISIONS
+from backends.schemas import explain_validation
 
 
 def version_string() -> str:

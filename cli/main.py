@@ -12,12 +12,12 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from cli.run import run_agent, tools
+from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams, TokenEvent
 from cli.chat import chat
 from cli.common import make_backend, precision_option, pull_progress, validation_message, version_string
-from cli.serve import serve
 from cli.memory_and_logs import logs, memory
-from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams, TokenEvent
+from cli.run import run_agent, tools
+from cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

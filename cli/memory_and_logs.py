@@ -66,6 +66,7 @@ def logs(db: str | None, count: int, run_id: str | None) -> None:
             return
         for run in store.traces.runs(count):
             verified = {1: "verified", 0: "not verified"}.get(run["verified"], "")
-            click.echo(f"{run['id']}  {run['started_at']}  {run['status']:9} {verified:12} {run['events']:4} events  {run['task'][:60]}")
+            click.echo(f"{run['id']}  {run['started_at']}  {run['status']:9} {verified:12} {run['events']:4} events  "
+                       f"{run['task'][:60]}")
             if run["answer"]:
                 click.echo(f"    answer: {' '.join(run['answer'].split())[:150]}")

@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from backends.embedders import Embedder, load_embedder
 from memory.chunking import chunk_spans, word_spans
+from memory.conversations import Conversations
 from memory.schema import migrate
 from memory.search import Hit, SearchMode, bm25_search, fuse, vector_search
-from memory.conversations import Conversations
 from memory.traces import Traces
 
 BUSY_TIMEOUT_MS = 30_000
@@ -126,7 +126,8 @@ class Memory:
             else:
                 doc_id = conn.execute(
                     "INSERT INTO documents (source, title, content_hash, metadata, chunk_count, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)", [source, title, content_hash, json.dumps(metadata or {}), len(chunks), now, now],
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [source, title, content_hash, json.dumps(metadata or {}), len(chunks), now, now],
                 ).lastrowid
             conn.executemany(
                 "INSERT INTO chunks (document_id, position, text, token_count, content_hash) VALUES (?, ?, ?, ?, ?)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.binding import Binding
 from textual.widgets import Input
 
+
 class HistoryInput(Input):
     """An input box that recalls earlier messages with Up and Down."""
 

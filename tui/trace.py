@@ -9,8 +9,18 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from agent.events import (ContextTrimmed, ErrorEvent, Event, Final, MemoryRecalled, PlanMade, RunStarted, ToolCalled,
-                          ToolReturned, Verdict)
+from agent.events import (
+    ContextTrimmed,
+    ErrorEvent,
+    Event,
+    Final,
+    MemoryRecalled,
+    PlanMade,
+    RunStarted,
+    ToolCalled,
+    ToolReturned,
+    Verdict,
+)
 
 LEAF_CHARS = 160
 

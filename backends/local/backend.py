@@ -12,14 +12,14 @@ import torch
 from backends.base import BackendError, collect
 from backends.local import attention as attention_impl
 from backends.local import tool_calls
+from backends.local.beam import CachedBeams, beam_search
 from backends.local.chat_template import CHATML, ChatTemplateError, render_chat
 from backends.local.config import ModelLoadError, check_precision
-from backends.local.beam import CachedBeams, beam_search
 from backends.local.constraints import GrammarMask
 from backends.local.decode_loop import decode, prepare_cache
 from backends.local.loader import LoadedModel, load_model
-from backends.local.sampling import Sampler
 from backends.local.model_cache import Progress, resolve
+from backends.local.sampling import Sampler
 from backends.local.tokenizer import IncrementalDetokenizer, LocalTokenizer
 from backends.local.tool_formats import ToolFormat, native_format
 from backends.stops import StopMatcher

@@ -105,7 +105,8 @@ class SentenceEncoder:
             weights = load_file(str(folder / "model.safetensors"))
             self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         except (OSError, KeyError, json.JSONDecodeError, SafetensorError, Exception) as exc:
-            raise ModelLoadError(f"{folder}: not a loadable BERT sentence-embedding folder ({type(exc).__name__}: {exc})") from exc
+            problem = f"{type(exc).__name__}: {exc}"
+            raise ModelLoadError(f"{folder}: not a loadable BERT sentence-embedding folder ({problem})") from exc
         if cfg.get("model_type") != "bert":
             raise ModelLoadError(f"{folder}: model_type {cfg.get('model_type')!r} is not 'bert'")
         with torch.device("meta"):

@@ -19,7 +19,6 @@ from backends.local.processors import History
 from backends.local.tokenizer import LocalTokenizer
 from backends.types import Constraint
 
-
 MAX_STATE = 600  # characters of llguidance's parser state quoted in an error
 # Compact JSON as json.dumps writes it: small models wander when whitespace is free.
 COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}

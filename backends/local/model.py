@@ -52,7 +52,8 @@ class RMSNorm(nn.Module):
 
 
 class KVCache(nn.Module):
-    def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
         super().__init__()
         shape = (batch, n_kv_heads, max_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
@@ -121,7 +122,8 @@ class Block(nn.Module):
         )
         self.ffn_norm = RMSNorm(as_float(take("post_attention_layernorm.weight"), dtype), c.norm_eps)
         self.feed_forward = FeedForward(
-            c.ffn_dim, fused_linear([take("mlp.gate_proj.weight"), take("mlp.up_proj.weight")]), linear(take("mlp.down_proj.weight"))
+            c.ffn_dim, fused_linear([take("mlp.gate_proj.weight"), take("mlp.up_proj.weight")]),
+            linear(take("mlp.down_proj.weight")),
         )
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:

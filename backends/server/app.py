@@ -28,8 +28,18 @@ from starlette.routing import Route
 from backends.base import Backend, BackendError
 from backends.embedders import Embedder
 from backends.server.queue import GenerationQueue
-from backends.server.wire import (FINISH, APIError, ChatCompletionRequest, chunk, completion, invalid, logprob_entry,
-                                  sse, tool_call_dicts, usage_dict)
+from backends.server.wire import (
+    FINISH,
+    APIError,
+    ChatCompletionRequest,
+    chunk,
+    completion,
+    invalid,
+    logprob_entry,
+    sse,
+    tool_call_dicts,
+    usage_dict,
+)
 from backends.types import TokenEvent, Usage
 
 MAX_BODY_BYTES = 4 * 2**20

@@ -204,8 +204,9 @@ def completion(id: str, model: str, events: list[TokenEvent], usage: Usage, logp
     message: dict[str, Any] = {"role": "assistant", "content": content if content or not last.tool_calls else None}
     if last.tool_calls:
         message["tool_calls"] = tool_call_dicts(last.tool_calls, streaming=False)
+    entries = [logprob_entry(e) for e in events if e.finish_reason != "eos"]
     choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": FINISH[last.finish_reason or "eos"],
-                              "logprobs": {"content": [logprob_entry(e) for e in events if e.finish_reason != "eos"]} if logprobs else None}
+                              "logprobs": {"content": entries} if logprobs else None}
     return {"id": id, "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [choice], "usage": usage_dict(usage)}
 

@@ -190,7 +190,8 @@ def test_memory_recall_and_traces(tmp_path):
 
 
 def test_continuing_a_conversation():
-    backend = ScriptedBackend(replies=[plan("a"), answer("Paris"), verdict(True), plan("b"), answer("About 2 million"), verdict(True)])
+    backend = ScriptedBackend(replies=[plan("a"), answer("Paris"), verdict(True),
+                                       plan("b"), answer("About 2 million"), verdict(True)])
     agent = Agent(backend)
     first = agent.run("Capital of France?")
     second = agent.run("And its population?", messages=first.messages)

@@ -15,7 +15,8 @@ def test_objects_are_closed_and_free_strings_bounded_only_when_asked():
     assert params["additionalProperties"] is False and params["properties"]["meta"]["additionalProperties"] is False
     assert "maxLength" not in params["properties"]["path"]
     agent = call_parameters(TOOL, max_string=160)
-    assert agent["properties"]["path"]["maxLength"] == 160 and agent["properties"]["meta"]["properties"]["tag"]["maxLength"] == 160
+    assert agent["properties"]["path"]["maxLength"] == 160
+    assert agent["properties"]["meta"]["properties"]["tag"]["maxLength"] == 160
     assert "maxLength" not in agent["properties"]["mode"]  # an enum is bounded already
     assert call_parameters({"type": "function", "function": {"name": "ping"}}) == {"type": "object", "properties": {},
                                                                                    "additionalProperties": False}

@@ -84,9 +84,9 @@ def test_chat_loop_keeps_the_conversation():
 
     from rich.console import Console
 
-    from cli.chat_repl import chat_loop
     from backends import SamplingParams
     from backends.scripted import ScriptedBackend
+    from cli.chat_repl import chat_loop
 
     lines = iter(["hello", "", "/reset", "again", "/quit"])
     backend = ScriptedBackend(replies=["Hi there.", "Hello again."])
@@ -135,6 +135,7 @@ def test_run_prints_the_loop_as_it_happens(tmp_path):
     assert "verified" in run("logs", "--db", str(db)).output
     as_json = run("run", "task", "-b", "scripted", "-o", f"replies={json.dumps(replies)}", "--json", "-w", str(tmp_path))
     events = [json.loads(line) for line in as_json.output.splitlines()]
-    assert events[0]["type"] == "run_started" and events[-1] == {"type": "final", "answer": "3367", "verified": True, "reason": ""}
+    assert events[0]["type"] == "run_started"
+    assert events[-1] == {"type": "final", "answer": "3367", "verified": True, "reason": ""}
     bad = run("run", "task", "-b", "scripted", "--tools", "calculator,nope")
     assert bad.exit_code == 2 and "unknown tools ['nope']" in bad.output

@@ -13,7 +13,8 @@ import pytest
 from memory import Memory
 
 ROOT = Path(__file__).resolve().parents[2]
-INGEST = "import sys; from memory import Memory; Memory(sys.argv[1], embedder=None, chunk_tokens=50, overlap=10).add_path(sys.argv[2])"
+INGEST = ("import sys; from memory import Memory; "
+          "Memory(sys.argv[1], embedder=None, chunk_tokens=50, overlap=10).add_path(sys.argv[2])")
 
 
 def make_folder(folder: Path, files: int, words: int, tag: str) -> None:

@@ -34,7 +34,8 @@ def test_add_path_skips_binaries_and_reports(tmp_path):
     with Memory(tmp_path / "m.db", embedder=None) as m:
         report = m.add_path(folder, on_file=lambda path, outcome: seen.append((path.name, outcome)))
         assert sorted(p.split("/")[-1] for p in report.added) == ["a.md", "b.py"]
-        assert sorted((p.split("/")[-1], why) for p, why in report.skipped) == [("image.png", "binary file"), ("latin1.txt", "not UTF-8 text")]
+        skipped = sorted((p.split("/")[-1], why) for p, why in report.skipped)
+        assert skipped == [("image.png", "binary file"), ("latin1.txt", "not UTF-8 text")]
         assert ("config", "added") not in seen
         again = m.add_path(folder)
         assert len(again.unchanged) == 2 and not again.added

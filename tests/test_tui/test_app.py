@@ -5,17 +5,16 @@ import time
 import pytest
 from textual.widgets import DataTable, Input, Markdown, Switch
 
+from agent.turns import partial_answer
 from backends import BackendError
 from backends.scripted import ScriptedBackend
 from memory import Memory
+from tests.test_tui.scripts import answer, calls, plan, scripted, simple_exchange, verdict
 from tools import ToolRegistry, tool
 from tui import TokentrailApp
-from agent.turns import partial_answer
 from tui.decoding import DecodingPanel
 from tui.screens import ApprovalScreen, SettingsScreen
 from tui.trace import TraceTree
-
-from tests.test_tui.scripts import answer, calls, plan, scripted, simple_exchange, verdict
 
 pytestmark = pytest.mark.anyio
 

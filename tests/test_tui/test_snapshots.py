@@ -2,9 +2,8 @@
 
 import itertools
 
-from tui import TokentrailApp
-
 from tests.test_tui.scripts import scripted, simple_exchange
+from tui import TokentrailApp
 
 SIZE = (140, 40)
 

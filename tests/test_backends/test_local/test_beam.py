@@ -51,7 +51,8 @@ def test_width_one_equals_greedy_on_the_model(tiny_models):
     backend = load_backend("local", model=str(tiny_models["qwen2"][1]))
     messages = [Message(role="user", content="the quick brown fox")]
     greedy = backend.generate(GenerationRequest(messages=messages, sampling=SamplingParams(temperature=0, max_tokens=8)))
-    beam1 = backend.generate(GenerationRequest(messages=messages, sampling=SamplingParams(temperature=0, max_tokens=8, beam_width=1)))
+    beam1 = backend.generate(GenerationRequest(
+        messages=messages, sampling=SamplingParams(temperature=0, max_tokens=8, beam_width=1)))
     beam4 = backend.generate(GenerationRequest(
         messages=messages, sampling=SamplingParams(temperature=0, max_tokens=8, beam_width=4, length_penalty=0.0)))
     assert greedy.token_ids == beam1.token_ids

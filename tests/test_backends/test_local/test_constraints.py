@@ -59,7 +59,8 @@ def ask(backend, prompt, constraint, **sampling):
 
 @pytest.mark.parametrize(
     ("model", "prompt"),
-    [(Shape, "Describe a triangle as JSON."), (Inventory, "List a shop's fruit as JSON."), (Verdict, "Is 2+2=5? Answer as JSON.")],
+    [(Shape, "Describe a triangle as JSON."), (Inventory, "List a shop's fruit as JSON."),
+     (Verdict, "Is 2+2=5? Answer as JSON.")],
 )
 @pytest.mark.parametrize(("temperature", "seed"), [(0.0, None), (0.7, 1), (1.0, 2), (1.0, 3)])
 def test_json_schema_output_always_validates(smollm2, model, prompt, temperature, seed):

@@ -63,7 +63,8 @@ def test_unsupported_quantization(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(ModelLoadError, match="q8k.gguf: tensor token_embd.weight uses quantization Q8_K, which cannot be dequantized"):
+    problem = "q8k.gguf: tensor token_embd.weight uses quantization Q8_K, which cannot be dequantized"
+    with pytest.raises(ModelLoadError, match=problem):
         load_model(path)
 
 

@@ -88,7 +88,8 @@ def test_decode_split_count_does_not_change_the_answer():
         (lambda: prefill_attention(*inputs((1, 3, 4, 64), (1, 2, 4, 64), torch.float32)), "multiple of key/value heads"),
         (lambda: prefill_attention(*inputs((1, 2, 8, 64), (1, 2, 4, 64), torch.float32)), "at least as many keys"),
         (lambda: prefill_attention(*inputs((1, 2, 4, 64), (1, 2, 4, 64), torch.float64)), "float16, bfloat16 or float32"),
-        (lambda: decode_attention(*inputs((2, 2, 64), (2, 2, 8, 64), torch.float32), torch.tensor([8])), "seq_lens must have shape"),
+        (lambda: decode_attention(*inputs((2, 2, 64), (2, 2, 8, 64), torch.float32), torch.tensor([8])),
+         "seq_lens must have shape"),
     ],
 )
 def test_bad_inputs(call, message):
@@ -114,7 +115,8 @@ def test_whole_model_through_triton_matches_torch(tiny_models):
 def test_backend_option_and_environment_choose_the_kernels(tiny_models, monkeypatch):
     from backends import BackendError, GenerationRequest, Message, SamplingParams, load_backend
 
-    request = GenerationRequest(messages=[Message(role="user", content="hello")], sampling=SamplingParams(temperature=0, max_tokens=6))
+    request = GenerationRequest(messages=[Message(role="user", content="hello")],
+                                sampling=SamplingParams(temperature=0, max_tokens=6))
     path = str(tiny_models["llama"][1])
     by_option = load_backend("local", model=path, attention="triton")
     assert by_option.attention == "triton"

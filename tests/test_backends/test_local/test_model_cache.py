@@ -51,7 +51,8 @@ def test_pull_extracts_once_with_progress(fake_model):
 
 
 def test_sha256_mismatch_leaves_nothing(fake_model, monkeypatch):
-    monkeypatch.setitem(model_cache.KNOWN_MODELS, "fake", fake_model.spec.__class__(**{**fake_model.spec.__dict__, "sha256": "0" * 64}))
+    wrong = fake_model.spec.__class__(**{**fake_model.spec.__dict__, "sha256": "0" * 64})
+    monkeypatch.setitem(model_cache.KNOWN_MODELS, "fake", wrong)
     with pytest.raises(model_cache.PullError, match="does not match the pinned"):
         model_cache.pull("fake")
     assert not (model_cache.home() / "models" / "fake" / "weights.gguf").exists()

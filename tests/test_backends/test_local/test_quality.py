@@ -6,10 +6,10 @@ Q4_K_M files carry (Q4_K, Q4_0, Q4_1, Q5_0, Q8_0; QKV biases; NEOX RoPE layout).
 """
 
 import math
+from pydoc_data.topics import topics
 
 import pytest
 import torch
-from pydoc_data.topics import topics
 
 from backends import load_backend
 from tests.fixtures.tiny_models import write_smollm2_as_qwen2
