@@ -90,7 +90,7 @@ class Agent:
         model_verify: let the model check the answer when no verifier failed.
         max_plan_steps: at most this many plan steps.
         max_parallel_calls: tool calls one act turn may make; independent calls run at once.
-        recall_k: memory hits recalled for the task.
+        recall_k: memory hits recalled for the task (0: none; the memory then only records the run).
         native_tools: act through the model's own tool-call format (default: when the backend's model has one).
     """
 
@@ -160,10 +160,12 @@ class Agent:
                 if traces:
                     traces.log(run_id, event)
                 yield event
-        finally:
+        finally:  # a run stopped part way (Ctrl+C, a consumer that stopped reading) is recorded as such
             if traces and final is not None:
                 traces.finish(run_id, "verified" if final.verified else "done" if final.answer else "failed",
                               final.answer, final.verified)
+            elif traces:
+                traces.finish(run_id, "interrupted")
 
     async def arun(self, task: str, messages: Sequence[Message] = ()) -> RunResult:
         return await asyncio.to_thread(self.run, task, messages)
@@ -190,7 +192,7 @@ class Agent:
     def _run(self, task: str, previous: list[Message], run_id: str | None) -> Iterator[Event]:
         yield RunStarted(task=task, run_id=run_id, backend=self.backend.name)
         hits: list[dict[str, Any]] = []
-        if self.memory is not None:
+        if self.memory is not None and self.recall_k > 0:
             hits = [{"chunk_id": h.chunk_id, "source": h.source, "score": h.score, "text": h.text}
                     for h in self.memory.search(task, k=self.recall_k)]
             yield MemoryRecalled(hits=hits)

@@ -33,6 +33,7 @@ def chat_loop(backend: Backend, sampling: SamplingParams, read: Callable[[str], 
             continue
         messages.append(Message(role="user", content=line))
         reply: list[str] = []
+        console.print("[bold]assistant>[/] ", end="")
         try:
             for event in backend.stream(GenerationRequest(messages=messages, sampling=sampling)):
                 reply.append(event.text)

@@ -92,13 +92,20 @@ def memory_path(db: str | None) -> Path:
     return Path(db) if db else memory_database()
 
 
-def open_memory(db: str | None, embedder: bool = True):
+def open_memory(db: str | None, embedder: bool = True, must_exist: bool = False):
+    """The memory database `db` (default: $TOKENTRAIL_HOME/memory.db). must_exist: for commands that only
+    read it, a path that names no database is an error, not a new empty one."""
     from memory import Memory, MemoryStoreError
 
+    path = memory_path(db)
+    if must_exist and not path.exists():
+        raise click.ClickException(f"no memory database at {path}; `tokentrail memory add PATH` creates one, "
+                                   "and `tokentrail run` logs into the default one")
     try:
-        return Memory(memory_path(db), embedder="minilm" if embedder else None)
+        return Memory(path, embedder="minilm" if embedder else None)
     except MemoryStoreError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-db_option = click.option("--db", default=None, help="Memory database (default: $TOKENTRAIL_HOME/memory.db).")
+db_option = click.option("--memory", "--db", "db", default=None,
+                         help="The memory database (default: $TOKENTRAIL_HOME/memory.db).")

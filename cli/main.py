@@ -52,7 +52,7 @@ def _print_logprobs(events: list[TokenEvent]) -> None:
 @click.option("--backend", "-b", default="local", show_default=True, help="Backend name (see `tokentrail backends`).")
 @click.option("--model", "-m", default=None, help="Model path or name, for backends that take one.")
 @click.option("--system", "-s", default=None, help="System prompt.")
-@click.option("--temperature", "-t", type=float, default=0.7, show_default=True, help="0 means greedy.")
+@click.option("--temperature", "-t", type=float, default=None, help="0 means greedy  [default: 0.7; 0 with --beam-width]")
 @click.option("--top-p", type=float, default=1.0, show_default=True)
 @click.option("--top-k", type=int, default=0, show_default=True, help="0 means off.")
 @click.option("--min-p", type=float, default=0.0, show_default=True)
@@ -63,7 +63,7 @@ def _print_logprobs(events: list[TokenEvent]) -> None:
 @click.option("--seed", type=int, default=None, help="Makes sampling reproducible.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable); never printed.")
 @click.option("--logprobs", type=int, default=0, help="Show each token's probability and N alternatives (stderr).")
-@click.option("--beam-width", type=int, default=1, show_default=True, help="Beam search (needs -t 0).")
+@click.option("--beam-width", type=int, default=1, show_default=True, help="Beam search (deterministic: temperature 0).")
 @click.option("--length-penalty", type=float, default=1.0, show_default=True)
 @click.option("--json-schema", type=click.Path(exists=True, dir_okay=False), help="Constrain the reply to this JSON Schema file.")
 @click.option("--regex", default=None, help="Constrain the reply to this regular expression.")
@@ -75,6 +75,10 @@ def generate(prompt: str, backend: str, model: str | None, system: str | None, m
              stop: tuple[str, ...], precision: str | None, **sampling_flags: Any) -> None:
     """Stream the model's reply to PROMPT to standard output."""
     messages = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=prompt)]
+    if sampling_flags["temperature"] is None:
+        sampling_flags["temperature"] = 0.0 if sampling_flags["beam_width"] > 1 else 0.7
+        if sampling_flags["beam_width"] > 1:
+            click.echo("beam search is deterministic: temperature 0", err=True)
     try:
         sampling = SamplingParams(max_tokens=max_tokens, logprobs=logprobs, stop=list(stop), **sampling_flags)
     except ValidationError as exc:
@@ -91,8 +95,13 @@ def generate(prompt: str, backend: str, model: str | None, system: str | None, m
         raise click.ClickException(str(exc)) from exc
     sys.stdout.write("\n")
     if logprobs:
+        if sampling.beam_width > 1:
+            click.echo("beam search scores whole beams: each token's probability is shown, no alternatives", err=True)
         _print_logprobs(events)
     if events and events[-1].finish_reason == "length":
+        if request.constraint is not None:  # half a JSON object is not what was asked for
+            raise click.ClickException(f"stopped at --max-tokens {max_tokens} before the output was complete: "
+                                       "it does not match the constraint yet; raise --max-tokens")
         click.echo(f"[stopped at --max-tokens {max_tokens}]", err=True)
 
 

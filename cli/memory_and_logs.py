@@ -37,17 +37,21 @@ def memory_add(paths: tuple[str, ...], db: str | None, no_embeddings: bool) -> N
 @click.option("--source", default=None, help="Only documents whose source matches this glob.")
 def memory_search(query: str, db: str | None, mode: str, k: int, source: str | None) -> None:
     """Search memory."""
-    with open_memory(db, embedder=mode != "bm25") as store:
-        for hit in store.search(query, k=k, mode=mode, source=source):
+    with open_memory(db, embedder=mode != "bm25", must_exist=True) as store:
+        hits = store.search(query, k=k, mode=mode, source=source)
+        for hit in hits:
             snippet = " ".join(hit.text.split())[:160]
             click.echo(f"[{hit.chunk_id}] {hit.score:.4f}  {hit.source}\n    {snippet}")
+        if not hits:
+            chunks = store.stats().get("chunks", 0)
+            click.echo(f"no matches for {query!r} ({mode}, {chunks} chunks in {store.path})", err=True)
 
 
 @memory.command("stats")
 @db_option
 def memory_stats(db: str | None) -> None:
     """Counts of documents, chunks, embeddings, notes and runs."""
-    with open_memory(db, embedder=False) as store:
+    with open_memory(db, embedder=False, must_exist=True) as store:
         for key, value in store.stats().items():
             click.echo(f"{key:10} {value}")
 
@@ -58,15 +62,20 @@ def memory_stats(db: str | None) -> None:
 @click.option("--run", "run_id", default=None, help="Show every event of one run.")
 def logs(db: str | None, count: int, run_id: str | None) -> None:
     """Recent agent runs and their events, from the memory database."""
-    with open_memory(db, embedder=False) as store:
+    with open_memory(db, embedder=False, must_exist=True) as store:
         if run_id:
-            for event in store.traces.events(run_id):
+            events = store.traces.events(run_id)
+            if not events:
+                raise click.ClickException(f"no run {run_id!r} in {store.path}; `tokentrail logs` lists the recent ones")
+            for event in events:
                 payload = {k: v for k, v in event["payload"].items() if k != "type"}
                 click.echo(f"{event['seq']:4} {event['type']:12} {json.dumps(payload, ensure_ascii=False)[:200]}")
             return
-        for run in store.traces.runs(count):
-            verified = {1: "verified", 0: "not verified"}.get(run["verified"], "")
-            click.echo(f"{run['id']}  {run['started_at']}  {run['status']:9} {verified:12} {run['events']:4} events  "
-                       f"{run['task'][:60]}")
+        runs = store.traces.runs(count)
+        if not runs:
+            click.echo(f"no runs recorded in {store.path}", err=True)
+        for run in runs:  # status: verified, done (answered, not verified), failed, interrupted, running
+            status = run["status"] + (", verified" if run["verified"] and run["status"] != "verified" else "")
+            click.echo(f"{run['id']}  {run['started_at']}  {status:11} {run['events']:4} events  {run['task'][:60]}")
             if run["answer"]:
                 click.echo(f"    answer: {' '.join(run['answer'].split())[:150]}")

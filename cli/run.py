@@ -110,35 +110,55 @@ def _print_event(event: Any) -> None:
         click.secho(f"{label}: {event.answer}" if event.answer is not None else f"no answer: {event.reason}", bold=True)
 
 
-@click.command("run")
+def _refuse_without_yes(request: Any) -> str:
+    return "`tokentrail run` asks no questions; run it again with --yes to allow tools that ask for approval"
+
+
+EXIT_VERIFIED, EXIT_NO_ANSWER, EXIT_UNVERIFIED, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+
+@click.command("run", epilog="Exit status: 0 a verified answer; 3 an answer that failed verification; 1 no answer "
+                             "(the step budget ran out, or the model failed); 2 bad usage; 130 interrupted.")
 @click.argument("task")
 @click.option("--backend", "-b", default="local", show_default=True)
 @click.option("--model", "-m", default=None)
 @click.option("--tools", "tool_names", default=None,
               help=f"Comma-separated tool names (default: {','.join(SAFE_TOOLS)}); any built-in or plugin tool.")
 @click.option("--workspace", "-w", type=click.Path(file_okay=False, exists=True), default=".", show_default=True)
-@click.option("--memory", "memory_path", default=None, help="A memory database to recall from and trace into.")
+@click.option("--memory", "memory_path", default=None,
+              help="A memory database to recall from and log into (default: log into $TOKENTRAIL_HOME/memory.db, no recall).")
+@click.option("--no-log", is_flag=True, help="Record nothing of this run.")
 @click.option("--json", "as_json", is_flag=True, help="One event per line, as JSON.")
+@click.option("--tokens", is_flag=True, help="With --json, also each token the model chose.")
 @click.option("--yes", "-y", is_flag=True, help="Approve tools that ask for approval (write_file, python).")
-@click.option("--max-steps", type=int, default=6, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=6, show_default=True, help="Act turns at most.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
 @precision_option
 def run_agent(task: str, backend: str, model: str | None, tool_names: str | None, workspace: str,
-              memory_path: str | None, as_json: bool, yes: bool, max_steps: int, options: tuple[str, ...],
-              precision: str | None) -> None:
+              memory_path: str | None, no_log: bool, as_json: bool, tokens: bool, yes: bool, max_steps: int,
+              options: tuple[str, ...], precision: str | None) -> None:
     """Run the agent on TASK: plan, act with tools, verify; events print as they happen."""
     from agent import Agent
-    from tools import approve_all, deny_all
+    from tools import approve_all
 
-    registry = selected_tools(workspace, tool_names, approve_all if yes else deny_all)
-    store = open_memory(memory_path) if memory_path else None
-    agent = Agent(make_backend(backend, model, options, precision), tools=registry, memory=store, max_steps=max_steps)
+    registry = selected_tools(workspace, tool_names, approve_all if yes else _refuse_without_yes)
+    store = None if no_log else open_memory(memory_path, embedder=memory_path is not None)
+    agent = Agent(make_backend(backend, model, options, precision), tools=registry, memory=store, max_steps=max_steps,
+                  recall_k=3 if memory_path else 0)
+    final = None
     try:
         for event in agent.stream(task):
-            if as_json:
+            final = event if event.type == "final" else final
+            if as_json and (tokens or event.type != "token"):
                 click.echo(event.model_dump_json())
-            elif event.type != "token":
+            elif not as_json and event.type != "token":
                 _print_event(event)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
         if store is not None:
             store.close()
+    if final is None or final.answer is None:
+        raise SystemExit(EXIT_NO_ANSWER)
+    raise SystemExit(EXIT_VERIFIED if final.verified else EXIT_UNVERIFIED)

@@ -268,5 +268,7 @@ class Memory:
         return {
             "path": str(self.path), "documents": count("documents"), "chunks": count("chunks"),
             "embeddings": count("embeddings"), "notes": count("notes"), "runs": count("runs"), "events": count("events"),
-            "embedder": self.embedder.name if self.embedder else None, "bytes": self.path.stat().st_size,
+            # the models the stored embeddings were made with (not whether this handle loaded one)
+            "embedder": ", ".join(r[0] for r in self.db.execute("SELECT DISTINCT model FROM embeddings")) or None,
+            "bytes": self.path.stat().st_size,
         }

@@ -26,12 +26,13 @@ class Traces:
         return run_id
 
     def log(self, run_id: str, event: BaseModel | dict[str, Any]) -> None:
-        payload = event.model_dump(mode="json") if isinstance(event, BaseModel) else dict(event)
+        # pydantic's JSON, as `run --json` prints it: -inf logprobs become null, never -Infinity (not JSON)
+        payload = json.loads(event.model_dump_json()) if isinstance(event, BaseModel) else dict(event)
         kind = str(payload.get("type", "event"))
         self.db.execute(
             "INSERT INTO events (run_id, seq, type, payload, created_at) "
             "VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM events WHERE run_id = ?), ?, ?, ?)",
-            [run_id, run_id, kind, json.dumps(payload, ensure_ascii=False, default=str), _now()],
+            [run_id, run_id, kind, json.dumps(payload, ensure_ascii=False, default=str, allow_nan=False), _now()],
         )
 
     def finish(self, run_id: str, status: str, answer: str | None = None, verified: bool | None = None) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -38,7 +37,8 @@ class ApprovalRequest(BaseModel):
     arguments: dict[str, Any]
 
 
-Approver = Callable[[ApprovalRequest], bool]
+# True approves; False refuses; a string refuses and says what would approve it ("pass --yes").
+Approver = Callable[[ApprovalRequest], bool | str]
 
 
 def deny_all(request: ApprovalRequest) -> bool:
@@ -47,14 +47,6 @@ def deny_all(request: ApprovalRequest) -> bool:
 
 def approve_all(request: ApprovalRequest) -> bool:
     return True
-
-
-def _last_frame(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return ""
-    frame = frames[-1]
-    return f" (at {Path(frame.filename).name}:{frame.lineno} in {frame.name})"
 
 
 def _cap(text: str, limit: int) -> str:
@@ -147,26 +139,29 @@ class ToolRegistry:
             return failed("invalid arguments: " + explain_validation(exc))
         except ArgumentsError as exc:
             return failed(str(exc))
-        if tool.requires_approval and not self._approved(tool, arguments):
-            return failed(f"the user did not approve running '{name}' with these arguments")
+        verdict = self._approval(tool, arguments) if tool.requires_approval else True
+        if verdict is not True:
+            why = f": {verdict}" if isinstance(verdict, str) and verdict else ""
+            return failed(f"the user did not approve running '{name}' with these arguments{why}")
         try:
             value = _run_with_timeout(tool, kwargs)
         except TimeoutError as exc:
             return failed(str(exc))
         except Exception as exc:
-            return failed(f"{type(exc).__name__}: {exc}{_last_frame(exc)}")
+            return failed(f"{type(exc).__name__}: {exc}")  # what went wrong, not where in the tool's code
         return ToolResult(ok=True, output=_cap(to_text(value), self.max_output_chars), duration=time.perf_counter() - start)
 
     async def acall(self, name: str, arguments: str | dict[str, Any] | None) -> ToolResult:
         return await asyncio.to_thread(self.call, name, arguments)
 
-    def _approved(self, tool: Tool, arguments: dict[str, Any]) -> bool:
+    def _approval(self, tool: Tool, arguments: dict[str, Any]) -> bool | str:
         if self.approver is None:
             return False
         try:
-            return bool(self.approver(ApprovalRequest(name=tool.name, arguments=arguments)))
+            verdict = self.approver(ApprovalRequest(name=tool.name, arguments=arguments))
         except Exception:
             return False  # an approver that breaks says no
+        return verdict if isinstance(verdict, str) else bool(verdict)
 
     @classmethod
     def from_entry_points(cls, approver: Approver | None = None) -> ToolRegistry:

@@ -150,7 +150,8 @@ class LocalBackend:
                     top: list[tuple[str, float]] = []
                     if alternatives:
                         values, ids = torch.topk(logprobs, alternatives)
-                        top = [(display(int(i)), float(v)) for v, i in zip(values, ids)]
+                        # a token the processors ruled out (-inf) is no alternative: a forced token has none
+                        top = [(display(int(i)), float(v)) for v, i in zip(values, ids) if v > float("-inf")]
                     yield token, float(logprobs[token]), top, cached
                     cached = None
 

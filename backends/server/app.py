@@ -134,9 +134,10 @@ class OpenAIServer:
     def _model_ids(self) -> list[str]:
         return [self.model_id] + ([self.embedder.name] if self.embedder is not None else [])
 
-    def _check_model(self, name: str, ids: list[str]) -> None:
-        if name not in ids:
-            raise APIError(404, f"The model {name!r} does not exist; this server has {', '.join(map(repr, ids))}.",
+    def _check_model(self, name: str, accepted: list[str]) -> None:
+        if name not in accepted:  # named by what /v1/models lists, though a model's own name is accepted too
+            listed = [m for m in self._model_ids() if m in accepted] or accepted
+            raise APIError(404, f"The model {name!r} does not exist; this server has {', '.join(map(repr, listed))}.",
                            param="model", code="model_not_found")
 
     # routes

@@ -111,7 +111,7 @@ def test_file_tools_inside_the_workspace(workspace):
         ("read_file", {"path": "notes\x00.md"}, "NUL"),
         ("read_file", {"path": "~/x"}, "is absolute"),
         ("read_file", {"path": "blob.bin"}, "binary file"),
-        ("read_file", {"path": "missing.txt"}, "is not a file"),
+        ("read_file", {"path": "missing.txt"}, "does not exist"),
         ("list_files", {"path": "src/../.."}, "steps outside"),
         ("search_files", {"pattern": "(unclosed"}, "invalid regular expression"),
         ("write_file", {"path": "../escape.txt", "content": "x"}, "steps outside"),

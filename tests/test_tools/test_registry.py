@@ -68,7 +68,7 @@ def test_a_good_call(registry):
         ("add", '{"a": 1}', "argument 'b' is required"),
         ("add", '{"a": "one", "b": 2}', "argument 'a': Input should be a valid integer"),
         ("add", '{"a": 1, "b": 2, "c": 3}', "unexpected argument 'c'"),
-        ("explode", '{"message": "boom"}', "RuntimeError: boom (at test_registry.py:"),
+        ("explode", '{"message": "boom"}', "RuntimeError: boom"),
         ("slow", '{"seconds": 5}', "did not finish within 0.3 s"),
         ("launch", '{"target": "moon"}', "did not approve"),
     ],
@@ -76,7 +76,7 @@ def test_a_good_call(registry):
 def test_failures_come_back_as_results(registry, name, arguments, needle):
     result = registry.call(name, arguments)
     assert not result.ok and result.output == ""
-    assert needle in result.error
+    assert needle in result.error and "(at " not in result.error  # what went wrong, not where in the code
 
 
 def test_timeout_returns_promptly(registry):

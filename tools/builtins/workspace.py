@@ -71,6 +71,8 @@ def file_tools(workspace: Workspace) -> list:
             path: A file relative to the workspace root.
         """
         target = workspace.resolve(path)
+        if not target.exists():
+            raise WorkspaceError(f"'{path}' does not exist")
         if not target.is_file():
             raise WorkspaceError(f"'{path}' is not a file")
         size = target.stat().st_size

@@ -1,0 +1,91 @@
+"""`tokentrail run`, `logs` and `memory` as a user meets them: exit codes, what is recorded, what is said."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from cli import main
+
+PLAN = json.dumps({"steps": ["Use the calculator"]})
+CALL = json.dumps({"tool_calls": [{"name": "calculator", "arguments": {"expression": "37 * 91"}}]})
+ANSWER = json.dumps({"answer": "3367"})
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def scripted(*replies):
+    return ["-b", "scripted", "-o", f"replies={json.dumps(list(replies))}"]
+
+
+def test_exit_status_says_how_the_run_ended(tmp_path):
+    verified = run("run", "37 * 91?", *scripted(PLAN, CALL, ANSWER, json.dumps({"passed": True, "reasons": []})))
+    assert verified.exit_code == 0, verified.output
+    unverified = run("run", "37 * 91?", *scripted(PLAN, ANSWER, json.dumps({"passed": False, "reasons": ["no tool used"]}),
+                                                 PLAN, ANSWER, json.dumps({"passed": False, "reasons": ["still"]})))
+    assert unverified.exit_code == 3 and "not verified" in unverified.output
+    budget = run("run", "37 * 91?", "--max-steps", "1", *scripted(PLAN, CALL))
+    assert budget.exit_code == 1 and "step budget of 1 turns ran out" in budget.output
+    nonsense = run("run", "hi", "--max-steps", "0", "-b", "scripted")
+    assert nonsense.exit_code == 2 and "--max-steps" in nonsense.output and "0 is not in the range x>=1" in nonsense.output
+
+
+def test_every_run_is_logged_by_default_and_listed_once(own_home):
+    assert run("run", "37 * 91?", *scripted(PLAN, CALL, ANSWER, json.dumps({"passed": True, "reasons": []}))).exit_code == 0
+    listing = run("logs")
+    assert listing.exit_code == 0 and "37 * 91?" in listing.output
+    assert listing.output.count("verified") == 1  # the status, once
+    assert run("run", "not kept", "--no-log", *scripted(PLAN, ANSWER, json.dumps({"passed": True, "reasons": []}))).exit_code == 0
+    assert "not kept" not in run("logs").output
+    run_id = listing.output.split()[0]
+    detail = run("logs", "--run", run_id)
+    assert detail.exit_code == 0 and "tool_call" in detail.output and "Infinity" not in detail.output
+
+
+def test_json_prints_events_and_tokens_only_on_request(tmp_path):
+    replies = scripted(PLAN, ANSWER, json.dumps({"passed": True, "reasons": []}))
+    events = [json.loads(line) for line in run("run", "x", "--json", "--no-log", *replies).output.splitlines()]
+    assert events and not any(e["type"] == "token" for e in events) and events[-1]["type"] == "final"
+    with_tokens = run("run", "x", "--json", "--tokens", "--no-log", *replies).output.splitlines()
+    assert any(json.loads(line)["type"] == "token" for line in with_tokens)
+
+
+def test_reading_a_database_that_is_not_there_says_so(tmp_path):
+    typo = tmp_path / "typo.db"
+    for command in (["memory", "search", "x"], ["memory", "stats"], ["logs"]):
+        result = run(*command, "--memory", str(typo))
+        assert result.exit_code == 1 and f"no memory database at {typo}" in result.output
+    assert not typo.exists()
+    (tmp_path / "notes.md").write_text("The launch window opens in March.")
+    db = str(tmp_path / "m.db")
+    assert run("memory", "add", str(tmp_path / "notes.md"), "--memory", db, "--no-embeddings").exit_code == 0
+    nothing = run("memory", "search", "zebra", "--memory", db, "--mode", "bm25")
+    assert nothing.exit_code == 0 and "no matches for 'zebra'" in nothing.output
+    missing = run("logs", "--memory", db, "--run", "nosuch")
+    assert missing.exit_code == 1 and "no run 'nosuch'" in missing.output
+    assert "embedder   None" in run("memory", "stats", "--db", db).output  # --db still works
+
+
+def test_a_tool_that_needs_approval_says_how_to_give_it(tmp_path):
+    call = json.dumps({"tool_calls": [{"name": "write_file", "arguments": {"path": "a.txt", "content": "hi"}}]})
+    result = run("run", "write it", "--tools", "write_file", "-w", str(tmp_path), "--max-steps", "1", "--no-log",
+                 *scripted(PLAN, call))
+    assert "run it again with --yes" in result.output and not (tmp_path / "a.txt").exists()
+
+
+def test_ctrl_c_ends_the_run_with_130_and_the_log_says_interrupted(own_home, tmp_path):
+    sleep = json.dumps({"tool_calls": [{"name": "python", "arguments": {"code": "import time; time.sleep(60)"}}]})
+    command = [sys.executable, "-m", "cli", "run", "wait", "--json", "--yes", "--tools", "python", "-w", str(tmp_path),
+               *scripted(PLAN, sleep)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    for line in process.stdout:
+        if json.loads(line)["type"] == "tool_call":
+            break
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    assert "interrupted" in run("logs").output
