@@ -89,3 +89,9 @@ def test_ctrl_c_ends_the_run_with_130_and_the_log_says_interrupted(own_home, tmp
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 130
     assert "interrupted" in run("logs").output
+
+
+def test_a_real_process_exits_with_the_documented_status(own_home):
+    command = [sys.executable, "-m", "cli", "run", "37 * 91?", "--max-steps", "1", *scripted(PLAN, CALL)]
+    finished = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=60)
+    assert finished.returncode == 1 and "no answer: the step budget of 1 turns ran out" in finished.stdout
