@@ -1,18 +1,18 @@
 """The agent loop: plan, act, verify, streamed as typed events."""
 
 from agent.events import (
-                          ContextTrimmed,
-                          ErrorEvent,
-                          Event,
-                          Final,
-                          MemoryRecalled,
-                          PhaseStarted,
-                          PlanMade,
-                          RunStarted,
-                          TokenChosen,
-                          ToolCalled,
-                          ToolReturned,
-                          Verdict,
+    ContextTrimmed,
+    ErrorEvent,
+    Event,
+    Final,
+    MemoryRecalled,
+    PhaseStarted,
+    PlanMade,
+    RunStarted,
+    TokenChosen,
+    ToolCalled,
+    ToolReturned,
+    Verdict,
 )
 from agent.loop import Agent, RunResult
 
