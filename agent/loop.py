@@ -29,6 +29,7 @@ from agent.events import (
     ToolReturned,
     Verdict,
 )
+from agent.grounding import grounding_problems
 from agent.turns import ANSWER_LINE, VERDICT_SCHEMA, TurnError, act_schema, parse_json, parse_turn, plan_schema
 from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams, ToolCall
 from backends.schemas import closed, explain_validation
@@ -87,7 +88,9 @@ class Agent:
         approver: asks before a tool that needs approval runs (default: the registry's).
         sampling: for every model call (default: greedy, 300 tokens, 5 alternatives per token).
         constrain: force plans, calls and verdicts by grammar (default: when the backend supports constraints).
-        model_verify: let the model check the answer when no verifier failed.
+        model_verify: let the model check the answer when no verifier or grounding check failed.
+        check_grounding: check the answer against the task and what the tools found (agent/grounding.py)
+            before any model verdict.
         max_plan_steps: at most this many plan steps.
         max_parallel_calls: tool calls one act turn may make; independent calls run at once.
         recall_k: memory hits recalled for the task (0: none; the memory then only records the run).
@@ -109,6 +112,7 @@ class Agent:
         sampling: SamplingParams | None = None,
         constrain: bool | None = None,
         model_verify: bool = True,
+        check_grounding: bool = True,
         max_plan_steps: int = 5,
         max_parallel_calls: int = 1,
         recall_k: int = 3,
@@ -125,6 +129,7 @@ class Agent:
         self.sampling = sampling or SamplingParams(temperature=0.0, max_tokens=300, logprobs=5)
         self.constrain = backend.supports_constraints if constrain is None else constrain
         self.model_verify, self.recall_k, self.max_parallel_calls = model_verify, recall_k, max_parallel_calls
+        self.check_grounding = check_grounding
         # The act turn in the model's own tool-call format when its chat template has one (the
         # model sees its tools as it was trained to); otherwise the JSON act schema.
         self.native = backend.native_tool_calls if native_tools is None else native_tools
@@ -218,7 +223,7 @@ class Agent:
                 # A turn that only repeats earlier calls learns nothing new: the next turn must answer.
                 answer, answer_only = yield from self._act_turn(task, conversation, evidence, answer_only)
             yield PhaseStarted(phase="verify")
-            verdict = yield from self._verify(task, answer, evidence)
+            verdict = yield from self._verify(task, answer, evidence, [h["text"] for h in hits])
             yield verdict
             if verdict.passed:
                 yield Final(answer=answer, verified=True)
@@ -315,8 +320,11 @@ class Agent:
             return ToolResult(ok=False, error=prompts.REPEATED_CALL.format(result=earlier.shown)), True
         return self.tools.call(name, args), False
 
-    def _verify(self, task: str, answer: str, evidence: list[Observation]) -> Generator[Event, None, Verdict]:
+    def _verify(self, task: str, answer: str, evidence: list[Observation],
+                notes: list[str]) -> Generator[Event, None, Verdict]:
         reasons = [r for check in self.verifiers for r in _reasons(check(answer))]
+        if self.check_grounding and self.output_type is None:
+            reasons += grounding_problems(task, answer, [(o.arguments, o.shown) for o in evidence if o.ok], notes)
         if self.output_type is not None:
             try:
                 self.output_type.model_validate_json(answer)

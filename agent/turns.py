@@ -11,21 +11,33 @@ from typing import Any
 
 from backends.schemas import call_parameters
 
-MAX_STRING = 160  # a bound on every free string, so a constrained reply always fits the budget
+# Every free string is bounded in characters, and every sentence in words and word length too, so
+# that no constrained reply can run to max_tokens inside one field (a plan step of "1000000…", a
+# verdict reason of "1.3.1.1…"): even at one character a token, each phase fits the agent's
+# default budget of 300 tokens.
+MAX_STRING = 160  # an answer line
+ARGUMENT_CHARS = 240  # shared by a call's free string arguments
+STEP_CHARS, REASON_CHARS = 50, 80
 
-
-# A step reads as a sentence: a capitalized word, then words. Without this pattern a small
-# model fills the array with fragments ("./37 * 91", "10.00") that then mislead the act phase.
 ANSWER_LINE = r"[A-Za-z0-9$(\-][^\n]{0,%d}" % (MAX_STRING - 1)
 ANSWER_PATTERN = f"^{ANSWER_LINE}$"
-STEP_PATTERN = r"^[A-Z][a-z]+( [A-Za-z0-9*+/.,?'-]+){1,12}$"
+# A step or a reason reads as a sentence: a capitalized word, then words. Without this a small model
+# fills a plan with fragments ("./37 * 91", "10.00") that then mislead the act phase.
+_WORD = r"[A-Za-z0-9*+/.,?'%=()-]{1,24}"
+STEP_PATTERN = rf"^[A-Z][a-z]{{1,23}}( {_WORD}){{1,12}}$"
+REASON_PATTERN = rf"^[A-Z][a-z]{{0,23}}( {_WORD}){{1,16}}$"
+# An answer in the model's own type: a number (at most 4 decimals: an unbounded fraction never
+# ends), a boolean, or a line of text. A string-only answer bent "1769307" into "math".
+ANSWER_VALUE = {"anyOf": [{"type": "string", "pattern": ANSWER_PATTERN},
+                          {"type": "number", "multipleOf": 0.0001, "minimum": -1e15, "maximum": 1e15},
+                          {"type": "boolean"}]}
 
 
 def plan_schema(max_steps: int) -> dict[str, Any]:
+    step = {"type": "string", "pattern": STEP_PATTERN, "maxLength": STEP_CHARS}
     return {
         "type": "object",
-        "properties": {"steps": {"type": "array", "items": {"type": "string", "pattern": STEP_PATTERN},
-                                 "minItems": 1, "maxItems": max_steps}},
+        "properties": {"steps": {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps}},
         "required": ["steps"], "additionalProperties": False,
     }
 
@@ -33,9 +45,22 @@ def plan_schema(max_steps: int) -> dict[str, Any]:
 VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"passed": {"type": "boolean"},
-                   "reasons": {"type": "array", "items": {"type": "string", "maxLength": 160}, "maxItems": 3}},
+                   "reasons": {"type": "array", "maxItems": 3,
+                               "items": {"type": "string", "pattern": REASON_PATTERN, "maxLength": REASON_CHARS}}},
     "required": ["passed", "reasons"], "additionalProperties": False,
 }
+
+
+def answer_text(value: Any) -> str:
+    """An answer as text: strings as written, numbers and booleans as JSON writes them."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _free_strings(schema: Any) -> int:
+    if isinstance(schema, dict):
+        own = schema.get("type") == "string" and not {"maxLength", "enum", "const"} & set(schema)
+        return own + sum(_free_strings(v) for v in schema.values())
+    return sum(_free_strings(v) for v in schema) if isinstance(schema, list) else 0
 
 
 def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4) -> dict[str, Any]:
@@ -44,7 +69,8 @@ def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4) -> dict[s
     calls = []
     for schema in tool_schemas:
         fn = schema["function"]
-        params = call_parameters(schema, MAX_STRING)
+        strings = max(1, _free_strings(fn.get("parameters") or {})) * max_calls
+        params = call_parameters(schema, max(24, min(MAX_STRING, ARGUMENT_CHARS // strings)))
         definitions.update(params.pop("$defs", {}))
         calls.append({
             "type": "object",
@@ -52,8 +78,8 @@ def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4) -> dict[s
             "required": ["name", "arguments"], "additionalProperties": False,
         })
     # An answer starts like a sentence or a number; without this a small model opens with stray "}" or "]".
-    answer = {"type": "object", "properties": {"answer": {"type": "string", "pattern": ANSWER_PATTERN}},
-              "required": ["answer"], "additionalProperties": False}
+    answer = {"type": "object", "properties": {"answer": ANSWER_VALUE}, "required": ["answer"],
+              "additionalProperties": False}
     options = [answer]
     if calls:
         options.insert(0, {
@@ -163,7 +189,7 @@ def parse_turn(text: str) -> Turn:
     if not isinstance(data, dict):
         raise TurnError("the reply must be a JSON object")
     if "answer" in data and not data.get("tool_calls"):
-        return Turn(answer=str(data["answer"]))
+        return Turn(answer=answer_text(data["answer"]))
     raw_calls = data.get("tool_calls")
     if raw_calls is None and "name" in data:  # a single call written without the list
         raw_calls = [data]

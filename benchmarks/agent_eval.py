@@ -9,7 +9,9 @@ Ways to run the same model on the same tasks, tools, memory and workspace:
           schema) and verdicts
   native  the same loop, its act turn in the model's own tool-call format (only for a model
           whose chat template has one, e.g. --model of a Qwen2.5, Llama 3.1 or Mistral GGUF)
-A task succeeds when the final answer contains the expected text (case-insensitive).
+A task succeeds when the final answer contains the expected text (case-insensitive). Printed per
+way: tasks solved by group, tool calls that ran without error, wrong answers that verification
+passed (agent ways only), and wall time.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ MULTI_STEP = [
     ("Divide 1000 by 8, then add 5. Use the calculator.", "130"),
 ]
 TASKS = ARITHMETIC + MEMORY_TASKS + FILE_TASKS + MULTI_STEP
+GROUPS = {"arithmetic": ARITHMETIC, "memory": MEMORY_TASKS, "files": FILE_TASKS, "multi-step": MULTI_STEP}
 TOOLS = ("calculator", "list_files", "read_file", "search_files", "recall")
 
 
@@ -121,24 +124,36 @@ def main() -> None:
             memory.add_text(text, source=name)
         builtins = ToolRegistry.with_builtins(root / "ws", memory=memory)
         registry = ToolRegistry([builtins.get(n) for n in TOOLS])
+        def agent_run(native: bool):
+            def run(task: str) -> tuple[str | None, bool, int]:
+                result = Agent(backend, tools=registry, memory=memory, native_tools=native).run(task)
+                calls = sum(1 for e in result.events if e.type == "tool_result" and e.ok)
+                return result.answer, result.verified, calls
+            return run
+
         runners = {
-            "react": lambda task: react(backend, registry, task),
-            "agent": lambda task: Agent(backend, tools=registry, memory=memory, native_tools=False).run(task).answer,
+            "react": lambda task: (react(backend, registry, task), False, 0),
+            "agent": agent_run(native=False),
         }
         if backend.tool_format is not None:
-            runners["native"] = lambda task: Agent(backend, tools=registry, memory=memory, native_tools=True).run(task).answer
+            runners["native"] = agent_run(native=True)
         tasks = TASKS[: args.limit]
         for label, run in runners.items():
             if args.only and label != args.only:
                 continue
-            passed, start = 0, time.perf_counter()
+            solved, calls, verified_wrong, start = set(), 0, 0, time.perf_counter()
             for task, expected in tasks:
-                answer = run(task)
+                answer, verified, ran = run(task)
                 ok = answer is not None and expected.lower() in answer.lower()
-                passed += ok
-                print(f"  [{label}] {'PASS' if ok else 'fail'}  {task[:60]:60}  -> {str(answer)[:60]!r}", flush=True)
+                solved |= {task} if ok else set()
+                calls += ran
+                verified_wrong += verified and not ok
+                print(f"  [{label}] {'PASS' if ok else 'fail'}{' V' if verified else '  '}  {task[:60]:60}  "
+                      f"-> {str(answer)[:60]!r}", flush=True)
             elapsed = time.perf_counter() - start
-            print(f"{label}: {passed}/{len(tasks)} tasks ({100 * passed / len(tasks):.0f}%) in {elapsed:.0f} s", flush=True)
+            groups = ", ".join(f"{name} {sum(t in solved for t, _ in group)}/{len(group)}" for name, group in GROUPS.items())
+            print(f"{label}: {len(solved)}/{len(tasks)} tasks ({groups}); {calls} tool calls ran; "
+                  f"{verified_wrong} wrong answers verified; {elapsed:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ def test_run_prints_the_loop_as_it_happens(tmp_path):
     assert "verdict (model): passed matches the tool" in result.output
     assert lines[-1] == "answer (verified): 3367"
     assert "verified" in run("logs", "--db", str(db)).output
-    as_json = run("run", "task", "-b", "scripted", "-o", f"replies={json.dumps(replies)}", "--json", "-w", str(tmp_path))
+    as_json = run("run", "What is 37 * 91?", "-b", "scripted", "-o", f"replies={json.dumps(replies)}", "--json",
+                  "-w", str(tmp_path))
     events = [json.loads(line) for line in as_json.output.splitlines()]
     assert events[0]["type"] == "run_started"
     assert events[-1] == {"type": "final", "answer": "3367", "verified": True, "reason": ""}

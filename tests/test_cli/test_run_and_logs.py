@@ -40,7 +40,9 @@ def test_every_run_is_logged_by_default_and_listed_once(own_home):
     listing = run("logs")
     assert listing.exit_code == 0 and "37 * 91?" in listing.output
     assert listing.output.count("verified") == 1  # the status, once
-    assert run("run", "not kept", "--no-log", *scripted(PLAN, ANSWER, json.dumps({"passed": True, "reasons": []}))).exit_code == 0
+    passed = json.dumps({"passed": True, "reasons": []})
+    kept_out = run("run", "37 * 91, not kept?", "--no-log", *scripted(PLAN, CALL, ANSWER, passed))
+    assert kept_out.exit_code == 0
     assert "not kept" not in run("logs").output
     run_id = listing.output.split()[0]
     detail = run("logs", "--run", run_id)

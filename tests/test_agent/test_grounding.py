@@ -1,0 +1,47 @@
+"""Each grounding check on the failure it prevents (the cases come from real traces)."""
+
+from agent.grounding import grounded_numbers, grounding_problems, numbers
+
+CALC = '{"expression": "4821 * 367"}'
+README = '{"path": "README.md"}'
+
+
+def test_a_quantity_answered_with_words_is_not_grounded():
+    problems = grounding_problems("What is 4821 * 367?", "math", [(CALC, "1769307")])
+    assert any("contains no number" in p for p in problems)
+    assert grounding_problems("What is 4821 * 367?", "1769307", [(CALC, "1769307")]) == []
+    assert grounding_problems("What is 4821 * 367?", "4821 * 367 = 1,769,307", [(CALC, "1769307")]) == []
+
+
+def test_a_number_nothing_produced_is_not_grounded():
+    problems = grounding_problems("Using the notes, how many apples in 14 crates?", "42",
+                                  [('{"query": "Zephyr apples"}', "A crate of Zephyr apples holds 36 apples.")])
+    assert any("The number 42 appears in no tool result" in p for p in problems)
+    assert grounding_problems("What is the budget in euros?", "4200 euros", [], notes=["The budget is 42000 euros."])
+    assert grounding_problems("What is the budget in euros?", "42000 euros", [], notes=["The budget is 42000 euros."]) == []
+
+
+def test_an_answer_about_something_else_is_not_grounded_once_tools_found_things():
+    problems = grounding_problems("Read README.md. Who is the owner?", "The weather is fine",
+                                  [(README, "# Orchard\nOwner: Tomasz.")])
+    assert any("shares no key term" in p for p in problems)
+    assert grounding_problems("Read README.md. Who is the owner?", "Tomasz", [(README, "# Orchard\nOwner: Tomasz.")]) == []
+    assert grounding_problems("What is the capital of France?", "Paris", []) == []  # a direct answer needs no tool
+
+
+def test_an_amount_that_ignores_the_last_result_is_suspect():
+    task = "Add 17 and 25, then multiply the result by 3."
+    calls = [('{"expression": "17 + 25"}', "42"), ('{"expression": "42 * 3"}', "126")]
+    assert any("last tool result" in p for p in grounding_problems(task, "42", calls))
+    assert grounding_problems(task, "126", calls) == []
+
+
+def test_a_calculation_on_invented_numbers_grounds_nothing():
+    echo = [('{"expression": "123456789"}', "123456789")]
+    assert any("123456789" in p for p in grounding_problems("Which cable should be brought?", "123456789", echo))
+    chain = [('{"expression": "12*12"}', "144"), ('{"expression": "144-44"}', "100")]
+    assert grounded_numbers("12 by 12, less 44", chain) >= {144, 100}
+
+
+def test_numbers_are_read_as_values():
+    assert numbers("3,367 apples, -2.5 and 2023-03-22") >= {3367.0, -2.5, 2023.0}

@@ -1,0 +1,57 @@
+"""Every phase's schema ends within the agent's token budget, whatever the model does: random logits
+through the real grammar mask, many times, on a vocabulary of short tokens restricted to ASCII text
+(at least one character a token: the bounds are in characters; a character of another script may
+take several byte tokens)."""
+
+import pytest
+import torch
+
+from agent.turns import VERDICT_SCHEMA, act_schema, parse_json, parse_turn, plan_schema
+from backends.local.constraints import GrammarMask
+from backends.local.tokenizer import LocalTokenizer
+from backends.types import Constraint
+from tests.fixtures.tiny_models import tiny_tokenizer
+from tools import ToolRegistry
+
+BUDGET = 300  # the agent's default max_tokens
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return LocalTokenizer(tiny_tokenizer(), 0, [2], False)
+
+
+def ascii_tokens(tokenizer) -> torch.Tensor:
+    texts = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+    return torch.tensor([bool(t) and t.isascii() and "\ufffd" not in t for t in texts]) | (
+        torch.arange(tokenizer.vocab_size) == tokenizer.eos_token_id)
+
+
+def schemas(tmp_path_factory):
+    tools = ToolRegistry.with_builtins(tmp_path_factory.mktemp("ws")).schemas()
+    # one call a turn, the agent's default; each further parallel call needs about as many tokens again
+    return {"plan": plan_schema(5), "verify": VERDICT_SCHEMA, "act": act_schema(tools, 1), "answer": act_schema([], 1)}
+
+
+@pytest.mark.parametrize("phase", ["plan", "verify", "act", "answer"])
+def test_every_phase_ends_within_its_budget_with_a_readable_reply(tokenizer, tmp_path_factory, phase):
+    schema = schemas(tmp_path_factory)[phase]
+    generator, writable = torch.Generator().manual_seed(0), ascii_tokens(tokenizer)
+    for _ in range(15):
+        mask = GrammarMask(Constraint(json_schema=schema), tokenizer, tokenizer.vocab_size)
+        ids = []
+        for _ in range(BUDGET):
+            logits = torch.randn(tokenizer.vocab_size, generator=generator) * 2
+            logits = mask(logits.masked_fill(~writable, float("-inf")), None)
+            token = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+            mask.consume(token)
+            if token == tokenizer.eos_token_id:
+                break
+            ids.append(token)
+        assert token == tokenizer.eos_token_id, f"{phase} ran past {BUDGET} tokens: {tokenizer.decode(ids)[:200]!r}"
+        text = tokenizer.decode(ids)
+        if phase in ("act", "answer"):
+            turn = parse_turn(text)
+            assert turn.answer is not None or turn.calls
+        else:
+            assert isinstance(parse_json(text), dict)
