@@ -40,6 +40,7 @@ class PlanMade(BaseModel):
     type: Literal["plan"] = "plan"
     steps: list[str]
     replan: bool = False
+    direct: bool = False  # the model chose to answer at once, without a plan or tools
 
 
 class ToolCalled(BaseModel):

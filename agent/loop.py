@@ -30,7 +30,16 @@ from agent.events import (
     Verdict,
 )
 from agent.grounding import grounding_problems
-from agent.turns import ANSWER_LINE, VERDICT_SCHEMA, TurnError, act_schema, parse_json, parse_turn, plan_schema
+from agent.turns import (
+    ANSWER_LINE,
+    VERDICT_SCHEMA,
+    TurnError,
+    act_schema,
+    answer_text,
+    parse_json,
+    parse_turn,
+    plan_schema,
+)
 from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams, ToolCall
 from backends.schemas import closed, explain_validation
 from memory.protocols import MemoryLike
@@ -202,8 +211,19 @@ class Agent:
                     for h in self.memory.search(task, k=self.recall_k)]
             yield MemoryRecalled(hits=hits)
         memory_text = prompts.memory_block(hits)
-        plan = yield from self._plan([Message(role="user", content=prompts.PLAN.format(
-            task=task, memory=memory_text, max_steps=self.max_plan_steps))], replan=False)
+        tool_names = ", ".join(s["function"]["name"] for s in self.tools.schemas()) or "(none)"
+        plan, direct = yield from self._plan([Message(role="user", content=prompts.PLAN.format(
+            task=task, memory=memory_text, tools=tool_names, max_steps=self.max_plan_steps))], replan=False, direct=True)
+        if direct is not None:  # the model answered at once: checked like any answer, else it plans after all
+            yield PhaseStarted(phase="verify")
+            verdict = yield from self._verify(task, direct, [], [h["text"] for h in hits])
+            yield verdict
+            if verdict.passed:
+                yield Final(answer=direct, verified=True)
+                return
+            plan, _ = yield from self._plan([Message(role="user", content=prompts.PLAN_AFTER_DIRECT.format(
+                task=task, memory=memory_text, answer=direct, reasons="\n".join(f"- {r}" for r in verdict.reasons),
+                max_steps=self.max_plan_steps))], replan=True)
         act = prompts.ACT_NATIVE if self.native else prompts.ACT
         act_prompt = act.format(task=task, plan=prompts.numbered(plan), memory=memory_text,
                                 tools=prompts.tool_lines(self.tools.schemas()))
@@ -234,22 +254,29 @@ class Agent:
             replans += 1
             reasons = "\n".join(f"- {r}" for r in verdict.reasons)
             said = Message(role="assistant", content=answer if self.native else json.dumps({"answer": answer}))
-            plan = yield from self._plan([Message(role="user", content=act_prompt), said,
-                                          Message(role="user", content=prompts.REPLAN.format(reasons=reasons))], replan=True)
+            plan, _ = yield from self._plan([Message(role="user", content=act_prompt), said,
+                                             Message(role="user", content=prompts.REPLAN.format(reasons=reasons))], replan=True)
             conversation += [said,
                              Message(role="user", content=prompts.REPLANNED.format(reasons=reasons, plan=prompts.numbered(plan)))]
 
-    def _plan(self, messages: list[Message], replan: bool) -> Generator[Event, None, list[str]]:
+    def _plan(self, messages: list[Message], replan: bool,
+              direct: bool = False) -> Generator[Event, None, tuple[list[str], str | None]]:
+        """(the plan's steps, or a direct answer when `direct` lets the model answer at once)."""
         yield PhaseStarted(phase="plan")
-        text, _ = yield from self._generate(messages, Constraint(json_schema=plan_schema(self.max_plan_steps)), "plan")
+        schema = plan_schema(self.max_plan_steps, direct=direct)
+        text, _ = yield from self._generate(messages, Constraint(json_schema=schema), "plan")
         try:
-            steps = [str(s) for s in parse_json(text).get("steps", [])][: self.max_plan_steps]
+            data = parse_json(text)
+            steps = [str(s) for s in data.get("steps", [])][: self.max_plan_steps]
         except (TurnError, AttributeError):
-            steps = []
+            data, steps = {}, []
+        if direct and "answer" in data and not steps:
+            yield PlanMade(steps=[], replan=replan, direct=True)
+            return [], answer_text(data["answer"])
         if not steps:
             yield ErrorEvent(message="the plan could not be read; acting without one")
         yield PlanMade(steps=steps, replan=replan)
-        return steps
+        return steps, None
 
     def _act_turn(self, task: str, conversation: list[Message], evidence: list[Observation],
                   answer_only: bool) -> Generator[Event, None, tuple[str | None, bool]]:

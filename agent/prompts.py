@@ -9,7 +9,15 @@ SYSTEM = "You are a careful assistant that solves tasks step by step and uses to
 
 PLAN = """Task: {task}
 {memory}
-Write a short plan for this task, at most {max_steps} steps, as JSON with the key "steps"."""
+Tools: {tools}
+Reply with JSON. To answer at once, without tools: {{"answer": ...}}.
+If the task needs tools or several steps: {{"steps": [...]}}, a short plan of at most {max_steps} steps."""
+
+PLAN_AFTER_DIRECT = """Task: {task}
+{memory}
+Your answer "{answer}" was checked and it failed:
+{reasons}
+Write a short plan that uses the tools, at most {max_steps} steps, as JSON with the key "steps"."""
 
 REPLAN = """Your answer was checked and it failed:
 {reasons}

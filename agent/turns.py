@@ -33,13 +33,18 @@ ANSWER_VALUE = {"anyOf": [{"type": "string", "pattern": ANSWER_PATTERN},
                           {"type": "boolean"}]}
 
 
-def plan_schema(max_steps: int) -> dict[str, Any]:
+def plan_schema(max_steps: int, direct: bool = False) -> dict[str, Any]:
+    """A plan of steps; with `direct`, the choice between a plan and answering at once."""
     step = {"type": "string", "pattern": STEP_PATTERN, "maxLength": STEP_CHARS}
-    return {
+    plan = {
         "type": "object",
         "properties": {"steps": {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps}},
         "required": ["steps"], "additionalProperties": False,
     }
+    if not direct:
+        return plan
+    answer = {"type": "object", "properties": {"answer": ANSWER_VALUE}, "required": ["answer"], "additionalProperties": False}
+    return {"anyOf": [plan, answer]}
 
 
 VERDICT_SCHEMA: dict[str, Any] = {

@@ -86,7 +86,9 @@ def selected_tools(workspace: str, tool_names: str | None, approver: Any = None)
 
 def _print_event(event: Any) -> None:
     kind = event.type
-    if kind == "plan":
+    if kind == "plan" and event.direct:
+        click.secho("no plan: answering directly", bold=True)
+    elif kind == "plan":
         click.secho("replan:" if event.replan else "plan:", bold=True)
         for i, step in enumerate(event.steps, start=1):
             click.echo(f"  {i}. {step}")

@@ -186,6 +186,8 @@ class TokentrailApp(App):
         event = message.event
         trace = self.query_one(TraceTree)
         trace.record(event)
+        if not isinstance(event, (TokenChosen, PhaseStarted)):  # keep the newest step in view
+            trace.call_after_refresh(trace.scroll_end, animate=False)
         if isinstance(event, PhaseStarted):
             self._set_status(f"{event.phase}…")
         elif isinstance(event, TokenChosen):

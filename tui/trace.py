@@ -50,7 +50,8 @@ class TraceTree(Tree):
             for hit in event.hits:
                 node.add_leaf(f"[{hit['chunk_id']}] {hit['source']}: {_short(hit['text'], 100)}")
         elif isinstance(event, PlanMade):
-            node = turn.add(Text("replan" if event.replan else "plan", style="magenta"), expand=True)
+            label = "direct answer, no plan" if event.direct else "replan" if event.replan else "plan"
+            node = turn.add(Text(label, style="magenta"), expand=True)
             for number, step in enumerate(event.steps, start=1):
                 node.add_leaf(f"{number}. {_short(step)}")
         elif isinstance(event, ToolCalled):

@@ -236,3 +236,21 @@ def test_real_model_uses_the_calculator(smollm2):
     assert call.name == "calculator"
     assert any(e.type == "tool_result" and e.ok and e.output == "3367" for e in result.events)
     assert result.answer is not None and "3367" in result.answer
+
+
+def test_a_task_the_model_can_answer_gets_no_plan_and_no_tools():
+    backend = ScriptedBackend(replies=[answer("Hello! How can I help?"), verdict(True)])
+    result = Agent(backend, tools=[add]).run("Say hello.")
+    assert kinds(result.events) == ["run_started", "phase:plan", "plan", "phase:verify", "verdict", "final"]
+    decision = next(e for e in result.events if e.type == "plan")
+    assert decision.direct and decision.steps == [] and result.answer == "Hello! How can I help?" and result.verified
+
+
+def test_a_direct_answer_that_fails_its_checks_falls_back_to_a_plan():
+    backend = ScriptedBackend(replies=[answer("3797"), plan("Use the add tool"), calls(("add", {"a": 37, "b": 91})),
+                                       answer("128"), verdict(True)])
+    result = Agent(backend, tools=[add]).run("What is 37 + 91?")
+    plans = [e for e in result.events if e.type == "plan"]
+    assert plans[0].direct and plans[1].steps == ["Use the add tool"]
+    assert "The number 3797 appears in no tool result" in backend.requests[1].messages[-1].content
+    assert result.answer == "128" and result.verified

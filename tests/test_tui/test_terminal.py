@@ -37,7 +37,8 @@ def test_chat_answers_a_question_in_tmux(tmp_path):
     try:
         _wait_for(session, lambda s: "│ ready" in s, timeout=120)
         subprocess.run(["tmux", "send-keys", "-t", session, "What is 37 * 91? Use the calculator.", "Enter"], check=True)
-        screen = _wait_for(session, lambda s: "verified" in s or "no answer" in s, timeout=240)
+        # the answer pane and the trace's last node ("answer (verified)") are drawn by separate messages
+        screen = _wait_for(session, lambda s: ("verified" in s or "no answer" in s) and "answer (" in s, timeout=240)
         assert "What is 37 * 91? Use the calculator." in screen
         assert "calculator(" in screen  # the trace tree shows the tool call
         assert "3367" in screen
