@@ -210,19 +210,19 @@ class Agent:
             hits = [{"chunk_id": h.chunk_id, "source": h.source, "score": h.score, "text": h.text}
                     for h in self.memory.search(task, k=self.recall_k)]
             yield MemoryRecalled(hits=hits)
-        memory_text = prompts.memory_block(hits)
+        memory_text, notes = prompts.memory_block(hits), [h["text"] for h in hits]
         tool_names = ", ".join(s["function"]["name"] for s in self.tools.schemas()) or "(none)"
         plan, direct = yield from self._plan([Message(role="user", content=prompts.PLAN.format(
             task=task, memory=memory_text, tools=tool_names, max_steps=self.max_plan_steps))], replan=False, direct=True)
         if direct is not None:  # the model answered at once: checked like any answer, else it plans after all
             yield PhaseStarted(phase="verify")
-            verdict = yield from self._verify(task, direct, [], [h["text"] for h in hits])
+            verdict = yield from self._verify(task, direct, [], notes)
             yield verdict
             if verdict.passed:
                 yield Final(answer=direct, verified=True)
                 return
             plan, _ = yield from self._plan([Message(role="user", content=prompts.PLAN_AFTER_DIRECT.format(
-                task=task, memory=memory_text, answer=direct, reasons="\n".join(f"- {r}" for r in verdict.reasons),
+                task=task, memory=memory_text, answer=direct, reasons=prompts.bullets(verdict.reasons),
                 max_steps=self.max_plan_steps))], replan=True)
         act = prompts.ACT_NATIVE if self.native else prompts.ACT
         act_prompt = act.format(task=task, plan=prompts.numbered(plan), memory=memory_text,
@@ -243,7 +243,7 @@ class Agent:
                 # A turn that only repeats earlier calls learns nothing new: the next turn must answer.
                 answer, answer_only = yield from self._act_turn(task, conversation, evidence, answer_only)
             yield PhaseStarted(phase="verify")
-            verdict = yield from self._verify(task, answer, evidence, [h["text"] for h in hits])
+            verdict = yield from self._verify(task, answer, evidence, notes)
             yield verdict
             if verdict.passed:
                 yield Final(answer=answer, verified=True)
@@ -252,7 +252,7 @@ class Agent:
                 yield Final(answer=answer, verified=False, reason="verification failed: " + "; ".join(verdict.reasons))
                 return
             replans += 1
-            reasons = "\n".join(f"- {r}" for r in verdict.reasons)
+            reasons = prompts.bullets(verdict.reasons)
             said = Message(role="assistant", content=answer if self.native else json.dumps({"answer": answer}))
             plan, _ = yield from self._plan([Message(role="user", content=act_prompt), said,
                                              Message(role="user", content=prompts.REPLAN.format(reasons=reasons))], replan=True)

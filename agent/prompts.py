@@ -79,6 +79,10 @@ def tool_lines(schemas: list[dict[str, Any]]) -> str:
     return "\n".join(lines) or "(none)"
 
 
+def bullets(lines: list[str]) -> str:
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def numbered(steps: list[str]) -> str:
     return "\n".join(f"{i}. {step}" for i, step in enumerate(steps, start=1)) or "(no plan)"
 

@@ -84,8 +84,11 @@ class LocalBackend:
         except ChatTemplateError as exc:
             raise BackendError(f"{self.loaded.source}: {exc}") from exc
 
+    def _encoded(self, request: GenerationRequest) -> list[int]:
+        return self.tokenizer.encode(self.render(request.messages, request.tools))
+
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
-        ids = self.tokenizer.encode(self.render(request.messages, request.tools))
+        ids = self._encoded(request)
         if len(ids) >= self.context_window:
             raise BackendError(
                 f"the prompt is {len(ids)} tokens; the context window of {self.model_name} is "
@@ -104,13 +107,15 @@ class LocalBackend:
 
     def _prepared(self, request: GenerationRequest) -> tuple[GenerationRequest, ToolFormat | None, list[int]]:
         """(the request as the engine runs it, the format of the calls its reply may hold, its prompt ids)."""
-        request, calls = tool_calls.prepare(request, self.loaded.chat_template or CHATML, self.tokenizer)
+        request, calls = self._with_tools(request)
         return request, calls, self.prompt_ids(request)
+
+    def _with_tools(self, request: GenerationRequest) -> tuple[GenerationRequest, ToolFormat | None]:
+        return tool_calls.prepare(request, self.loaded.chat_template or CHATML, self.tokenizer)
 
     def count_prompt(self, request: GenerationRequest) -> int:
         """How many tokens the request's prompt takes, as stream() will build it (even past the context window)."""
-        request, _ = tool_calls.prepare(request, self.loaded.chat_template or CHATML, self.tokenizer)
-        return len(self.tokenizer.encode(self.render(request.messages, request.tools)))
+        return len(self._encoded(self._with_tools(request)[0]))
 
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
         request, calls, prompt = self._prepared(request)
