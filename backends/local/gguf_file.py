@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,14 @@ from backends.local.gguf_reader import GGUFFile, TensorInfo
 from backends.local.quant import (
     INT4_TYPES,
     GGUFRows,
-    Int8Weight,
+    Int4Weight,
     LoadSummary,
     Weight,
+    concat,
     dequantize_rows,
+    int4_fits,
     int4_from_gguf,
+    int4_groups,
     int8_rows,
     map_rows,
 )
@@ -110,30 +114,31 @@ def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary:
 
     Token embeddings and the output head also keep the file's blocks (`<name>.rows`), looked
     up row by row: embeddings of the prompt's tokens, the head's top candidates. The head's
-    matmul is int8 whatever its type; an untied embedding needs no matmul at all.
+    matmul only ranks the candidates, so it is int4 groups whatever the file's type (int8
+    rows where the kernel's shape limits forbid); an untied embedding needs no matmul at all.
     """
     base = name.removesuffix(".weight")
     if name == "model.embed_tokens.weight" and not tied:
         summary.add("rows", info.name)
         return {name: GGUFRows(file.raw(info), info.type)}
     if name in ("lm_head.weight", "model.embed_tokens.weight"):
-        summary.add("int8+rows", info.name)
-        return {name: _int8(file, info), base + ".rows": GGUFRows(file.raw(info), info.type)}
+        rough = _requantized(file, info, int4_groups if int4_fits(tuple(info.shape)) else int8_rows)
+        summary.add(("int4" if isinstance(rough, Int4Weight) else "int8") + "+rows", info.name)
+        return {name: rough, base + ".rows": GGUFRows(file.raw(info), info.type)}
     if len(info.shape) != 2:
         return {name: _float(file, info)}
     if info.type in INT4_TYPES:
         summary.add("int4", info.name)
         return {name: int4_from_gguf(file.raw(info), info.type)}
     summary.add("int8", info.name)
-    return {name: _int8(file, info)}
+    return {name: _requantized(file, info, int8_rows)}
 
 
-def _int8(file: GGUFFile, info: TensorInfo, chunk: int = 4096) -> Int8Weight:
-    """Requantized to int8 rows a few thousand rows at a time: a float32 copy of a whole
-    vocabulary-sized matrix would be the peak of the load."""
+def _requantized(file: GGUFFile, info: TensorInfo, quantize: Callable[[torch.Tensor], Weight], chunk: int = 4096) -> Weight:
+    """Dequantized and quantized again a few thousand rows at a time: a float32 copy of a
+    whole vocabulary-sized matrix would be the peak of the load."""
     raw = file.raw(info)
-    parts = [int8_rows(dequantize_rows(raw[i : i + chunk], info.type)) for i in range(0, raw.shape[0], chunk)]
-    return Int8Weight(torch.cat([p.q for p in parts]), torch.cat([p.scale for p in parts]))
+    return concat([quantize(dequantize_rows(raw[i : i + chunk], info.type)) for i in range(0, raw.shape[0], chunk)])
 
 
 def _int_list(values: Any) -> list[int] | None:

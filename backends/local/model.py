@@ -17,7 +17,17 @@ from torch import Tensor, nn
 
 from backends.local.attention import attention
 from backends.local.config import ModelConfig, ModelLoadError
-from backends.local.quant import DenseLinear, Int8Linear, Int8Weight, OutputHead, Weight, as_float, fused_linear, linear
+from backends.local.quant import (
+    DenseLinear,
+    Int4Linear,
+    Int8Linear,
+    Int8Weight,
+    OutputHead,
+    Weight,
+    as_float,
+    fused_linear,
+    linear,
+)
 
 
 def rope_inv_freq(config: ModelConfig, freq_factors: Tensor | None = None) -> Tensor:
@@ -154,8 +164,9 @@ class Transformer(nn.Module):
             self.output = linear(embedding if tied else _take(w, "lm_head.weight", dtype))
         except (KeyError, RuntimeError, ValueError) as exc:
             raise ModelLoadError(f"weights do not fit the model: {exc}") from exc
-        if isinstance(self.output, Int8Linear):
-            self.output = OutputHead(self.output, w.get("model.embed_tokens.rows" if tied else "lm_head.rows"))
+        rows = w.get("model.embed_tokens.rows" if tied else "lm_head.rows")
+        if isinstance(self.output, Int8Linear) or (rows is not None and isinstance(self.output, Int4Linear)):
+            self.output = OutputHead(self.output, rows)
         self.norm = RMSNorm(as_float(_take(w, "model.norm.weight", dtype), dtype), config.norm_eps)
         self.tok_embeddings = self._lookup(w.get("model.embed_tokens.rows", embedding), tied)
         self.register_buffer("inv_freq", rope_inv_freq(config, weights.get("rope_freqs")), persistent=False)

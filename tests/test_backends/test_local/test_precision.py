@@ -26,6 +26,13 @@ def logits(loaded):
         return loaded.model(torch.tensor([IDS]))[0]
 
 
+def body_logits(loaded):
+    """Logits with every row of the head refined: the rough head only ranks, so this leaves the body's error."""
+    if isinstance(loaded.model.output, OutputHead):
+        loaded.model.output.k = loaded.config.vocab_size
+    return logits(loaded)
+
+
 def relative(a, b):
     return ((a - b).norm() / b.norm()).item()
 
@@ -46,14 +53,15 @@ def test_fast_mode_keeps_weights_quantized_and_logits_close(tmp_path, family, qu
     kind = Int4Linear if quant in (QT.Q4_0, QT.Q4_1) else Int8Linear
     for module in (layer.attention.wqkv, layer.attention.wo, layer.feed_forward.w13, layer.feed_forward.w2):
         assert isinstance(module, kind), (module, quant)
-    assert isinstance(fast.model.output, OutputHead)  # an int8 matmul whatever the type, then exact top rows
+    assert isinstance(fast.model.output, OutputHead)  # a rough int4 ranking whatever the type, then exact top rows
+    assert isinstance(fast.model.output.matmul, Int4Linear if fast.config.vocab_size % 16 == 0 else Int8Linear)
     assert isinstance(fast.model.output.exact_rows, GGUFRows)
     assert isinstance(fast.model.tok_embeddings, GGUFRows)  # embeddings as exact as in exact mode
     if family == "qwen2":  # tied: one copy of the file's rows serves the lookup and the head
         assert fast.model.tok_embeddings is fast.model.output.exact_rows
-    error = relative(logits(fast), logits(exact))
-    assert error < 0.03, f"{quant.name}: relative logit error {error:.4f}"
     assert logits(fast).argmax(-1).eq(logits(exact).argmax(-1)).float().mean() >= 0.9
+    error = relative(body_logits(fast), logits(exact))
+    assert error < 0.03, f"{quant.name}: relative logit error {error:.4f}"
 
 
 def test_mixed_types_in_one_fused_projection(tmp_path):
@@ -65,7 +73,7 @@ def test_mixed_types_in_one_fused_projection(tmp_path):
     wqkv = fast.model.layers[0].attention.wqkv  # q, k (int4) beside v (int8)
     assert [type(part) for part in wqkv.parts] == [Int4Linear, Int4Linear, Int8Linear]
     assert isinstance(fast.model.layers[0].attention.wo, Int4Linear)
-    assert relative(logits(fast), logits(load_model(path))) < 0.03
+    assert relative(body_logits(fast), logits(load_model(path))) < 0.03
 
 
 def test_float_weights_stay_float_unless_quantization_is_asked_for(tiny_models):
