@@ -51,6 +51,27 @@ def grounded_numbers(task: str, calls: Sequence[tuple[str, str]], notes: Sequenc
     return known
 
 
+def unused_task_numbers(task: str, calls: Sequence[tuple[str, str]]) -> list[float]:
+    """The task's numbers that no call's arguments used (yet)."""
+    used = {n for arguments, _ in calls for n in numbers(arguments)}
+    return sorted(n for n in numbers(task) if not _close(n, used))
+
+
+def answer_in_hand(task: str, calls: Sequence[tuple[str, str]]) -> bool:
+    """Whether the last successful call answered a question that asks for an amount: its result is
+    one number, and the calls used every number of the task. Then the next turn may only answer,
+    instead of calling on ("37 * 91" gave 3367, then search_files("37 * 91") and list_files).
+    A result that leaves a task number unused is a step on the way ("12 * 12", then "- 44")."""
+    if not calls or not _QUANTITY.search(task):
+        return False
+    last = calls[-1][1].strip()
+    return _NUMBER.fullmatch(last) is not None and not unused_task_numbers(task, calls)
+
+
+def _shown(values: Sequence[float]) -> str:
+    return ", ".join(str(int(n)) if n.is_integer() else str(n) for n in values[:3])
+
+
 def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]], notes: Sequence[str] = ()) -> list[str]:
     """Why `answer` is not grounded in `task`, the successful tool calls ((arguments as JSON, output),
     oldest first) and the recalled `notes`; empty when it is."""
@@ -65,8 +86,7 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     known = grounded_numbers(task, calls, notes)
     invented = sorted(n for n in found if not _close(n, known))
     if invented:
-        shown = ", ".join(str(int(n)) if n.is_integer() else str(n) for n in invented[:3])
-        problems.append(f"The number {shown} appears in no tool result, note or the task; use what the tools found")
+        problems.append(f"The number {_shown(invented)} appears in no tool result, note or the task; use what the tools found")
     # An answer about something else than the task and what the tools found. Only once there is
     # evidence: a direct answer from what the model knows ("Paris") need not repeat the question's words.
     terms, asked = key_terms(answer), key_terms(task)
@@ -76,4 +96,11 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     if results and _QUANTITY.search(task) and found and numbers(results[-1]):
         if not any(_close(n, numbers(results[-1])) for n in found):
             problems.append("The answer does not use the last tool result; answer from what it returned")
+    # An intermediate result: the tools computed with some of the task's numbers but not all of them
+    # (144 for "Multiply 12 by 12, then subtract 44"). Only once a call has computed with numbers.
+    computed = any(numbers(arguments) for arguments, _ in calls)
+    if _QUANTITY.search(task) and found and computed:
+        unused = [n for n in unused_task_numbers(task, calls) if not _close(n, found)]
+        if unused:
+            problems.append(f"The task's number {_shown(unused)} is not used yet: finish the calculation with it")
     return problems

@@ -29,7 +29,7 @@ from agent.events import (
     ToolReturned,
     Verdict,
 )
-from agent.grounding import grounding_problems
+from agent.grounding import answer_in_hand, grounding_problems
 from agent.turns import (
     ANSWER_LINE,
     VERDICT_SCHEMA,
@@ -232,7 +232,8 @@ class Agent:
         turns_used, replans = 0, 0
         while True:
             yield PhaseStarted(phase="act")
-            answer, answer_only = None, False
+            # After a replan the first call must be new: the grammar excludes the calls already made.
+            answer, answer_only, new_calls_only = None, False, replans > 0
             while answer is None:
                 if turns_used >= self.max_steps:
                     yield Final(answer=None, verified=False, reason=f"the step budget of {self.max_steps} turns ran out")
@@ -240,8 +241,8 @@ class Agent:
                 turns_used += 1
                 conversation, trims = self._fit(conversation, keep_head=len(previous) + 1)
                 yield from trims
-                # A turn that only repeats earlier calls learns nothing new: the next turn must answer.
-                answer, answer_only = yield from self._act_turn(task, conversation, evidence, answer_only)
+                answer, answer_only = yield from self._act_turn(task, conversation, evidence, answer_only, new_calls_only)
+                new_calls_only = False
             yield PhaseStarted(phase="verify")
             verdict = yield from self._verify(task, answer, evidence, notes)
             yield verdict
@@ -254,16 +255,20 @@ class Agent:
             replans += 1
             reasons = prompts.bullets(verdict.reasons)
             said = Message(role="assistant", content=answer if self.native else json.dumps({"answer": answer}))
-            plan, _ = yield from self._plan([Message(role="user", content=act_prompt), said,
-                                             Message(role="user", content=prompts.REPLAN.format(reasons=reasons))], replan=True)
+            found = "\n".join(shorten(o.line, SHORT_OBSERVATION) for o in evidence[-6:]) or "(no tools used yet)"
+            replan = prompts.REPLAN.format(answer=answer, reasons=reasons, evidence=found)
+            asked = [Message(role="user", content=act_prompt), said, Message(role="user", content=replan)]
+            plan, _ = yield from self._plan(asked, replan=True, avoid=[plan])
             conversation += [said,
                              Message(role="user", content=prompts.REPLANNED.format(reasons=reasons, plan=prompts.numbered(plan)))]
 
-    def _plan(self, messages: list[Message], replan: bool,
-              direct: bool = False) -> Generator[Event, None, tuple[list[str], str | None]]:
-        """(the plan's steps, or a direct answer when `direct` lets the model answer at once)."""
+    def _plan(self, messages: list[Message], replan: bool, direct: bool = False,
+              avoid: list[list[str]] = ()) -> Generator[Event, None, tuple[list[str], str | None]]:
+        """(the plan's steps, or a direct answer when `direct` lets the model answer at once).
+
+        avoid: plans that failed; the grammar refuses them."""
         yield PhaseStarted(phase="plan")
-        schema = plan_schema(self.max_plan_steps, direct=direct)
+        schema = plan_schema(self.max_plan_steps, direct=direct, avoid=avoid)
         text, _ = yield from self._generate(messages, Constraint(json_schema=schema), "plan")
         try:
             data = parse_json(text)
@@ -278,11 +283,13 @@ class Agent:
         yield PlanMade(steps=steps, replan=replan)
         return steps, None
 
-    def _act_turn(self, task: str, conversation: list[Message], evidence: list[Observation],
-                  answer_only: bool) -> Generator[Event, None, tuple[str | None, bool]]:
+    def _act_turn(self, task: str, conversation: list[Message], evidence: list[Observation], answer_only: bool,
+                  new_calls_only: bool = False) -> Generator[Event, None, tuple[str | None, bool]]:
         """One model turn: runs the tool calls it asks for, or returns its answer.
 
-        Returns (answer or None, whether every call repeated an earlier one).
+        Returns (answer or None, whether the next turn may only answer): it must when every call
+        repeated an earlier one (nothing new was learnt), or when the answer is in hand
+        (grounding.answer_in_hand: a quantity computed from all the task's numbers).
         """
         messages = conversation
         if answer_only:  # put what worked in front of the model as it writes the answer
@@ -299,7 +306,9 @@ class Agent:
                 return text.strip() or None, False
             requested = [(c.name, _arguments(c.arguments)) for c in calls]
         else:
-            text, _ = yield from self._generate(messages, Constraint(json_schema=self._act_schema(answer_only)), "act")
+            made = [(o.name, _arguments(o.arguments)) for o in evidence] if new_calls_only else []
+            schema = self._act_schema(answer_only, made=made)
+            text, _ = yield from self._generate(messages, Constraint(json_schema=schema), "act")
             try:
                 turn = parse_turn(text)
             except TurnError as exc:
@@ -334,7 +343,8 @@ class Agent:
         else:
             conversation += [Message(role="assistant", content=text),
                              Message(role="user", content=prompts.OBSERVATION.format(results=prompts.results_block(observed)))]
-        return None, all(o.repeated for o in evidence[-len(calls):])
+        in_hand = self.check_grounding and answer_in_hand(task, [(o.arguments, o.shown) for o in evidence if o.ok])
+        return None, in_hand or all(o.repeated for o in evidence[-len(calls):])
 
     def _call(self, name: str, args: dict[str, Any], evidence: list[Observation]) -> tuple[ToolResult, bool]:
         """Runs a tool, unless this exact call already ran (a small model can loop on one call).
@@ -369,8 +379,8 @@ class Agent:
         except (TurnError, AttributeError):
             return Verdict(passed=False, reasons=["the check's reply could not be read"], by="model")
 
-    def _act_schema(self, answer_only: bool = False) -> dict[str, Any]:
-        schema = act_schema([] if answer_only else self.tools.schemas(), self.max_parallel_calls)
+    def _act_schema(self, answer_only: bool = False, made: list[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
+        schema = act_schema([] if answer_only else self.tools.schemas(), self.max_parallel_calls, made)
         if self.output_type is not None:  # the answer itself must be the typed object
             answer = next(o for o in schema["anyOf"] if "answer" in o["properties"])
             answer["properties"]["answer"] = closed(self.output_type.model_json_schema())

@@ -19,9 +19,11 @@ Your answer "{answer}" was checked and it failed:
 {reasons}
 Write a short plan that uses the tools, at most {max_steps} steps, as JSON with the key "steps"."""
 
-REPLAN = """Your answer was checked and it failed:
+REPLAN = """Your answer "{answer}" was checked and it failed:
 {reasons}
-Write a new short plan for the remaining work, as JSON with the key "steps"."""
+What the tools found so far:
+{evidence}
+Write a new short plan for the remaining work, different from the plan above, as JSON with the key "steps"."""
 
 ACT = """Tools you can call:
 {tools}

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.schemas import call_parameters
+from backends.schemas import call_parameters, not_any_of, other_than
 
 # Every free string is bounded in characters, and every sentence in words and word length too, so
 # that no constrained reply can run to max_tokens inside one field (a plan step of "1000000…", a
@@ -33,18 +33,33 @@ ANSWER_VALUE = {"anyOf": [{"type": "string", "pattern": ANSWER_PATTERN},
                           {"type": "boolean"}]}
 
 
-def plan_schema(max_steps: int, direct: bool = False) -> dict[str, Any]:
-    """A plan of steps; with `direct`, the choice between a plan and answering at once."""
+def plan_schema(max_steps: int, direct: bool = False, avoid: list[list[str]] = ()) -> dict[str, Any]:
+    """A plan of steps; with `direct`, the choice between a plan and answering at once.
+
+    `avoid`: earlier plans the new one may not equal (a replan that repeats the plan that failed
+    changes nothing).
+    """
     step = {"type": "string", "pattern": STEP_PATTERN, "maxLength": STEP_CHARS}
-    plan = {
-        "type": "object",
-        "properties": {"steps": {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps}},
-        "required": ["steps"], "additionalProperties": False,
-    }
+    steps = _steps_other_than(step, max_steps, [p for p in avoid if p]) if avoid else \
+        {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps}
+    plan = {"type": "object", "properties": {"steps": steps}, "required": ["steps"], "additionalProperties": False}
     if not direct:
         return plan
     answer = {"type": "object", "properties": {"answer": ANSWER_VALUE}, "required": ["answer"], "additionalProperties": False}
     return {"anyOf": [plan, answer]}
+
+
+def _steps_other_than(step: dict[str, Any], max_steps: int, plans: list[list[str]]) -> dict[str, Any]:
+    """Step lists equal to none of `plans`: of a length none of them has, or with a step i that
+    none of them has at i."""
+    lengths = {len(p) for p in plans}
+    options = [{"type": "array", "items": step, "minItems": n, "maxItems": n}
+               for n in range(1, max_steps + 1) if n not in lengths]
+    for i in range(min(lengths, default=0)):
+        new_step = {"allOf": [step, {"type": "string", "pattern": not_any_of([p[i] for p in plans])}]}
+        options.append({"type": "array", "prefixItems": [step] * i + [new_step], "items": step,
+                        "minItems": i + 1, "maxItems": max_steps})
+    return {"anyOf": options}
 
 
 VERDICT_SCHEMA: dict[str, Any] = {
@@ -68,8 +83,13 @@ def _free_strings(schema: Any) -> int:
     return sum(_free_strings(v) for v in schema) if isinstance(schema, list) else 0
 
 
-def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4) -> dict[str, Any]:
-    """Exactly one choice: a list of calls to the offered tools (each with valid arguments), or an answer."""
+def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4,
+               made: list[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
+    """Exactly one choice: a list of calls to the offered tools (each with valid arguments), or an answer.
+
+    `made`: calls (name, arguments) already made, which the choices exclude: a small model loops
+    on one call, and a repeated call learns nothing. A tool whose every call is used up is not offered.
+    """
     definitions: dict[str, Any] = {}
     calls = []
     for schema in tool_schemas:
@@ -77,6 +97,9 @@ def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4) -> dict[s
         strings = max(1, _free_strings(fn.get("parameters") or {})) * max_calls
         params = call_parameters(schema, max(24, min(MAX_STRING, ARGUMENT_CHARS // strings)))
         definitions.update(params.pop("$defs", {}))
+        params = other_than(params, [args for name, args in made if name == fn["name"]])
+        if params is None:
+            continue
         calls.append({
             "type": "object",
             "properties": {"name": {"const": fn["name"]}, "arguments": params},

@@ -1,6 +1,6 @@
 """Each grounding check on the failure it prevents (the cases come from real traces)."""
 
-from agent.grounding import grounded_numbers, grounding_problems, numbers
+from agent.grounding import answer_in_hand, grounded_numbers, grounding_problems, numbers
 
 CALC = '{"expression": "4821 * 367"}'
 README = '{"path": "README.md"}'
@@ -45,3 +45,26 @@ def test_a_calculation_on_invented_numbers_grounds_nothing():
 
 def test_numbers_are_read_as_values():
     assert numbers("3,367 apples, -2.5 and 2023-03-22") >= {3367.0, -2.5, 2023.0}
+
+
+def test_an_intermediate_result_leaves_a_task_number_unused():
+    task = "Multiply 12 by 12, then subtract 44. Use the calculator."
+    first = [('{"expression": "12 * 12"}', "144")]
+    assert any("44 is not used yet" in p for p in grounding_problems(task, "144", first))
+    both = [*first, ('{"expression": "144 - 44"}', "100")]
+    assert grounding_problems(task, "100", both) == []
+    # a number of the task that the answer itself carries is used (a lookup, no computation)
+    assert grounding_problems("How many apples are in crate 7?", "7", [('{"query": "crate 7"}', "Crate 7 holds 7.")]) == []
+
+
+def test_the_answer_is_in_hand_once_a_quantity_used_every_task_number():
+    task = "Add 17 and 25, then multiply the result by 3."
+    first = [('{"expression": "17 + 25"}', "42")]
+    assert not answer_in_hand(task, first)  # 3 is still to come
+    assert answer_in_hand(task, [*first, ('{"expression": "42 * 3"}', "126")])
+    assert answer_in_hand("What is 37 * 91?", [('{"expression": "37 * 91"}', "3367")])
+    # a file's contents hold many numbers: the calculation is still to come
+    assert not answer_in_hand("Read inventory.csv and add the apples and pears.",
+                              [('{"path": "inventory.csv"}', "item,count\napples,12\npears,7")])
+    assert not answer_in_hand("Who is the owner?", [('{"path": "README.md"}', "7")])  # asks for no amount
+    assert not answer_in_hand("What is 37 * 91?", [])

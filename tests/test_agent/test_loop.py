@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from agent import Agent
 from backends.scripted import ScriptedBackend
+from tests.fixtures.grammar import admits
 from tools import tool
 
 
@@ -51,8 +52,9 @@ def test_plan_tool_call_answer_verified():
     tool_result = next(e for e in result.events if e.type == "tool_result")
     assert tool_result.ok and tool_result.output == "5"
     assert any(e.type == "token" and e.phase == "act" for e in result.events)  # decoding is streamed too
-    observation = backend.requests[2].messages[-1].content
+    observation, nudge = (m.content for m in backend.requests[2].messages[-2:])
     assert "add" in observation and "-> 5" in observation
+    assert "add gave 5" in nudge  # a quantity computed from all the task's numbers: the answer is in hand
 
 
 def test_tool_error_then_recovery():
@@ -112,6 +114,28 @@ def test_verify_fail_then_replan():
     assert replanned.replan and replanned.steps == ["Use the add tool"]
     assert "The number 7 appears in no tool result" in backend.requests[2].messages[-1].content
     assert result.answer == "5" and result.verified
+
+
+def test_a_replan_must_change_the_plan_and_its_first_call():
+    backend = ScriptedBackend(replies=[
+        plan("Add the numbers"), calls(("add", {"a": 2, "b": 2})), answer("4"),  # the task's 3 never used
+        plan("Add the right numbers"), calls(("add", {"a": 2, "b": 3})), answer("5"), verdict(True)])
+    result = Agent(backend, tools=[add], max_replans=1, constrain=True).run("What is 2 + 3?")  # the schemas are sent
+    assert result.answer == "5" and result.verified
+    replan_request, act_after_replan = backend.requests[3], backend.requests[4]
+    shown = replan_request.messages[-1].content  # the failed answer, why it failed, and what the tools found
+    assert '"4"' in shown and "3 is not used yet" in shown and 'add({"a": 2, "b": 2}) -> 4' in shown
+    replan_schema = replan_request.constraint.json_schema
+    assert not admits(replan_schema, {"steps": ["Add the numbers"]})  # the plan that failed
+    assert admits(replan_schema, {"steps": ["Add the right numbers"]})
+    assert admits(replan_schema, {"steps": ["Add the numbers", "Check the sum"]})
+    act_schema = act_after_replan.constraint.json_schema
+    assert not admits(act_schema, {"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 2}}]})
+    assert admits(act_schema, {"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]})
+    assert admits(act_schema, {"answer": 5})
+    in_hand = backend.requests[5].constraint.json_schema  # 5 was computed from 2 and 3: the next turn only answers
+    assert admits(in_hand, {"answer": 5})
+    assert not admits(in_hand, {"tool_calls": [{"name": "add", "arguments": {"a": 5, "b": 0}}]})
 
 
 def test_verification_failure_with_no_replans_left():
