@@ -29,7 +29,7 @@ from agent.events import (
     ToolReturned,
     Verdict,
 )
-from agent.grounding import answer_in_hand, grounding_problems
+from agent.grounding import answer_in_hand, grounding_problems, numbers, unused_task_numbers
 from agent.turns import (
     ANSWER_LINE,
     VERDICT_SCHEMA,
@@ -232,7 +232,7 @@ class Agent:
         turns_used, replans = 0, 0
         while True:
             yield PhaseStarted(phase="act")
-            # After a replan the first call must be new: the grammar excludes the calls already made.
+            # After a replan the first turn must find something new: a call, and none already made.
             answer, answer_only, new_calls_only = None, False, replans > 0
             while answer is None:
                 if turns_used >= self.max_steps:
@@ -307,7 +307,7 @@ class Agent:
             requested = [(c.name, _arguments(c.arguments)) for c in calls]
         else:
             made = [(o.name, _arguments(o.arguments)) for o in evidence] if new_calls_only else []
-            schema = self._act_schema(answer_only, made=made)
+            schema = self._act_schema(answer_only, made=made, must_call=new_calls_only)
             text, _ = yield from self._generate(messages, Constraint(json_schema=schema), "act")
             try:
                 turn = parse_turn(text)
@@ -341,8 +341,11 @@ class Agent:
             conversation += [Message(role="tool", tool_call_id=i, content=shown)
                              for (i, _, _), (_, _, shown) in zip(calls, observed)]
         else:
-            conversation += [Message(role="assistant", content=text),
-                             Message(role="user", content=prompts.OBSERVATION.format(results=prompts.results_block(observed)))]
+            observation = prompts.OBSERVATION.format(results=prompts.results_block(observed))
+            ok_calls = [(o.arguments, o.shown) for o in evidence if o.ok]
+            if self.check_grounding and any(numbers(a) for a, _ in ok_calls) and (left := unused_task_numbers(task, ok_calls)):
+                observation += prompts.NUMBERS_LEFT.format(numbers=", ".join(f"{n:g}" for n in left))
+            conversation += [Message(role="assistant", content=text), Message(role="user", content=observation)]
         in_hand = self.check_grounding and answer_in_hand(task, [(o.arguments, o.shown) for o in evidence if o.ok])
         return None, in_hand or all(o.repeated for o in evidence[-len(calls):])
 
@@ -379,11 +382,12 @@ class Agent:
         except (TurnError, AttributeError):
             return Verdict(passed=False, reasons=["the check's reply could not be read"], by="model")
 
-    def _act_schema(self, answer_only: bool = False, made: list[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
-        schema = act_schema([] if answer_only else self.tools.schemas(), self.max_parallel_calls, made)
-        if self.output_type is not None:  # the answer itself must be the typed object
-            answer = next(o for o in schema["anyOf"] if "answer" in o["properties"])
-            answer["properties"]["answer"] = closed(self.output_type.model_json_schema())
+    def _act_schema(self, answer_only: bool = False, made: list[tuple[str, dict[str, Any]]] = (),
+                    must_call: bool = False) -> dict[str, Any]:
+        schema = act_schema([] if answer_only else self.tools.schemas(), self.max_parallel_calls, made, must_call)
+        for option in schema["anyOf"]:  # the answer itself must be the typed object
+            if self.output_type is not None and "answer" in option["properties"]:
+                option["properties"]["answer"] = closed(self.output_type.model_json_schema())
         return schema
 
     def _native_answer(self) -> Constraint:

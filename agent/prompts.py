@@ -51,6 +51,8 @@ OBSERVATION = """Tool results:
 {results}
 If these results answer the task, reply with {{"answer": ...}} now. Otherwise call another tool."""
 
+NUMBERS_LEFT = "\nThe task's numbers not used yet: {numbers}."
+
 ANSWER_NOW = """Task: {task}
 What the tools found:
 {results}

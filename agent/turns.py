@@ -84,11 +84,12 @@ def _free_strings(schema: Any) -> int:
 
 
 def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4,
-               made: list[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
+               made: list[tuple[str, dict[str, Any]]] = (), must_call: bool = False) -> dict[str, Any]:
     """Exactly one choice: a list of calls to the offered tools (each with valid arguments), or an answer.
 
     `made`: calls (name, arguments) already made, which the choices exclude: a small model loops
     on one call, and a repeated call learns nothing. A tool whose every call is used up is not offered.
+    `must_call`: no answer, only calls (while a tool is left to call).
     """
     definitions: dict[str, Any] = {}
     calls = []
@@ -108,7 +109,7 @@ def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4,
     # An answer starts like a sentence or a number; without this a small model opens with stray "}" or "]".
     answer = {"type": "object", "properties": {"answer": ANSWER_VALUE}, "required": ["answer"],
               "additionalProperties": False}
-    options = [answer]
+    options = [] if must_call and calls else [answer]
     if calls:
         options.insert(0, {
             "type": "object",

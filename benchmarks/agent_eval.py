@@ -1,4 +1,4 @@
-"""Agent quality on the default model: success rate on 30 tasks with checkable answers.
+"""Agent quality on the default model: success rate on 36 tasks with checkable answers.
 
     .venv/bin/python benchmarks/agent_eval.py [--limit N] [--only react|agent|native] [--model PATH.gguf]
 
@@ -9,6 +9,9 @@ Ways to run the same model on the same tasks, tools, memory and workspace:
           schema) and verdicts
   native  the same loop, its act turn in the model's own tool-call format (only for a model
           whose chat template has one, e.g. --model of a Qwen2.5, Llama 3.1 or Mistral GGUF)
+  smolagents  a peer: smolagents' ToolCallingAgent (pip install smolagents; a benchmark-only
+          dependency) on the same model through `tokentrail serve`, with the same tools; it
+          recalls notes only through the recall tool, where our agent also recalls before planning
 A task succeeds when the final answer contains the expected text (case-insensitive). Printed per
 way: tasks solved by group, tool calls that ran without error, wrong answers that verification
 passed (agent ways only), and wall time.
@@ -17,12 +20,16 @@ passed (agent ways only), and wall time.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "benchmarks"))
 
 from agent import Agent, prompts  # noqa: E402
 from agent.turns import TurnError, parse_turn  # noqa: E402
@@ -48,6 +55,7 @@ ARITHMETIC = [
 FACTS = {
     "facts.md": "The project codename is Bluefin. The launch is scheduled for March. The lead engineer is Priya. "
                 "The server room is on floor 7. The backup password hint is 'tidepool'. The budget is 42000 euros.",
+    "orchard.md": "A crate of Zephyr apples holds 36 apples. The orchard ships its crates on Tuesdays.",
 }
 MEMORY_TASKS = [
     ("What is the project codename?", "Bluefin"),
@@ -77,6 +85,13 @@ MULTI_STEP = [
     ("What is (300 + 45) * 2? Use the calculator.", "690"),
     ("Read inventory.csv. What is the total of apples, pears and plums? Use the calculator.", "49"),
     ("Divide 1000 by 8, then add 5. Use the calculator.", "130"),
+    # a lookup, then a calculation on what it found
+    ("Using the notes, how many apples are in 14 crates of Zephyr apples? Use the calculator.", "504"),
+    ("Using the notes, what is the budget in euros divided by 12? Use the calculator.", "3500"),
+    ("Using the notes, on which floor is the server room? Add 10 to it with the calculator.", "17"),
+    ("Read inventory.csv. How many more plums than pears are there? Use the calculator.", "23"),
+    ("Read inventory.csv and multiply the number of plums by 3 with the calculator.", "90"),
+    ("Add 250 and 790, then divide the result by 4. Use the calculator.", "260"),
 ]
 TASKS = ARITHMETIC + MEMORY_TASKS + FILE_TASKS + MULTI_STEP
 GROUPS = {"arithmetic": ARITHMETIC, "memory": MEMORY_TASKS, "files": FILE_TASKS, "multi-step": MULTI_STEP}
@@ -107,10 +122,54 @@ def react(backend: LocalBackend, registry: ToolRegistry, task: str, max_steps: i
     return None
 
 
+def smolagents_run(registry: ToolRegistry, model: Path | None) -> Callable[[str], tuple[str | None, bool, int]]:
+    """smolagents' ToolCallingAgent through `tokentrail serve` (started here, stopped at exit)."""
+    import atexit
+
+    import httpx
+    from function_calling import serve
+    from smolagents import OpenAIServerModel, Tool, ToolCallingAgent
+
+    process, url = serve(ROOT, model)
+    atexit.register(process.kill)
+    kinds = {"string", "integer", "number", "boolean", "object", "array"}
+    tools = []
+    for schema in registry.schemas():
+        fn = schema["function"]
+        parameters = fn.get("parameters") or {}
+        inputs = {name: {"type": spec.get("type") if spec.get("type") in kinds else "any",
+                         "description": spec.get("description", name),
+                         **({} if name in parameters.get("required", []) else {"nullable": True})}
+                  for name, spec in parameters.get("properties", {}).items()}
+
+        def forward(self, **kwargs: object) -> str:
+            result = registry.call(self.name, {k: v for k, v in kwargs.items() if v is not None})
+            return result.output if result.ok else f"error: {result.error}"
+
+        attributes = {"name": fn["name"], "description": fn.get("description", fn["name"]), "inputs": inputs,
+                      "output_type": "string", "forward": forward, "skip_forward_signature_validation": True}
+        tools.append(type(f"Tool_{fn['name']}", (Tool,), attributes)())
+    model_id = httpx.get(f"{url}/models").json()["data"][0]["id"]
+    server_model = OpenAIServerModel(model_id=model_id, api_base=url, api_key="none", temperature=0.0, max_tokens=200)
+
+    def run(task: str) -> tuple[str | None, bool, int]:
+        agent = ToolCallingAgent(tools=tools, model=server_model, max_steps=4, verbosity_level=0)
+        try:
+            answer = agent.run(task)
+        except Exception as exc:  # the peer's own failures count as no answer
+            print(f"    smolagents: {type(exc).__name__}: {str(exc)[:120]}")
+            return None, False, 0
+        calls = sum(1 for step in agent.memory.steps for call in (getattr(step, "tool_calls", None) or [])
+                    if call.name != "final_answer" and not getattr(step, "error", None))
+        return (None if answer is None else str(answer)), False, calls
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=len(TASKS))
-    parser.add_argument("--only", choices=["react", "agent", "native"], default=None)
+    parser.add_argument("--only", choices=["react", "agent", "native", "smolagents"], default=None)
     parser.add_argument("--model", default=None, help="a GGUF file (default: the default model)")
     args = parser.parse_args()
     backend = LocalBackend(args.model)
@@ -137,6 +196,8 @@ def main() -> None:
         }
         if backend.tool_format is not None:
             runners["native"] = agent_run(native=True)
+        if importlib.util.find_spec("smolagents") and args.only in (None, "smolagents"):
+            runners["smolagents"] = smolagents_run(registry, Path(args.model) if args.model else None)
         tasks = TASKS[: args.limit]
         for label, run in runners.items():
             if args.only and label != args.only:

@@ -116,7 +116,7 @@ def test_verify_fail_then_replan():
     assert result.answer == "5" and result.verified
 
 
-def test_a_replan_must_change_the_plan_and_its_first_call():
+def test_a_replan_must_change_the_plan_and_find_something_new_first():
     backend = ScriptedBackend(replies=[
         plan("Add the numbers"), calls(("add", {"a": 2, "b": 2})), answer("4"),  # the task's 3 never used
         plan("Add the right numbers"), calls(("add", {"a": 2, "b": 3})), answer("5"), verdict(True)])
@@ -132,7 +132,7 @@ def test_a_replan_must_change_the_plan_and_its_first_call():
     act_schema = act_after_replan.constraint.json_schema
     assert not admits(act_schema, {"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 2}}]})
     assert admits(act_schema, {"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]})
-    assert admits(act_schema, {"answer": 5})
+    assert not admits(act_schema, {"answer": 5})  # no answer before something new was found
     in_hand = backend.requests[5].constraint.json_schema  # 5 was computed from 2 and 3: the next turn only answers
     assert admits(in_hand, {"answer": 5})
     assert not admits(in_hand, {"tool_calls": [{"name": "add", "arguments": {"a": 5, "b": 0}}]})

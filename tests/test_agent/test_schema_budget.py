@@ -55,3 +55,10 @@ def test_every_phase_ends_within_its_budget_with_a_readable_reply(tokenizer, tmp
             assert turn.answer is not None or turn.calls
         else:
             assert isinstance(parse_json(text), dict)
+
+
+def test_a_turn_that_must_call_still_answers_when_every_call_is_used_up():
+    tools = [{"type": "function", "function": {"name": "now", "parameters": {"type": "object", "properties": {}}}}]
+    assert "tool_calls" in act_schema(tools, 1, must_call=True)["anyOf"][0]["properties"]
+    used_up = act_schema(tools, 1, made=[("now", {})], must_call=True)
+    assert [list(o["properties"]) for o in used_up["anyOf"]] == [["answer"]]
