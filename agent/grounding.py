@@ -14,8 +14,10 @@ from collections.abc import Sequence
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
 # Questions that ask for an amount: "how many", "total", an arithmetic expression, a named operation.
-_QUANTITY = re.compile(r"\bhow (many|much)\b|\b(total|sum|count|number of|average|percent(age)?|square root|"
-                       r"add|subtract|multiply|divide|product|difference)\b|\d\s*(\*\*|[-+*/%^x])\s*\(?\d", re.IGNORECASE)
+_OPERATION = (r"\b(total|sum|average|percent(age)?|square root|add|subtract|multiply|divide|product|difference)\b"
+              r"|\d\s*(\*\*|[-+*/%^x])\s*\(?\d")
+_COMPUTATION = re.compile(_OPERATION, re.IGNORECASE)
+_QUANTITY = re.compile(r"\bhow (many|much)\b|\b(count|number of)\b|" + _OPERATION, re.IGNORECASE)
 _STOP = frozenset("""the and for with that this what which who whom whose when where why how are was were
 is be been being has have had does did do not use using from into onto than then there their them they
 its it's our your you his her him she he we can could would should will shall may might must each every
@@ -34,7 +36,8 @@ def numbers(text: str) -> set[float]:
 
 
 def key_terms(text: str) -> set[str]:
-    return {w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP}
+    words = (w.lower().strip("'-") for w in _WORD.findall(text))  # 'tidepool' in quotes is tidepool
+    return {w for w in words if len(w) > 2 and w not in _STOP}
 
 
 def _close(value: float, known: set[float]) -> bool:
@@ -72,10 +75,26 @@ def _shown(values: Sequence[float]) -> str:
     return ", ".join(str(int(n)) if n.is_integer() else str(n) for n in values[:3])
 
 
-def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]], notes: Sequence[str] = ()) -> list[str]:
+def _computed(calls: Sequence[tuple[str, str]]) -> set[float]:
+    """Numbers that calls computed from numbers: not a lookup, and not an echo (calculator("169") -> 169)."""
+    out: set[float] = set()
+    for arguments, output in calls:
+        used, results = numbers(arguments), numbers(output)
+        if used and not (len(used) == 1 and results <= used):
+            out |= results
+    return out
+
+
+def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]], notes: Sequence[str] = (),
+                       said: Sequence[str] = ()) -> list[str]:
     """Why `answer` is not grounded in `task`, the successful tool calls ((arguments as JSON, output),
-    oldest first) and the recalled `notes`; empty when it is."""
+    oldest first) and the recalled `notes`; empty when it is. `said`: messages the model was shown
+    that are not results (tool errors, earlier checks' reasons)."""
     problems = []
+    # A message copied instead of an answer ("You already made this call; its result was: error: ...",
+    # "The number 1000 appears in no tool result...").
+    if any(len(core := message.removeprefix("error: ")[:24].lower()) >= 12 and core in answer.lower() for message in said):
+        problems.append("The answer repeats an error or a check's message; answer the task")
     results = [output for _, output in calls]
     evidence = [*results, *notes]
     found = numbers(answer)
@@ -90,16 +109,23 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     # An answer about something else than the task and what the tools found. Only once there is
     # evidence: a direct answer from what the model knows ("Paris") need not repeat the question's words.
     terms, asked = key_terms(answer), key_terms(task)
-    if evidence and terms and asked and not found and not terms & (asked | {t for e in evidence for t in key_terms(e)}):
+    evidence_terms = {t for e in evidence for t in key_terms(e)}
+    if evidence and terms and asked and not found and not terms & (asked | evidence_terms):
         problems.append("The answer shares no key term with the task or the evidence")
+    # An answer that only restates the question ("The file is a CSV file" for "Which file is a CSV file?").
+    elif evidence and terms and not found and terms <= asked:
+        problems.append("The answer only restates the task; answer with what the tools found")
+    # A computation answered with one of its own inputs ("169" for the square root of 169, "15% 4").
+    if _COMPUTATION.search(task) and found and all(_close(n, numbers(task)) for n in found):
+        if not any(_close(n, _computed(calls)) for n in found):
+            problems.append(f"The answer only repeats the task's number {_shown(sorted(found))}; compute the result")
     # An amount that ignores the latest result ("42" after the calculator went on to 126).
     if results and _QUANTITY.search(task) and found and numbers(results[-1]):
         if not any(_close(n, numbers(results[-1])) for n in found):
             problems.append("The answer does not use the last tool result; answer from what it returned")
-    # An intermediate result: the tools computed with some of the task's numbers but not all of them
-    # (144 for "Multiply 12 by 12, then subtract 44"). Only once a call has computed with numbers.
-    computed = any(numbers(arguments) for arguments, _ in calls)
-    if _QUANTITY.search(task) and found and computed:
+    # An intermediate result: a computation that left some of the task's numbers out (144 for
+    # "Multiply 12 by 12, then subtract 44"; 12 apples for "multiply the plums by 3").
+    if _COMPUTATION.search(task) and found:
         unused = [n for n in unused_task_numbers(task, calls) if not _close(n, found)]
         if unused:
             problems.append(f"The task's number {_shown(unused)} is not used yet: finish the calculation with it")

@@ -214,10 +214,12 @@ class Agent:
         tool_names = ", ".join(s["function"]["name"] for s in self.tools.schemas()) or "(none)"
         plan, direct = yield from self._plan([Message(role="user", content=prompts.PLAN.format(
             task=task, memory=memory_text, tools=tool_names, max_steps=self.max_plan_steps))], replan=False, direct=True)
+        shown_reasons: list[str] = []
         if direct is not None:  # the model answered at once: checked like any answer, else it plans after all
             yield PhaseStarted(phase="verify")
             verdict = yield from self._verify(task, direct, [], notes)
             yield verdict
+            shown_reasons = list(verdict.reasons)
             if verdict.passed:
                 yield Final(answer=direct, verified=True)
                 return
@@ -244,8 +246,9 @@ class Agent:
                 answer, answer_only = yield from self._act_turn(task, conversation, evidence, answer_only, new_calls_only)
                 new_calls_only = False
             yield PhaseStarted(phase="verify")
-            verdict = yield from self._verify(task, answer, evidence, notes)
+            verdict = yield from self._verify(task, answer, evidence, notes, shown_reasons)
             yield verdict
+            shown_reasons += verdict.reasons
             if verdict.passed:
                 yield Final(answer=answer, verified=True)
                 return
@@ -360,11 +363,13 @@ class Agent:
             return ToolResult(ok=False, error=prompts.REPEATED_CALL.format(result=earlier.shown)), True
         return self.tools.call(name, args), False
 
-    def _verify(self, task: str, answer: str, evidence: list[Observation],
-                notes: list[str]) -> Generator[Event, None, Verdict]:
+    def _verify(self, task: str, answer: str, evidence: list[Observation], notes: list[str],
+                shown_reasons: Sequence[str] = ()) -> Generator[Event, None, Verdict]:
+        """shown_reasons: what earlier failed checks told the model (an answer must not parrot them)."""
         reasons = [r for check in self.verifiers for r in _reasons(check(answer))]
         if self.check_grounding and self.output_type is None:
-            reasons += grounding_problems(task, answer, [(o.arguments, o.shown) for o in evidence if o.ok], notes)
+            said = [o.shown for o in evidence if not o.ok] + list(shown_reasons)
+            reasons += grounding_problems(task, answer, [(o.arguments, o.shown) for o in evidence if o.ok], notes, said)
         if self.output_type is not None:
             try:
                 self.output_type.model_validate_json(answer)

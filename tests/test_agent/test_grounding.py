@@ -68,3 +68,38 @@ def test_the_answer_is_in_hand_once_a_quantity_used_every_task_number():
                               [('{"path": "inventory.csv"}', "item,count\napples,12\npears,7")])
     assert not answer_in_hand("Who is the owner?", [('{"path": "README.md"}', "7")])  # asks for no amount
     assert not answer_in_hand("What is 37 * 91?", [])
+
+
+def test_a_computation_answered_with_its_own_input_is_not_a_result():
+    sqrt = "What is the square root of 169? Use the calculator."
+    echo = [('{"expression": "169"}', "169")]  # an echo computes nothing
+    assert any("only repeats the task's number 169" in p for p in grounding_problems(sqrt, "169", echo))
+    assert any("only repeats" in p for p in grounding_problems("What is 15 % 4?", "15% 4", []))
+    assert grounding_problems(sqrt, "13", [('{"expression": "sqrt(169)"}', "13")]) == []
+    # a result that happens to equal an input is still a result
+    assert grounding_problems("What is 144 / 12?", "12", [('{"expression": "144 / 12"}', "12")]) == []
+
+
+def test_an_answer_that_restates_the_task_or_parrots_a_message_is_not_grounded():
+    listing = [('{"path": "."}', "README.md\ninventory.csv\nnotes.txt")]
+    task = "List the files in the workspace. Which file is a CSV file?"
+    assert any("restates the task" in p for p in grounding_problems(task, "The file is a CSV file", listing))
+    assert grounding_problems(task, "inventory.csv", listing) == []
+    error = "error: you already made this call; its result was: error: WorkspaceError: 'x' is not a folder"
+    copied = "You already made this call; its result was: error: Workspace"
+    assert any("repeats an error" in p for p in grounding_problems("Read notes.txt. Which cable?", copied, [], said=[error]))
+    reason = "The number 4200 appears in no tool result, note or the task; use what the tools found"
+    assert any("repeats an error or a check's message" in p
+               for p in grounding_problems("What is the budget?", reason, [], said=[reason]))
+
+
+def test_a_calculation_must_use_every_number_of_the_task_even_on_a_looked_up_value():
+    task = "Read inventory.csv and multiply the number of plums by 3 with the calculator."
+    read = [('{"path": "inventory.csv"}', "item,count\napples,12\npears,7\nplums,30")]
+    assert any("3 is not used yet" in p for p in grounding_problems(task, "12", read))
+    assert grounding_problems(task, "90", [*read, ('{"expression": "30 * 3"}', "90")]) == []
+
+
+def test_a_quoted_word_is_the_word():
+    note = "The backup password hint is 'tidepool'."
+    assert grounding_problems("What is the backup password hint?", "tidepool", [('{"path": "."}', "a.txt")], [note]) == []
