@@ -33,7 +33,7 @@ class TokenChosen(BaseModel):
 
 class MemoryRecalled(BaseModel):
     type: Literal["memory"] = "memory"
-    hits: list[dict[str, Any]]  # chunk_id, source, score, text
+    hits: list[dict[str, Any]]  # chunk_id, source, score, text, why (which rankings found it, memory.search.Match)
 
 
 class PlanMade(BaseModel):

@@ -207,8 +207,13 @@ class Agent:
         yield RunStarted(task=task, run_id=run_id, backend=self.backend.name)
         hits: list[dict[str, Any]] = []
         if self.memory is not None and self.recall_k > 0:
-            hits = [{"chunk_id": h.chunk_id, "source": h.source, "score": h.score, "text": h.text}
-                    for h in self.memory.search(task, k=self.recall_k)]
+            try:
+                found = self.memory.search(task, k=self.recall_k)
+            except (RuntimeError, ValueError) as exc:  # a memory it cannot search (another embedder's vectors): run without
+                found = []
+                yield ErrorEvent(message=f"memory recall failed, going on without it: {exc}", recoverable=True)
+            hits = [{"chunk_id": h.chunk_id, "source": h.source, "score": h.score, "text": h.text, "why": h.why.describe()}
+                    for h in found]
             yield MemoryRecalled(hits=hits)
         memory_text, notes = prompts.memory_block(hits), [h["text"] for h in hits]
         tool_names = ", ".join(s["function"]["name"] for s in self.tools.schemas()) or "(none)"

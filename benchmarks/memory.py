@@ -1,8 +1,13 @@
-"""Memory speed: ingestion chunks/s, and query latency (p50, p95) at 1k, 10k and 100k chunks.
+"""Memory speed: embedding and ingestion chunks/s beside sentence-transformers, and query latency.
 
-    .venv/bin/python benchmarks/memory.py [--sizes 1000 10000 100000] [--queries 50]
+    .venv/bin/python benchmarks/memory.py [--sizes 1000 10000 100000] [--queries 50] [--chunks 512]
 
-Ingestion is measured for real (chunking, MiniLM embeddings, SQLite writes) on 1k chunks.
+Embedding: the same chunks of real text (the standard library's docstrings, as in
+benchmarks/retrieval.py, about 200 tokens each), the same threads: our MiniLM encoder in bfloat16
+(the default on a CPU with native bfloat16) and in float32, beside sentence-transformers' `encode`
+(pip install sentence-transformers: a benchmark-only peer; its row appears when it is installed).
+Ingestion is measured for real (chunking, MiniLM embeddings, SQLite writes) on 1k chunks, and for
+a folder of files through `add_path`.
 For the query table, the databases are filled in bulk with synthetic text and random unit
 vectors (embedding 100k chunks on two cores takes too long for a benchmark); every query is
 embedded for real with MiniLM, so hybrid latency includes the query's embedding.
@@ -17,11 +22,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))
 
 from memory import Memory  # noqa: E402
 
@@ -66,6 +74,49 @@ def bulk_fill(m: Memory, chunks: int, rng: random.Random) -> None:
     conn.execute("COMMIT")
 
 
+def real_chunks(count: int) -> list[str]:
+    from retrieval import corpus
+
+    with tempfile.TemporaryDirectory() as tmp, Memory(Path(tmp) / "chunks.db", embedder=None) as m:
+        m.chunk_tokens, m.overlap = 200, 0
+        for source, text in list(corpus().items())[: count]:
+            m.add_text(text, source=source)
+        return [r[0] for r in m.db.execute("SELECT text FROM chunks ORDER BY id LIMIT ?", [count])]
+
+
+def embedding_rates(texts: list[str]) -> list[tuple[str, float]]:
+    import importlib.util
+
+    from backends.embedders import MiniLMEmbedder
+    from backends.local.model_cache import pull
+
+    def rate(embed: Callable[[list[str]], object]) -> float:
+        embed(texts[:8])  # warm up
+        start = time.perf_counter()
+        embed(texts)
+        return len(texts) / (time.perf_counter() - start)
+
+    rows = [(f"ours, {name}", rate(MiniLMEmbedder(bfloat16=name == "bfloat16").embed)) for name in ("bfloat16", "float32")]
+    if importlib.util.find_spec("sentence_transformers"):
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(pull("minilm")), device="cpu")
+        rows.append(("sentence-transformers encode", rate(lambda t: model.encode(t, batch_size=32))))
+    return rows
+
+
+def folder_rate(tmp: Path, texts: list[str]) -> float:
+    folder = tmp / "folder"
+    folder.mkdir()
+    for i, text in enumerate(texts):
+        (folder / f"doc{i}.md").write_text(text)
+    with Memory(tmp / "folder.db") as m:
+        m.embedder.embed(["warm up"])
+        start = time.perf_counter()
+        m.add_path(folder)
+        return m.stats()["chunks"] / (time.perf_counter() - start)
+
+
 def latencies(m: Memory, mode: str, queries: list[str]) -> tuple[float, float]:
     m.search(queries[0], mode=mode)  # builds the cached matrix
     times = []
@@ -81,7 +132,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--chunks", type=int, default=512, help="real chunks for the embedding table")
     args = parser.parse_args()
+    texts = real_chunks(args.chunks)
+    print(f"embedding {len(texts)} chunks of real text, {torch.get_num_threads()} threads")
+    for name, per_second in embedding_rates(texts):
+        print(f"  {name:30} {per_second:8.1f} chunks/s")
     rng = random.Random(1)
     queries = [" ".join(f"{w}{rng.randint(0, 500)}" for w in rng.sample(WORDS, 3)) for _ in range(args.queries)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,6 +145,7 @@ def main() -> None:
         print("ingestion (1,000 chunks of ~100 tokens, documents of ~10 chunks)")
         print(f"  BM25 only            {ingest_rate(tmp_path, 1000, None):8.0f} chunks/s")
         print(f"  with MiniLM vectors  {ingest_rate(tmp_path, 1000, 'minilm'):8.0f} chunks/s")
+        print(f"  a folder of {len(texts)} files, add_path  {folder_rate(tmp_path, texts):8.0f} chunks/s")
         print(f"\nquery latency, k=5, {args.queries} queries (ms)")
         print(f"{'chunks':>8} {'mode':>7} {'p50':>8} {'p95':>8}")
         for size in args.sizes:

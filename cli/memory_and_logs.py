@@ -7,6 +7,8 @@ import json
 import click
 
 from cli.common import db_option, open_memory
+from memory import MemoryStoreError
+from memory.search import query_terms
 
 
 @click.group()
@@ -35,16 +37,31 @@ def memory_add(paths: tuple[str, ...], db: str | None, no_embeddings: bool) -> N
 @click.option("--mode", type=click.Choice(["bm25", "vector", "hybrid"]), default="hybrid", show_default=True)
 @click.option("-k", type=int, default=5, show_default=True)
 @click.option("--source", default=None, help="Only documents whose source matches this glob.")
-def memory_search(query: str, db: str | None, mode: str, k: int, source: str | None) -> None:
+@click.option("--explain", is_flag=True, help="Show why each hit was found: BM25 score and rank, cosine and rank.")
+def memory_search(query: str, db: str | None, mode: str, k: int, source: str | None, explain: bool) -> None:
     """Search memory."""
     with open_memory(db, embedder=mode != "bm25", must_exist=True) as store:
-        hits = store.search(query, k=k, mode=mode, source=source)
+        try:
+            hits = store.search(query, k=k, mode=mode, source=source)
+        except MemoryStoreError as exc:
+            raise click.ClickException(str(exc)) from exc
         for hit in hits:
             snippet = " ".join(hit.text.split())[:160]
             click.echo(f"[{hit.chunk_id}] {hit.score:.4f}  {hit.source}\n    {snippet}")
+            if explain:
+                click.echo(f"    why: {hit.why.describe()}")
         if not hits:
             chunks = store.stats().get("chunks", 0)
-            click.echo(f"no matches for {query!r} ({mode}, {chunks} chunks in {store.path})", err=True)
+            why = "" if query_terms(query) or mode != "bm25" else "; the query has only common words, which BM25 ignores"
+            click.echo(f"no matches for {query!r} ({mode}, {chunks} chunks in {store.path}{why})", err=True)
+
+
+@memory.command("reembed")
+@db_option
+def memory_reembed(db: str | None) -> None:
+    """Embed every chunk that has no vector from the embedder (after changing it, or an upgrade)."""
+    with open_memory(db, must_exist=True) as store:
+        click.echo(f"embedded {store.reembed()} chunks with {store.embedder.name}")
 
 
 @memory.command("stats")

@@ -94,7 +94,8 @@ def _print_event(event: Any) -> None:
             click.echo(f"  {i}. {step}")
     elif kind == "memory":
         for hit in event.hits:
-            click.echo(f"memory [{hit['chunk_id']}] {hit['source']}: {' '.join(hit['text'].split())[:100]}")
+            why = f" ({hit['why']})" if hit.get("why") else ""
+            click.echo(f"memory [{hit['chunk_id']}] {hit['source']}{why}: {' '.join(hit['text'].split())[:100]}")
     elif kind == "tool_call":
         click.secho(f"-> {event.name}({json.dumps(event.arguments, ensure_ascii=False)})", fg="cyan")
     elif kind == "tool_result":

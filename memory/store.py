@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -23,11 +24,12 @@ from backends.embedders import Embedder, load_embedder
 from memory.chunking import chunk_spans, word_spans
 from memory.conversations import Conversations
 from memory.schema import migrate
-from memory.search import Hit, SearchMode, bm25_search, fuse, vector_search
+from memory.search import Hit, Match, SearchMode, bm25_search, combine, explain, query_terms, vector_search
 from memory.traces import Traces
 
 BUSY_TIMEOUT_MS = 30_000
 MAX_FILE_BYTES = 5 * 1024 * 1024
+EMBED_GROUP = 256  # chunks embedded together while indexing a folder
 SKIPPED_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache", ".pytest_cache"}
 
 
@@ -57,9 +59,14 @@ class Memory:
         embedder: Embedder | str | None = "minilm",
         chunk_tokens: int = 200,
         overlap: int = 40,
+        similarity_floor: float | None = None,
     ) -> None:
+        """similarity_floor: vector hits below this cosine are not returned; default: the embedder's
+        own `similarity_floor` when it declares one (MiniLM: 0.25), else none."""
         self.path = Path(path)
         self.embedder: Embedder | None = load_embedder(embedder) if isinstance(embedder, str) else embedder
+        default_floor = getattr(self.embedder, "similarity_floor", -1.0)
+        self.similarity_floor = default_floor if similarity_floor is None else similarity_floor
         self.chunk_tokens, self.overlap = chunk_tokens, overlap
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -106,16 +113,29 @@ class Memory:
     def add_text(self, text: str, source: str | None = None, title: str | None = None,
                  metadata: dict[str, Any] | None = None) -> int:
         """Indexes a document; the same source with new content replaces its chunks. Returns its id."""
-        return self._ingest(text, source or f"text:{_hash(text)[:16]}", title, metadata)[0]
+        source = source or f"text:{_hash(text)[:16]}"
+        if (known := self._unchanged(source, text)) is not None:
+            return known
+        chunks = self._chunks(text)
+        return self._write(source, text, title, metadata, chunks, self._missing_vectors({h: t for t, _, h in chunks}))[0]
 
-    def _ingest(self, text: str, source: str, title: str | None, metadata: dict[str, Any] | None) -> tuple[int, str]:
+    def _unchanged(self, source: str, text: str) -> int | None:
+        """The id of the document `source` when it already holds exactly `text` (nothing to embed or write)."""
+        row = self.db.execute("SELECT id, content_hash FROM documents WHERE source = ?", [source]).fetchone()
+        return row[0] if row and row[1] == _hash(text) else None
+
+    def _chunks(self, text: str) -> list[tuple[str, int, str]]:
+        """(text, tokens, content hash) of each chunk."""
+        windows = chunk_spans(self._spans(text), self.chunk_tokens, self.overlap) if text.strip() else []
+        return [(text[a:b], n, _hash(text[a:b])) for a, b, n in windows]
+
+    def _write(self, source: str, text: str, title: str | None, metadata: dict[str, Any] | None,
+               chunks: list[tuple[str, int, str]], vectors: dict[str, np.ndarray]) -> tuple[int, str]:
+        """One document, its chunks and their new vectors, in one transaction (vectors computed before it opens)."""
         content_hash = _hash(text)
         existing = self.db.execute("SELECT id, content_hash FROM documents WHERE source = ?", [source]).fetchone()
         if existing and existing[1] == content_hash:
             return existing[0], "unchanged"
-        windows = chunk_spans(self._spans(text), self.chunk_tokens, self.overlap) if text.strip() else []
-        chunks = [(text[a:b], n, _hash(text[a:b])) for a, b, n in windows]
-        vectors = self._missing_vectors({h: t for t, _, h in chunks})  # computed before the transaction opens
         now = _now()
         with self._transaction() as conn:
             if existing:
@@ -135,7 +155,8 @@ class Memory:
             )
             if self.embedder is not None:
                 conn.executemany("INSERT OR IGNORE INTO embeddings (content_hash, model, vector) VALUES (?, ?, ?)",
-                                 [(h, self.embedder.name, v.astype(np.float32).tobytes()) for h, v in vectors.items()])
+                                 [(h, self.embedder.name, vectors[h].astype(np.float32).tobytes())
+                                  for _, _, h in chunks if h in vectors])
         return doc_id, "replaced" if existing else "added"
 
     def _missing_vectors(self, texts_by_hash: dict[str, str]) -> dict[str, np.ndarray]:
@@ -156,15 +177,17 @@ class Memory:
 
     def add_path(self, path: str | Path, progress: bool = False,
                  on_file: Callable[[Path, str], None] | None = None) -> IngestReport:
-        """Indexes a file, or every text file under a folder (binary and huge files are skipped)."""
+        """Indexes a file, or every text file under a folder (binary and huge files are skipped).
+
+        Files are embedded in groups of about EMBED_GROUP chunks (fewer, fuller batches than one
+        call per file) and each is then written in its own transaction."""
         root = Path(path)
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such file or folder")
         files = [root] if root.is_file() else sorted(
             p for p in root.rglob("*") if p.is_file() and not (set(p.relative_to(root).parts[:-1]) & SKIPPED_DIRS)
         )
-        report = IngestReport()
-        bar = None
+        report, bar, done, start = IngestReport(), None, 0, time.perf_counter()
         if progress and len(files) > 1:
             from rich.progress import Progress
 
@@ -172,18 +195,39 @@ class Memory:
             bar.start()
             task = bar.add_task(f"indexing {root}", total=len(files))
         try:
-            for file in files:
-                outcome = self._add_file(file, report)
-                if on_file:
-                    on_file(file, outcome)
+            group: list[tuple[Path, str, list[tuple[str, int, str]]]] = []
+            for i, file in enumerate(files):
+                text = self._read(file, report)
+                if text is None or self._unchanged(str(file.resolve()), text) is not None:
+                    if text is not None:
+                        report.unchanged.append(str(file))
+                    if on_file:
+                        on_file(file, "unchanged" if text is not None else f"skipped ({report.skipped[-1][1]})")
+                else:
+                    group.append((file, text, self._chunks(text)))
+                if group and (i == len(files) - 1 or sum(len(c) for _, _, c in group) >= EMBED_GROUP):
+                    done += self._add_group(group, report, on_file)
+                    group = []
                 if bar:
-                    bar.advance(task)
+                    rate = done / max(time.perf_counter() - start, 1e-9)
+                    bar.update(task, advance=1, description=f"indexing {root}: {done} chunks, {rate:.0f} chunks/s")
         finally:
             if bar:
                 bar.stop()
         return report
 
-    def _add_file(self, file: Path, report: IngestReport) -> str:
+    def _add_group(self, group: list[tuple[Path, str, list[tuple[str, int, str]]]], report: IngestReport,
+                   on_file: Callable[[Path, str], None] | None) -> int:
+        vectors = self._missing_vectors({h: t for _, _, chunks in group for t, _, h in chunks})
+        for file, text, chunks in group:
+            _, outcome = self._write(str(file.resolve()), text, file.name, {"path": str(file)}, chunks, vectors)
+            getattr(report, outcome).append(str(file))
+            if on_file:
+                on_file(file, outcome)
+        return sum(len(chunks) for _, _, chunks in group)
+
+    def _read(self, file: Path, report: IngestReport) -> str | None:
+        """The file's text, or None (and the reason in the report) when it is not indexable."""
         reason = None
         try:
             size = file.stat().st_size
@@ -197,15 +241,11 @@ class Memory:
                 reason = "binary file"
         if reason is None:
             try:
-                text = data.decode("utf-8")
+                return data.decode("utf-8")
             except UnicodeDecodeError:
                 reason = "not UTF-8 text"
-        if reason is not None:
-            report.skipped.append((str(file), reason))
-            return f"skipped ({reason})"
-        _, outcome = self._ingest(text, str(file.resolve()), file.name, {"path": str(file)})
-        getattr(report, outcome).append(str(file))
-        return outcome
+        report.skipped.append((str(file), reason))
+        return None
 
     def remember(self, text: str) -> int:
         """A note from the agent; it is searchable like any document. Returns the note id."""
@@ -220,8 +260,9 @@ class Memory:
     # search
 
     def search(self, query: str, k: int = 5, mode: SearchMode | None = None, source: str | None = None) -> list[Hit]:
-        """Chunks relevant to `query`. mode: bm25 | vector | hybrid (reciprocal rank fusion);
-        None picks hybrid, or bm25 when there is no embedder.
+        """Chunks relevant to `query`, each with why it was found (`Hit.why`). mode: bm25 | vector |
+        hybrid (see memory/search.py for how it combines them); None picks hybrid, or bm25 when there
+        is no embedder. A query of stopwords only finds nothing by BM25.
 
         `source` filters by document source, as an SQL GLOB pattern ("*.md", "note:*").
         """
@@ -230,30 +271,63 @@ class Memory:
             raise ValueError(f"search mode {mode!r} is not one of bm25, vector, hybrid")
         if mode != "bm25" and self.embedder is None:
             raise ValueError(f"search mode {mode!r} needs an embedder; this memory was opened with embedder=None")
-        wide = max(k, 50) if mode == "hybrid" else k
-        lists = []
+        wide, terms = max(k, 50), query_terms(query)
+        every, some, vector = [], [], []
         if mode in ("bm25", "hybrid"):
-            lists.append(bm25_search(self.db.conn, query, wide, source))
+            every = bm25_search(self.db.conn, terms, wide, source, every=True)
+            some = bm25_search(self.db.conn, terms, wide, source) if every or mode == "bm25" else []
         if mode in ("vector", "hybrid"):
             ids, matrix = self._matrix()
-            lists.append(vector_search(self.db.conn, self.embedder.embed([query])[0], ids, matrix, wide, source))
-        ranked = lists[0] if len(lists) == 1 else fuse(lists)
-        return self._hits(ranked[:k])
+            vector = vector_search(self.db.conn, self.embedder.embed([query])[0], ids, matrix, wide, source,
+                                   floor=self.similarity_floor)
+        return self._hits(combine(mode, every, some, vector)[:k], explain(every, some, vector))
 
     def _matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """Every chunk's vector in one matrix, rebuilt only when the database changed."""
         version = (self.db.execute("PRAGMA data_version").fetchone()[0], self._writes)
         if self._vectors is None or self._vectors[0] != version:
+            name, width = self.embedder.name, 4 * self.embedder.dim
             rows = self.db.execute(
                 "SELECT c.id, e.vector FROM chunks c JOIN embeddings e ON e.content_hash = c.content_hash AND e.model = ? "
-                "ORDER BY c.id", [self.embedder.name]).fetchall()
+                "ORDER BY c.id", [name]).fetchall()
+            if not rows and (others := self._other_embedders()):
+                raise MemoryStoreError(
+                    f"{self.path} holds vectors from {', '.join(others)}, not from {name}, the embedder it was opened with; "
+                    f"open it with embedder={others[0]!r}, or re-embed it: tokentrail memory reembed --memory {self.path}")
+            if any(len(r[1]) != width for r in rows):
+                size = next(len(r[1]) for r in rows if len(r[1]) != width)
+                raise MemoryStoreError(
+                    f"{self.path} holds {name} vectors of {size} bytes where {name} writes {width} (another version wrote "
+                    f"them); re-embed them: tokentrail memory reembed --memory {self.path}")
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             blob = bytearray(b"".join(r[1] for r in rows))  # writable, so torch can wrap it without a copy
             matrix = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), self.embedder.dim)
             self._vectors = (version, ids, matrix)
         return self._vectors[1], self._vectors[2]
 
-    def _hits(self, ranked: list[tuple[int, float]]) -> list[Hit]:
+    def _other_embedders(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT model FROM embeddings WHERE model != ?", [self.embedder.name])]
+
+    def reembed(self) -> int:
+        """Embeds every chunk that lacks a vector from this memory's embedder (after a change of
+        embedder, vectors of another version, or chunks indexed without embeddings); returns how many."""
+        if self.embedder is None:
+            raise MemoryStoreError("re-embedding needs an embedder; this memory was opened with embedder=None")
+        with self._transaction() as conn:  # vectors of the wrong size are another version's: replace them
+            conn.execute("DELETE FROM embeddings WHERE model = ? AND length(vector) != ?",
+                         [self.embedder.name, 4 * self.embedder.dim])
+        todo = self.db.execute(
+            "SELECT DISTINCT c.content_hash, c.text FROM chunks c LEFT JOIN embeddings e ON e.content_hash = c.content_hash "
+            "AND e.model = ? WHERE e.content_hash IS NULL", [self.embedder.name]).fetchall()
+        for start in range(0, len(todo), EMBED_GROUP):
+            batch = dict(todo[start : start + EMBED_GROUP])
+            vectors = self.embedder.embed(list(batch.values()))
+            with self._transaction() as conn:
+                conn.executemany("INSERT OR IGNORE INTO embeddings (content_hash, model, vector) VALUES (?, ?, ?)",
+                                 [(h, self.embedder.name, v.astype(np.float32).tobytes()) for h, v in zip(batch, vectors)])
+        return len(todo)
+
+    def _hits(self, ranked: list[tuple[int, float]], why: dict[int, Match]) -> list[Hit]:
         if not ranked:
             return []
         marks = ",".join("?" * len(ranked))
@@ -261,7 +335,7 @@ class Memory:
             f"SELECT c.id, c.text, d.source, d.id, d.title FROM chunks c JOIN documents d ON d.id = c.document_id "
             f"WHERE c.id IN ({marks})", [cid for cid, _ in ranked])}
         return [Hit(chunk_id=cid, score=score, text=rows[cid][1], source=rows[cid][2], document_id=rows[cid][3],
-                    title=rows[cid][4]) for cid, score in ranked if cid in rows]
+                    title=rows[cid][4], why=why.get(cid, Match())) for cid, score in ranked if cid in rows]
 
     def stats(self) -> dict[str, Any]:
         count = lambda table: self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: E731

@@ -48,7 +48,8 @@ class TraceTree(Tree):
         if isinstance(event, MemoryRecalled):
             node = turn.add(f"memory: {len(event.hits)} hits", expand=bool(event.hits))
             for hit in event.hits:
-                node.add_leaf(f"[{hit['chunk_id']}] {hit['source']}: {_short(hit['text'], 100)}")
+                why = f" ({hit['why']})" if hit.get("why") else ""
+                node.add_leaf(f"[{hit['chunk_id']}] {hit['source']}{why}: {_short(hit['text'], 100)}")
         elif isinstance(event, PlanMade):
             label = "direct answer, no plan" if event.direct else "replan" if event.replan else "plan"
             node = turn.add(Text(label, style="magenta"), expand=True)

@@ -211,10 +211,28 @@ def test_memory_recall_and_traces(tmp_path):
         result = Agent(backend, memory=memory).run("What is the launch code word?")
         recalled = next(e for e in result.events if e.type == "memory")
         assert recalled.hits and recalled.hits[0]["source"] == "notes.md"
+        assert recalled.hits[0]["why"].startswith("every word; bm25 ")  # why it was recalled, for the trace
         assert "[%d]" % recalled.hits[0]["chunk_id"] in backend.requests[0].messages[-1].content
         stored = memory.traces.events(result.run_id)
         assert [e["type"] for e in stored] == [e.type for e in result.events]
         assert memory.traces.runs()[0]["status"] == "verified"
+
+
+def test_a_memory_it_cannot_search_is_reported_and_the_run_goes_on(tmp_path):
+    from memory import Memory
+    from tests.test_memory.conftest import KeywordEmbedder
+
+    class Other(KeywordEmbedder):
+        name = "other-model"
+
+    with Memory(tmp_path / "m.db", embedder=KeywordEmbedder()) as memory:
+        memory.add_text("The cat is called Pelican.", source="notes.md")
+    with Memory(tmp_path / "m.db", embedder=Other()) as memory:
+        backend = ScriptedBackend(replies=[answer("Paris"), verdict(True)])
+        result = Agent(backend, memory=memory).run("What is the capital of France?")
+        error = next(e for e in result.events if e.type == "error")
+        assert error.recoverable and "memory recall failed" in error.message and "memory reembed" in error.message
+        assert result.answer == "Paris" and result.verified
 
 
 def test_continuing_a_conversation():

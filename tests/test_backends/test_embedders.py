@@ -38,10 +38,11 @@ def test_embedders_are_found_by_name_and_checked_against_the_contract(monkeypatc
 
 
 @pytest.mark.model
-def test_minilm_matches_sentence_transformers():
+@pytest.mark.parametrize("bfloat16", [False, True])
+def test_minilm_matches_sentence_transformers(bfloat16):
     data = np.load(GOLDEN)
     sentences = json.loads(str(data["sentences"]))
-    ours = MiniLMEmbedder(batch_size=3).embed(sentences)
+    ours = MiniLMEmbedder(batch_size=3, bfloat16=bfloat16).embed(sentences)
     assert ours.shape == (len(sentences), 384) and ours.dtype == np.float32
     cosine = (ours * data["vectors"]).sum(1)
     assert cosine.min() >= 0.999, cosine

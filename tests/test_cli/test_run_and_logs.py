@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from cli import main
@@ -71,6 +72,18 @@ def test_reading_a_database_that_is_not_there_says_so(tmp_path):
     missing = run("logs", "--memory", db, "--run", "nosuch")
     assert missing.exit_code == 1 and "no run 'nosuch'" in missing.output
     assert "embedder   None" in run("memory", "stats", "--db", db).output  # --db still works
+
+
+@pytest.mark.model
+def test_memory_search_explains_its_hits_and_reembed_fills_in_vectors(tmp_path):
+    (tmp_path / "notes.md").write_text("The launch window opens in March. The rocket is called Bluefin.")
+    db = str(tmp_path / "m.db")
+    assert run("memory", "add", str(tmp_path / "notes.md"), "--memory", db, "--no-embeddings").exit_code == 0
+    stopwords = run("memory", "search", "what is the", "--memory", db, "--mode", "bm25")
+    assert "only common words" in stopwords.output
+    assert "embedded 1 chunks with all-MiniLM-L6-v2" in run("memory", "reembed", "--memory", db).output
+    found = run("memory", "search", "rocket launch", "--memory", db, "--explain")
+    assert found.exit_code == 0 and "why: every word; bm25 " in found.output and "cosine 0." in found.output
 
 
 def test_a_tool_that_needs_approval_says_how_to_give_it(tmp_path):

@@ -66,3 +66,41 @@ def test_real_embeddings_rank_by_meaning(tmp_path):
         assert m.search("spacecraft launch", k=1, mode="vector")[0].source == "rockets.md"
         assert m.search("relational storage of records", k=1, mode="vector")[0].source == "db.md"
         assert m.search("young cats", k=1, mode="hybrid")[0].source == "kittens.md"
+
+
+def test_chunks_holding_every_query_word_come_first_in_hybrid(filled):
+    filled.add_text("SQLite rocket orbit notes", source="all-words.md")  # every content word of the query
+    hits = filled.search("what about the sqlite rocket", k=3, mode="hybrid")
+    assert hits[0].source == "all-words.md" and hits[0].why.every_word and hits[0].score > 1
+    assert not hits[1].why.every_word and hits[1].score < 1
+
+
+def test_hits_say_why_they_were_found(filled):
+    hit = filled.search("cat dog", k=1, mode="hybrid")[0]
+    assert hit.source == "pets.md" and hit.why.every_word
+    assert hit.why.bm25_rank == 1 and hit.why.bm25 > 0 and hit.why.similarity > 0.5 and hit.why.vector_rank >= 1
+    assert hit.why.describe().startswith("every word; bm25 ")
+    vector_only = filled.search("feline", k=1, mode="vector")[0]
+    assert vector_only.why.bm25 is None and vector_only.why.describe().startswith("cosine ")
+
+
+def test_a_question_with_nothing_relevant_gets_no_hits_not_noise(tmp_path):
+    from memory import Memory
+    from tests.test_memory.conftest import KeywordEmbedder
+
+    with Memory(tmp_path / "m.db", embedder=KeywordEmbedder(), similarity_floor=0.5) as m:
+        for source, text in CORPUS.items():
+            m.add_text(text, source=source)
+        assert m.search("the weather in Lisbon", mode="hybrid") == []
+        assert m.search("the weather in Lisbon", mode="vector") == []
+        assert [h.source for h in m.search("rocket", k=1, mode="hybrid")] == ["rockets.md"]
+
+
+@pytest.mark.parametrize("mode", ["bm25", "vector", "hybrid"])
+def test_stopwords_punctuation_and_very_long_queries(filled, mode):
+    stopwords, syntax = filled.search("what is the ?!", mode=mode), filled.search("\"') OR NEAR(*", mode=mode)
+    if mode == "bm25":  # nothing to match, and FTS5's syntax in a query is only text: no error either way
+        assert stopwords == [] and syntax == []
+    long = " ".join(["database"] + [f"word{i}" for i in range(5000)])
+    hits = filled.search(long, k=2, mode=mode)
+    assert mode == "vector" or hits[0].source == "db.md"

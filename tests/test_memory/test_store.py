@@ -97,3 +97,33 @@ def test_migrations_are_versioned(tmp_path):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     Memory(tmp_path / "m.db", embedder=None).close()  # reopening does not migrate again
+
+
+def test_a_memory_embedded_by_another_model_says_so_and_can_be_reembedded(tmp_path):
+    from tests.test_memory.conftest import KeywordEmbedder
+
+    class Other(KeywordEmbedder):
+        name = "other-model"
+
+    with Memory(tmp_path / "m.db", embedder=KeywordEmbedder()) as m:
+        m.add_text("The cat sleeps.", source="a.md")
+    with Memory(tmp_path / "m.db", embedder=Other()) as m:
+        with pytest.raises(MemoryStoreError, match="vectors from keywords, not from other-model.*tokentrail memory reembed"):
+            m.search("cat", mode="vector")
+        assert [h.source for h in m.search("cat", mode="bm25")] == ["a.md"]  # BM25 needs no vectors
+        assert m.reembed() == 1
+        assert [h.source for h in m.search("cat", mode="hybrid")] == ["a.md"]
+        assert m.reembed() == 0
+
+
+def test_vectors_written_by_another_version_are_refused_then_replaced(tmp_path):
+    from tests.test_memory.conftest import KeywordEmbedder
+
+    with Memory(tmp_path / "m.db", embedder=KeywordEmbedder()) as m:
+        m.add_text("The dog runs.", source="b.md")
+        m.db.execute("UPDATE embeddings SET vector = zeroblob(12)")  # as if another version wrote 3 floats
+        with pytest.raises(MemoryStoreError, match="vectors of 12 bytes where keywords writes 32"):
+            m.search("dog", mode="vector")
+        assert m.reembed() == 1
+        assert [h.source for h in m.search("dog", mode="vector")] == ["b.md"]
+        assert m.stats()["documents"] == 1  # nothing lost
