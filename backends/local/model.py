@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from backends.local.attention import attention
 from backends.local.config import ModelConfig, ModelLoadError
+from backends.local.prefix_cache import PrefixSnapshots, common_prefix
 from backends.local.quant import (
     DenseLinear,
     Int4Linear,
@@ -28,6 +29,8 @@ from backends.local.quant import (
     fused_linear,
     linear,
 )
+
+PREFIX_CACHE_BYTES = 64 * 2**20  # earlier prompts' K/V kept for reuse (SmolLM2: about 1,400 tokens)
 
 
 def rope_inv_freq(config: ModelConfig, freq_factors: Tensor | None = None) -> Tensor:
@@ -174,6 +177,7 @@ class Transformer(nn.Module):
         self.max_cache_len = 0
         self.compiled_block: Callable[..., Tensor] | None = None  # see compile_decode
         self.cached: list[int] = []  # the tokens whose keys and values row 0 of the cache holds
+        self.snapshots = PrefixSnapshots(PREFIX_CACHE_BYTES)
 
     def _lookup(self, table: Weight | nn.Module, tied: bool) -> nn.Module:
         """The module that embeds token ids: file blocks, int8 rows, or a float table, shared with a tied head."""
@@ -215,13 +219,23 @@ class Transformer(nn.Module):
         self.max_cache_len = size
 
     def reusable_prefix(self, ids: Sequence[int]) -> int:
-        """How many leading tokens of `ids` row 0 of the cache already holds (at most all but the last)."""
-        n = 0
-        for held, wanted in zip(self.cached, ids[: len(ids) - 1]):
-            if held != wanted:
-                break
-            n += 1
-        return n
+        """How many leading tokens of `ids` row 0 of the cache holds (at most all but the last), after
+        bringing back an earlier prompt's keys and values when they share more (see prefix_cache.py)."""
+        held = common_prefix(self.cached, ids)
+        found = self.snapshots.best(ids) if self.layers[0].attention.cache.k.shape[0] == 1 else None
+        if found is not None and found[1] > held:
+            snapshot, held = found
+            self._keep_cached()
+            for layer, (k, v) in zip(self.layers, snapshot.layers):
+                layer.attention.cache.update(0, k[:, :, :held], v[:, :, :held])
+            self.cached = snapshot.tokens[:held]
+        return held
+
+    def _keep_cached(self) -> None:
+        """Copies what row 0 of the cache holds into the snapshots, before it is overwritten."""
+        n = len(self.cached)
+        self.snapshots.save(self.cached, [(layer.attention.cache.k[:1, :, :n], layer.attention.cache.v[:1, :, :n])
+                                          for layer in self.layers])
 
     def _track(self, start: int, ids: list[int]) -> None:
         if start > len(self.cached):  # a gap: what the cache holds is no longer known
@@ -271,6 +285,8 @@ class Transformer(nn.Module):
 
     def forward(self, ids: Tensor, start: int = 0, last_only: bool = False) -> Tensor:
         """Logits (float32) for token ids [B, T] placed at positions start..start+T-1."""
+        if ids.shape[0] == 1 and start < len(self.cached):
+            self._keep_cached()
         x = self.embed(ids)
         cos, sin = self.rope(start, ids.shape[1])
         x = self._blocks(x, cos, sin, start)

@@ -137,7 +137,7 @@ def test_a_shared_prefix_is_not_computed_again(tmp_path, precision):
     assert again.token_ids == second.token_ids
 
 
-def test_beam_search_and_logits_after_reuse_start_afresh(tmp_path):
+def test_beam_search_and_logits_overwrite_the_cache_and_the_prompt_comes_back(tmp_path):
     path = tiny_gguf(tmp_path, "llama", QT.Q8_0)
     backend = load_backend("local", model=str(path))
     reference = load_backend("local", model=str(path))
@@ -147,10 +147,43 @@ def test_beam_search_and_logits_after_reuse_start_afresh(tmp_path):
     assert backend.generate(GenerationRequest(messages=messages, sampling=beam)).token_ids == \
         reference.generate(GenerationRequest(messages=messages, sampling=beam)).token_ids
     after_beam = chat(backend, "the quick brown fox")
-    assert after_beam.usage.cached_prompt_tokens == 0  # the beams overwrote the cache rows
+    # the beams overwrote the cache rows; the chat's keys and values come back from their copy
+    assert after_beam.usage.cached_prompt_tokens == after_beam.usage.prompt_tokens - 1
     assert after_beam.token_ids == chat(reference, "the quick brown fox").token_ids
     assert torch.allclose(backend.logits(IDS), reference.logits(IDS), atol=1e-5)
-    assert chat(backend, "the quick brown fox").usage.cached_prompt_tokens == 0  # logits() wrote other tokens
+    again = chat(backend, "the quick brown fox")  # logits() wrote other tokens over it: back again
+    assert again.usage.cached_prompt_tokens == again.usage.prompt_tokens - 1 and again.token_ids == after_beam.token_ids
+
+
+@pytest.mark.parametrize("precision", ["exact", "fast"])
+def test_prompts_taking_turns_each_find_their_prefix_again(tmp_path, precision):
+    path = tiny_gguf(tmp_path, "qwen2", QT.Q4_0)
+    backend = load_backend("local", model=str(path), precision=precision)
+    cold = load_backend("local", model=str(path), precision=precision)
+    plan, act = ("Plan the task. " * 5, "Act on the plan. " * 5)  # an agent's alternating prompts
+    first_plan, first_act = chat(backend, plan), chat(backend, act)
+    assert first_act.usage.cached_prompt_tokens < first_act.usage.prompt_tokens - 50  # only the system prompt is shared
+    second_plan, second_act = chat(backend, plan), chat(backend, act)
+    for second in (second_plan, second_act):
+        assert second.usage.cached_prompt_tokens == second.usage.prompt_tokens - 1
+    assert second_plan.token_ids == first_plan.token_ids == chat(cold, plan).token_ids
+    assert second_act.token_ids == first_act.token_ids
+
+
+def test_the_copies_of_earlier_prompts_stay_within_their_budget():
+    from backends.local.prefix_cache import PrefixSnapshots
+
+    def kv(n):
+        return [(torch.zeros(1, 2, n, 4), torch.zeros(1, 2, n, 4))]  # 64 bytes a token
+
+    snapshots = PrefixSnapshots(budget_bytes=64 * 100)
+    snapshots.save(list(range(40)), kv(40))
+    snapshots.save(list(range(50)), kv(50))  # extends the first: replaces it
+    assert [len(e.tokens) for e in snapshots.entries] == [50]
+    snapshots.save(list(range(100, 160)), kv(60))  # over budget together: the least recently used goes
+    assert [len(e.tokens) for e in snapshots.entries] == [60]
+    snapshots.save(list(range(10)), kv(10))  # too short to be worth keeping
+    assert snapshots.best(list(range(100, 130)))[1] == 29 and snapshots.best([7, 8, 9]) is None
 
 
 def test_a_longer_request_grows_the_cache_and_keeps_the_prefix(tmp_path):
