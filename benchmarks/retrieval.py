@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/retrieval.py [--split report|tune|all] [--db PATH] [--show-misses]
 
-Corpus: the docstrings of about 450 public functions and classes of the standard library, 90
-module docstrings and the 79 language-reference topics of pydoc (about 620 documents, read from
+Corpus: the docstrings of about 450 public functions and classes of the standard library, about 50
+module docstrings and the 79 language-reference topics of pydoc (575 documents on Python 3.11, read from
 this interpreter; nothing is downloaded). Queries: benchmarks/data/retrieval_queries.jsonl, 155
 written as users ask: paraphrases that avoid the documents' words, keyword lookups (identifiers,
 option names, RFC numbers) and questions the corpus cannot answer. Even-numbered queries are the
