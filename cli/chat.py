@@ -8,7 +8,15 @@ import click
 from pydantic import ValidationError
 
 from backends import SamplingParams, load_backend
-from cli.common import backend_options, make_backend, memory_path, precision_option, pull_progress, validation_message
+from cli.common import (
+    adapter_option,
+    backend_options,
+    make_backend,
+    memory_path,
+    precision_option,
+    pull_progress,
+    validation_message,
+)
 from cli.run import SAFE_TOOLS, selected_tools
 
 
@@ -50,9 +58,10 @@ def _open_memory(path: str | None, enabled: bool) -> Any:
 @click.option("--plain", is_flag=True, help="A line-based chat without the agent, for pipes and dumb terminals.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
 @precision_option
+@adapter_option
 def chat(backend: str, model: str | None, memory_db: str | None, no_memory: bool, tool_names: str | None,
          workspace: str, temperature: float, max_tokens: int, seed: int | None, plain: bool,
-         options: tuple[str, ...], precision: str | None) -> None:
+         options: tuple[str, ...], precision: str | None, adapter: str | None) -> None:
     """Chat with the agent and watch it decode, call tools and verify."""
     try:
         sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=5)
@@ -61,11 +70,11 @@ def chat(backend: str, model: str | None, memory_db: str | None, no_memory: bool
     if plain:
         from cli.chat_repl import chat_loop
 
-        chat_loop(make_backend(backend, model, options, precision), sampling)
+        chat_loop(make_backend(backend, model, options, precision, adapter), sampling)
         return
     from tui import TokentrailApp
 
-    kwargs = backend_options(backend, model, options, precision)
+    kwargs = backend_options(backend, model, options, precision, adapter)
     if backend == "local" and model is None:
         _pull_default_model()
         kwargs.setdefault("auto_pull", False)

@@ -65,19 +65,27 @@ precision_option = click.option(
          "int8 or int4 (float weights quantized at load too).")
 
 
-def backend_options(name: str, model: str | None, options: tuple[str, ...], precision: str | None = None) -> dict[str, Any]:
+adapter_option = click.option(
+    "--adapter", default=None, type=click.Path(exists=True, file_okay=False),
+    help="Local engine: a LoRA adapter folder from `tokentrail train`.")
+
+
+def backend_options(name: str, model: str | None, options: tuple[str, ...], precision: str | None = None,
+                    adapter: str | None = None) -> dict[str, Any]:
     kwargs = parse_options(options)
     if model is not None:
         kwargs["model"] = model
-    if precision is not None:
-        if name != "local":
-            raise click.BadParameter(f"applies to the local backend, not {name!r}", param_hint="--precision")
-        kwargs["precision"] = precision
+    for flag, value in (("precision", precision), ("adapter", adapter)):
+        if value is not None:
+            if name != "local":
+                raise click.BadParameter(f"applies to the local backend, not {name!r}", param_hint=f"--{flag}")
+            kwargs[flag] = value
     return kwargs
 
 
-def make_backend(name: str, model: str | None, options: tuple[str, ...], precision: str | None = None):
-    kwargs = backend_options(name, model, options, precision)
+def make_backend(name: str, model: str | None, options: tuple[str, ...], precision: str | None = None,
+                 adapter: str | None = None):
+    kwargs = backend_options(name, model, options, precision, adapter)
     if name == "local":
         kwargs.setdefault("progress", pull_progress())
     try:

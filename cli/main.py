@@ -14,10 +14,11 @@ from pydantic import ValidationError
 
 from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams, TokenEvent
 from cli.chat import chat
-from cli.common import make_backend, precision_option, pull_progress, validation_message, version_string
+from cli.common import adapter_option, make_backend, precision_option, pull_progress, validation_message, version_string
 from cli.memory_and_logs import logs, memory
 from cli.run import run_agent, tools
 from cli.serve import serve
+from cli.train import train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,9 +71,10 @@ def _print_logprobs(events: list[TokenEvent]) -> None:
 @click.option("--grammar", type=click.Path(exists=True, dir_okay=False), help="Constrain the reply to this Lark grammar file.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Backend option (JSON values allowed).")
 @precision_option
+@adapter_option
 def generate(prompt: str, backend: str, model: str | None, system: str | None, max_tokens: int, logprobs: int,
              json_schema: str | None, regex: str | None, grammar: str | None, options: tuple[str, ...],
-             stop: tuple[str, ...], precision: str | None, **sampling_flags: Any) -> None:
+             stop: tuple[str, ...], precision: str | None, adapter: str | None, **sampling_flags: Any) -> None:
     """Stream the model's reply to PROMPT to standard output."""
     messages = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=prompt)]
     if sampling_flags["temperature"] is None:
@@ -84,7 +86,7 @@ def generate(prompt: str, backend: str, model: str | None, system: str | None, m
     except ValidationError as exc:
         raise click.BadParameter(validation_message(exc)) from exc
     request = GenerationRequest(messages=messages, sampling=sampling, constraint=_constraint(json_schema, regex, grammar))
-    engine = make_backend(backend, model, options, precision)
+    engine = make_backend(backend, model, options, precision, adapter)
     events: list[TokenEvent] = []
     try:
         for event in engine.stream(request):
@@ -146,5 +148,5 @@ def list_backends() -> None:
         click.echo(name)
 
 
-for command in (chat, tools, run_agent, memory, logs, serve):
+for command in (chat, tools, run_agent, memory, logs, serve, train):
     main.add_command(command)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli.common import make_backend, open_memory, precision_option
+from cli.common import adapter_option, make_backend, open_memory, precision_option
 
 
 @click.group(invoke_without_command=True)
@@ -137,16 +137,17 @@ EXIT_VERIFIED, EXIT_NO_ANSWER, EXIT_UNVERIFIED, EXIT_INTERRUPTED = 0, 1, 3, 130
 @click.option("--max-steps", type=click.IntRange(min=1), default=6, show_default=True, help="Act turns at most.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
 @precision_option
+@adapter_option
 def run_agent(task: str, backend: str, model: str | None, tool_names: str | None, workspace: str,
               memory_path: str | None, no_log: bool, as_json: bool, tokens: bool, yes: bool, max_steps: int,
-              options: tuple[str, ...], precision: str | None) -> None:
+              options: tuple[str, ...], precision: str | None, adapter: str | None) -> None:
     """Run the agent on TASK: plan, act with tools, verify; events print as they happen."""
     from agent import Agent
     from tools import approve_all
 
     registry = selected_tools(workspace, tool_names, approve_all if yes else _refuse_without_yes)
     store = None if no_log else open_memory(memory_path, embedder=memory_path is not None)
-    agent = Agent(make_backend(backend, model, options, precision), tools=registry, memory=store, max_steps=max_steps,
+    agent = Agent(make_backend(backend, model, options, precision, adapter), tools=registry, memory=store, max_steps=max_steps,
                   recall_k=3 if memory_path else 0)
     final = None
     try:

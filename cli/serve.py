@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import make_backend, precision_option
+from cli.common import adapter_option, make_backend, precision_option
 
 
 def _is_loopback(host: str) -> bool:
@@ -36,8 +36,9 @@ def _model_id(model: str | None) -> str:
               help="Serve /v1/embeddings when the embedding model (minilm) is pulled.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
 @precision_option
+@adapter_option
 def serve(host: str, port: int, api_key: str | None, backend: str, model: str | None, max_waiting: int,
-          embeddings: bool, options: tuple[str, ...], precision: str | None) -> None:
+          embeddings: bool, options: tuple[str, ...], precision: str | None, adapter: str | None) -> None:
     """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/embeddings)."""
     from backends.local.model_cache import model_path
     from backends.server.app import OpenAIServer
@@ -45,7 +46,7 @@ def serve(host: str, port: int, api_key: str | None, backend: str, model: str | 
 
     if not _is_loopback(host) and not api_key:
         click.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
-    engine = make_backend(backend, model, options, precision)
+    engine = make_backend(backend, model, options, precision, adapter)
     embedder = None
     if embeddings and model_path("minilm").exists():
         from backends.embedders import load_embedder

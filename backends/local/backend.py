@@ -11,7 +11,7 @@ import torch
 
 from backends.base import BackendError, collect
 from backends.local import attention as attention_impl
-from backends.local import tool_calls
+from backends.local import lora, tool_calls
 from backends.local.beam import CachedBeams, beam_search
 from backends.local.chat_template import CHATML, ChatTemplateError, render_chat
 from backends.local.config import ModelLoadError, check_precision
@@ -37,6 +37,7 @@ class LocalBackend:
     precision: "fast" (the default: GGUF weights stay quantized), "exact" (float32, token-exact
     against transformers), "int8" or "int4" (float weights quantized at load too); see loader.py.
     compile: torch.compile the decode step (faster tokens after a few seconds of compiling).
+    adapter: a LoRA adapter folder from `tokentrail train` (see lora.py), applied in either precision.
     """
 
     name = "local"
@@ -53,6 +54,7 @@ class LocalBackend:
         context_window: int | None = None,
         auto_pull: bool = True,
         progress: Progress | None = None,
+        adapter: str | Path | None = None,
     ) -> None:
         check_precision(precision or "fast")  # before a pull, not after
         try:
@@ -60,6 +62,12 @@ class LocalBackend:
             self.loaded: LoadedModel = load_model(path, dtype=dtype, device=device, precision=precision or "fast")
         except ModelLoadError as exc:
             raise BackendError(str(exc)) from exc
+        self.adapter = Path(adapter).name if adapter else None
+        if adapter:
+            try:
+                lora.load(self.loaded.model, adapter, self.loaded.name)
+            except lora.AdapterError as exc:
+                raise BackendError(str(exc)) from exc
         self.device = self.loaded.model.device
         self.attention = attention_impl.choose(self.device, attention)
         self.loaded.model.set_attention(self.attention)
@@ -71,13 +79,15 @@ class LocalBackend:
         self.model_name = self.loaded.name
         self._lock = threading.Lock()  # one decode at a time per model: the KV cache is shared
 
-    def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
+    def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None,
+               add_generation_prompt: bool = True) -> str:
         tok = self.tokenizer
         try:
             return render_chat(
                 self.loaded.chat_template or CHATML,
                 messages,
                 tools=tools,
+                add_generation_prompt=add_generation_prompt,
                 bos_token=tok.token_text(tok.bos_token_id) if tok.bos_token_id is not None else "",
                 eos_token=tok.token_text(tok.eos_token_id) if tok.eos_token_id is not None else "",
             )

@@ -1,0 +1,69 @@
+"""`tokentrail train ...`: fine-tune the local model with LoRA and watch it learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.common import make_backend
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    """The loss curve in one line of block characters (downsampled to `width`)."""
+    if not values:
+        return ""
+    step = max(1, len(values) / width)
+    points = [values[int(i * step)] for i in range(min(width, len(values)))]
+    low, high = min(points), max(points)
+    return "".join(BLOCKS[int((v - low) / (high - low) * (len(BLOCKS) - 1)) if high > low else 0] for v in points)
+
+
+@click.group()
+def train() -> None:
+    """Fine-tune the local model with LoRA adapters."""
+
+
+@train.command("sft")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The adapter folder to write.")
+@click.option("-m", "--model", default=None, help="The base model (default: the default model).")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option("--rank", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--accumulate", type=click.IntRange(min=1), default=4, show_default=True, help="Examples per optimizer step.")
+def train_sft(data: Path, out: Path, model: str | None, epochs: int, lr: float, rank: int, accumulate: int) -> None:
+    """Supervised fine-tuning on chat examples (JSONL lines of {"messages": [...]}); loss on the replies only."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from train.sft import SFTConfig, sft
+
+    backend = make_backend("local", model, (), "exact")
+    config = SFTConfig(epochs=epochs, lr=lr, rank=rank, accumulate=accumulate)
+    losses: list[float] = []
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+                   TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    task = bar.add_task("training", total=None, status="")
+
+    def on_step(step, total: int) -> None:
+        losses.append(step.loss)
+        held = f", held-out {step.held_out_loss:.3f}" if step.held_out_loss is not None else ""
+        bar.update(task, total=total, completed=step.step,
+                   status=f"loss {step.loss:.3f}{held}, {step.tokens_per_s:.0f} tok/s  {sparkline(losses, 30)}")
+
+    with bar:
+        try:
+            result = sft(backend, data, out, config, on_step)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    for problem in result.skipped:
+        click.echo(f"skipped {problem}", err=True)
+    last = result.steps[-1]
+    held = f"; held-out loss {last.held_out_loss:.4f}" if last.held_out_loss is not None else ""
+    click.echo(f"loss {result.steps[0].loss:.4f} -> {last.loss:.4f}{held}\n{sparkline(losses)}")
+    click.echo(f"{result.trained_examples} examples ({result.held_out_examples} held out), {len(result.steps)} steps "
+               f"in {result.seconds:.0f} s; adapter in {out} (use it with --adapter {out})")

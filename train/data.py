@@ -1,0 +1,99 @@
+"""Training data: chat examples in the OpenAI messages format (JSONL), checked line by line, and
+tokenized with the model's own chat template so that training sees the text inference sees.
+
+A bad line (not JSON, no messages, roles out of order, no assistant reply, too long) is reported
+with its line number and skipped; nothing is trained on silently.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from backends import Message
+from backends.schemas import explain_validation
+
+FOLLOWS = {"user": {"system", "assistant", "tool", None}, "assistant": {"user", "tool"}, "tool": {"assistant", "tool"},
+           "system": {None}}
+
+
+class Renders(Protocol):
+    """What encoding needs of a backend: its chat template and its tokenizer (LocalBackend)."""
+
+    tokenizer: Any
+
+    def render(self, messages: list[Message], tools: Any = None, add_generation_prompt: bool = True) -> str: ...
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    trained: list[bool]  # per token: whether the loss counts it (the assistant's own tokens)
+    line: int
+
+
+def messages_problem(messages: list[Message]) -> str | None:
+    """Why a conversation cannot be trained on, or None."""
+    previous = None
+    for message in messages:
+        if previous not in FOLLOWS.get(message.role, set()):
+            return f"a {message.role} message cannot follow {previous or 'the start'}"
+        previous = message.role
+    if not any(m.role == "assistant" for m in messages):
+        return "no assistant message to learn from"
+    if messages[-1].role != "assistant":
+        return f"it ends with a {messages[-1].role} message; an example ends with the assistant's reply"
+    return None
+
+
+def read_messages(path: Path, field: str = "messages") -> tuple[list[tuple[int, list[Message]]], list[str]]:
+    """(line number, messages) of each usable line, and a problem per unusable one ("line 3: ...")."""
+    examples, problems = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            raw = row[field] if isinstance(row, dict) else None
+            if not isinstance(raw, list) or not raw:
+                raise KeyError(field)
+            messages = [Message.model_validate(m) for m in raw]
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {number}: not JSON ({exc.msg})")
+            continue
+        except KeyError:
+            problems.append(f'line {number}: needs "{field}", a list of messages')
+            continue
+        except ValidationError as exc:
+            problems.append(f"line {number}: {explain_validation(exc, 'field')}")
+            continue
+        if (problem := messages_problem(messages)) is not None:
+            problems.append(f"line {number}: {problem}")
+            continue
+        examples.append((number, messages))
+    return examples, problems
+
+
+def encode(backend: Renders, messages: list[Message], line: int, max_tokens: int) -> Encoded:
+    """Token ids of the rendered conversation, marking the assistant's replies (through its end-of-turn).
+
+    Raises ValueError when the example is longer than `max_tokens` or the template renders a
+    conversation's beginning differently from the whole (then no reply can be located)."""
+    full = backend.render(messages, add_generation_prompt=False)
+    spans = []
+    for i, message in enumerate(messages):
+        if message.role == "assistant":
+            start = len(backend.render(messages[:i], add_generation_prompt=True))
+            end_text = backend.render(messages[: i + 1], add_generation_prompt=False)
+            if not full.startswith(end_text):
+                raise ValueError("the chat template renders the start of this conversation differently from the whole")
+            spans.append((start, len(end_text)))
+    encoding = backend.tokenizer.hf.encode(full, add_special_tokens=False)
+    if len(encoding.ids) > max_tokens:
+        raise ValueError(f"{len(encoding.ids)} tokens, over the limit of {max_tokens}")
+    trained = [any(s <= a and b <= e for s, e in spans) and b > a for a, b in encoding.offsets]
+    return Encoded(list(encoding.ids), trained, line)
