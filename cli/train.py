@@ -26,44 +26,75 @@ def train() -> None:
     """Fine-tune the local model with LoRA adapters."""
 
 
-@train.command("sft")
-@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The adapter folder to write.")
-@click.option("-m", "--model", default=None, help="The base model (default: the default model).")
-@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
-@click.option("--rank", type=click.IntRange(1, 256), default=8, show_default=True)
-@click.option("--accumulate", type=click.IntRange(min=1), default=4, show_default=True, help="Examples per optimizer step.")
-def train_sft(data: Path, out: Path, model: str | None, epochs: int, lr: float, rank: int, accumulate: int) -> None:
-    """Supervised fine-tuning on chat examples (JSONL lines of {"messages": [...]}); loss on the replies only."""
+def _run(kind: str, data: Path, out: Path, model: str | None, adapter: str | None, config) -> None:
+    """Trains with a progress bar (loss, tokens/s, the loss curve so far) and prints the curve at the end."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from train.sft import SFTConfig, sft
+    from train.dpo import dpo
+    from train.sft import sft
 
-    backend = make_backend("local", model, (), "exact")
-    config = SFTConfig(epochs=epochs, lr=lr, rank=rank, accumulate=accumulate)
+    backend = make_backend("local", model, (), "exact", adapter)
     losses: list[float] = []
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-    task = bar.add_task("training", total=None, status="")
+    task = bar.add_task(kind, total=None, status="")
 
     def on_step(step, total: int) -> None:
         losses.append(step.loss)
-        held = f", held-out {step.held_out_loss:.3f}" if step.held_out_loss is not None else ""
+        extra = "".join(f", {name} {value:.3f}" for name, value in step.metrics.items())
         bar.update(task, total=total, completed=step.step,
-                   status=f"loss {step.loss:.3f}{held}, {step.tokens_per_s:.0f} tok/s  {sparkline(losses, 30)}")
+                   status=f"loss {step.loss:.3f}{extra}, {step.tokens_per_s:.0f} tok/s  {sparkline(losses, 30)}")
 
     with bar:
         try:
-            result = sft(backend, data, out, config, on_step)
+            result = (sft if kind == "sft" else dpo)(backend, data, out, config, on_step)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
     for problem in result.skipped:
         click.echo(f"skipped {problem}", err=True)
     last = result.steps[-1]
     held = f"; held-out loss {last.held_out_loss:.4f}" if last.held_out_loss is not None else ""
-    click.echo(f"loss {result.steps[0].loss:.4f} -> {last.loss:.4f}{held}\n{sparkline(losses)}")
+    extra = "".join(f"; {name} {value:.3f}" for name, value in last.metrics.items())
+    click.echo(f"loss {result.steps[0].loss:.4f} -> {last.loss:.4f}{held}{extra}\n{sparkline(losses)}")
     click.echo(f"{result.trained_examples} examples ({result.held_out_examples} held out), {len(result.steps)} steps "
                f"in {result.seconds:.0f} s; adapter in {out} (use it with --adapter {out})")
+
+
+def _common(command):
+    for option in reversed([
+        click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+        click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+                     help="The adapter folder to write."),
+        click.option("-m", "--model", default=None, help="The base model (default: the default model)."),
+        click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--rank", type=click.IntRange(1, 256), default=8, show_default=True),
+        click.option("--accumulate", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="Examples per optimizer step."),
+    ]):
+        command = option(command)
+    return command
+
+
+@train.command("sft")
+@_common
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+def train_sft(data: Path, out: Path, model: str | None, epochs: int, rank: int, accumulate: int, lr: float) -> None:
+    """Supervised fine-tuning on chat examples (JSONL lines of {"messages": [...]}); loss on the replies only."""
+    from train.sft import SFTConfig
+
+    _run("sft", data, out, model, None, SFTConfig(epochs=epochs, lr=lr, rank=rank, accumulate=accumulate))
+
+
+@train.command("dpo")
+@_common
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-5, show_default=True)
+@click.option("--beta", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
+@click.option("--adapter", default=None, type=click.Path(exists=True, file_okay=False),
+              help="An SFT adapter to start from (and to be the reference); the result holds both.")
+def train_dpo(data: Path, out: Path, model: str | None, epochs: int, rank: int, accumulate: int, lr: float, beta: float,
+              adapter: str | None) -> None:
+    """Preference optimization on pairs (JSONL lines of {"prompt": ..., "chosen": ..., "rejected": ...})."""
+    from train.dpo import DPOConfig
+
+    _run("dpo", data, out, model, adapter, DPOConfig(epochs=epochs, lr=lr, rank=rank, accumulate=accumulate, beta=beta))

@@ -78,15 +78,16 @@ def read_messages(path: Path, field: str = "messages") -> tuple[list[tuple[int, 
     return examples, problems
 
 
-def encode(backend: Renders, messages: list[Message], line: int, max_tokens: int) -> Encoded:
-    """Token ids of the rendered conversation, marking the assistant's replies (through its end-of-turn).
+def encode(backend: Renders, messages: list[Message], line: int, max_tokens: int, replies_from: int = 0) -> Encoded:
+    """Token ids of the rendered conversation, marking the assistant's replies (through its end-of-turn)
+    from message `replies_from` on (DPO trains on the response to a prompt, not on the prompt's turns).
 
     Raises ValueError when the example is longer than `max_tokens` or the template renders a
     conversation's beginning differently from the whole (then no reply can be located)."""
     full = backend.render(messages, add_generation_prompt=False)
     spans = []
     for i, message in enumerate(messages):
-        if message.role == "assistant":
+        if message.role == "assistant" and i >= replies_from:
             start = len(backend.render(messages[:i], add_generation_prompt=True))
             end_text = backend.render(messages[: i + 1], add_generation_prompt=False)
             if not full.startswith(end_text):
@@ -97,3 +98,46 @@ def encode(backend: Renders, messages: list[Message], line: int, max_tokens: int
         raise ValueError(f"{len(encoding.ids)} tokens, over the limit of {max_tokens}")
     trained = [any(s <= a and b <= e for s, e in spans) and b > a for a, b in encoding.offsets]
     return Encoded(list(encoding.ids), trained, line)
+
+
+def _as_messages(value: Any, role: str) -> list[Message]:
+    if isinstance(value, str):
+        return [Message(role=role, content=value)]
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise KeyError(role)
+    return [Message.model_validate(m) for m in value]
+
+
+def read_pairs(path: Path) -> tuple[list[tuple[int, list[Message], list[Message], list[Message]]], list[str]]:
+    """Preference pairs as TRL reads them: {"prompt": messages or text, "chosen": ..., "rejected": ...};
+    (line, prompt, chosen, rejected) of each usable line, and a problem per unusable one."""
+    pairs, problems = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not {"prompt", "chosen", "rejected"} <= set(row):
+                raise KeyError("prompt")
+            prompt = _as_messages(row["prompt"], "user")
+            chosen, rejected = _as_messages(row["chosen"], "assistant"), _as_messages(row["rejected"], "assistant")
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {number}: not JSON ({exc.msg})")
+            continue
+        except KeyError:
+            problems.append(f'line {number}: needs "prompt", "chosen" and "rejected"')
+            continue
+        except ValidationError as exc:
+            problems.append(f"line {number}: {explain_validation(exc, 'field')}")
+            continue
+        if chosen == rejected:
+            problems.append(f"line {number}: the chosen reply equals the rejected one; there is nothing to prefer")
+            continue
+        problem = messages_problem(prompt + chosen) or messages_problem(prompt + rejected)
+        if problem is not None:
+            problems.append(f"line {number}: {problem}")
+            continue
+        pairs.append((number, prompt, chosen, rejected))
+    return pairs, problems
