@@ -6,6 +6,7 @@ from agent.events import (
     Event,
     Final,
     MemoryRecalled,
+    ModelReplied,
     PhaseStarted,
     PlanMade,
     RunStarted,
@@ -16,5 +17,5 @@ from agent.events import (
 )
 from agent.loop import Agent, RunResult
 
-__all__ = ["Agent", "ContextTrimmed", "ErrorEvent", "Event", "Final", "MemoryRecalled", "PhaseStarted", "PlanMade",
-           "RunResult", "RunStarted", "TokenChosen", "ToolCalled", "ToolReturned", "Verdict"]
+__all__ = ["Agent", "ContextTrimmed", "ErrorEvent", "Event", "Final", "MemoryRecalled", "ModelReplied", "PhaseStarted",
+           "PlanMade", "RunResult", "RunStarted", "TokenChosen", "ToolCalled", "ToolReturned", "Verdict"]

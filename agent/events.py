@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field
 
+from backends.types import Message
+
 Phase = Literal["plan", "act", "verify"]
 
 
@@ -29,6 +31,16 @@ class TokenChosen(BaseModel):
     token_id: int
     logprob: float | None = None
     top_logprobs: list[tuple[str, float]] = Field(default_factory=list)
+
+
+class ModelReplied(BaseModel):
+    """One model call, whole: the messages it was given and what it answered (tool calls included).
+    Traces keep these so that runs can become training data (`tokentrail train data`)."""
+
+    type: Literal["model_reply"] = "model_reply"
+    phase: Phase
+    messages: list[Message]
+    reply: Message
 
 
 class MemoryRecalled(BaseModel):
@@ -88,7 +100,7 @@ class ErrorEvent(BaseModel):
 
 
 Event = Annotated[
-    Union[RunStarted, PhaseStarted, TokenChosen, MemoryRecalled, PlanMade, ToolCalled, ToolReturned, Verdict,
-          ContextTrimmed, Final, ErrorEvent],
+    Union[RunStarted, PhaseStarted, TokenChosen, ModelReplied, MemoryRecalled, PlanMade, ToolCalled, ToolReturned,
+          Verdict, ContextTrimmed, Final, ErrorEvent],
     Field(discriminator="type"),
 ]

@@ -20,6 +20,7 @@ from agent.events import (
     Event,
     Final,
     MemoryRecalled,
+    ModelReplied,
     Phase,
     PhaseStarted,
     PlanMade,
@@ -420,12 +421,15 @@ class Agent:
 
         tool_choice: None for the JSON act schema; "auto" or "none" offers the tools natively."""
         parts, calls = [], []
-        for token in self.backend.stream(self._request(messages, constraint, tool_choice)):
+        request = self._request(messages, constraint, tool_choice)
+        for token in self.backend.stream(request):
             parts.append(token.text)
             calls = token.tool_calls or calls
             yield TokenChosen(phase=phase, text=token.text, token=token.token, token_id=token.token_id,
                               logprob=token.logprob, top_logprobs=token.top_logprobs)
         text = "".join(parts)
+        reply = Message(role="assistant", content=text if text or not calls else None, tool_calls=calls or None)
+        yield ModelReplied(phase=phase, messages=request.messages, reply=reply)
         if self.native and phase == "act" and self.output_type is not None and text.strip().startswith("{"):
             return text, calls  # the typed answer as its own JSON
         if phase == "act" and self.output_type is not None and self.constrain:

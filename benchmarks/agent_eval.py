@@ -1,6 +1,7 @@
 """Agent quality on the default model: success rate on 36 tasks with checkable answers.
 
-    .venv/bin/python benchmarks/agent_eval.py [--limit N] [--only react|agent|native] [--model PATH.gguf]
+    .venv/bin/python benchmarks/agent_eval.py [--limit N] [--only react|agent|native|smolagents] [--model PATH.gguf]
+        [--adapter DIR]
 
 Ways to run the same model on the same tasks, tools, memory and workspace:
   react   a single unconstrained ReAct-style loop: the model writes tool calls as text,
@@ -171,8 +172,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=len(TASKS))
     parser.add_argument("--only", choices=["react", "agent", "native", "smolagents"], default=None)
     parser.add_argument("--model", default=None, help="a GGUF file (default: the default model)")
+    parser.add_argument("--adapter", default=None, help="a LoRA adapter folder from `tokentrail train`")
     args = parser.parse_args()
-    backend = LocalBackend(args.model)
+    backend = LocalBackend(args.model, adapter=args.adapter)
+    print(f"model: {backend.model_name}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "ws").mkdir()

@@ -98,3 +98,69 @@ def train_dpo(data: Path, out: Path, model: str | None, epochs: int, rank: int, 
     from train.dpo import DPOConfig
 
     _run("dpo", data, out, model, adapter, DPOConfig(epochs=epochs, lr=lr, rank=rank, accumulate=accumulate, beta=beta))
+
+
+@train.command("data")
+@click.option("--memory", "--db", "db", default=None, help="The memory whose run traces to read (default: the default one).")
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+def train_data(db: str | None, out: Path) -> None:
+    """Turn the memory's agent runs into sft.jsonl (turns of verified runs) and dpo.jsonl (verified against failed)."""
+    from cli.common import open_memory
+    from train.traces import runs_from_memory, write_datasets
+
+    with open_memory(db, embedder=False, must_exist=True) as store:
+        runs = runs_from_memory(store)
+    sft_path, dpo_path, examples, pairs = write_datasets(runs, out)
+    click.echo(f"{len(runs)} runs ({sum(r.right for r in runs)} verified): {examples} examples in {sft_path}, "
+               f"{pairs} pairs in {dpo_path}")
+
+
+@train.command("collect")
+@click.argument("tasks", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("-m", "--model", default=None, help="The model to run (default: the default model).")
+@click.option("--adapter", default=None, type=click.Path(exists=True, file_okay=False), help="Run with this adapter.")
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Attempts per task (the first greedy).")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N tasks.")
+def train_collect(tasks: Path, out: Path, model: str | None, adapter: str | None, runs: int, temperature: float,
+                  limit: int | None) -> None:
+    """Run the agent on tasks with checkable answers (JSONL; see train/agent_tasks.jsonl) and keep what it got right."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from train.tasks import attempt, read_tasks, summary
+    from train.traces import write_datasets
+
+    todo, problems = read_tasks(tasks)
+    for problem in problems:
+        click.echo(f"skipped {problem}", err=True)
+    todo = todo[:limit] if limit else todo
+    backend = make_backend("local", model, (), None, adapter)
+    collected = []
+    with Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                  console=Console(stderr=True), transient=True) as bar:
+        progress = bar.add_task("collect", total=len(todo), status="")
+        for task in todo:
+            collected += attempt(backend, task, runs, temperature)
+            counts = summary(collected)
+            bar.update(progress, advance=1, status=f"{counts['right']}/{counts['runs']} runs right")
+    sft_path, dpo_path, examples, pairs = write_datasets(collected, out)
+    counts = summary(collected)
+    click.echo(f"{counts['runs']} runs, {counts['right']} right ({counts['tasks_right']} of {counts['tasks']} tasks): "
+               f"{examples} examples in {sft_path}, {pairs} pairs in {dpo_path}")
+
+
+@train.command("merge")
+@click.argument("adapter", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("-m", "--model", default=None, help="The base model the adapter was trained on (default: the default model).")
+def train_merge(adapter: str, out: Path, model: str | None) -> None:
+    """Write the model with the adapter merged in, as a safetensors folder our loader and transformers load."""
+    from train.merge import merge
+
+    try:
+        merge(make_backend("local", model, (), "exact", adapter), out)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"merged model in {out} (use it with --model {out})")

@@ -76,7 +76,8 @@ class LocalBackend:
         self.tokenizer: LocalTokenizer = self.loaded.tokenizer
         limit = self.loaded.config.context_length
         self.context_window = min(context_window, limit) if context_window else limit
-        self.model_name = self.loaded.name
+        # the adapter is part of the model's name: in run traces, the chat's status bar, the server's model list
+        self.model_name = f"{self.loaded.name}+{self.adapter}" if self.adapter else self.loaded.name
         self._lock = threading.Lock()  # one decode at a time per model: the KV cache is shared
 
     def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None,

@@ -40,7 +40,7 @@ def verdict(passed, *reasons):
 
 
 def kinds(events):
-    return [e.type if e.type != "phase" else f"phase:{e.phase}" for e in events if e.type != "token"]
+    return [e.type if e.type != "phase" else f"phase:{e.phase}" for e in events if e.type not in ("token", "model_reply")]
 
 
 def test_plan_tool_call_answer_verified():

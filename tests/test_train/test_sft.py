@@ -59,6 +59,7 @@ def test_the_adapter_loads_in_either_precision_and_switches_off(trained):
     for precision in ("exact", "fast"):  # fast: the same adapter over int4 projections
         backend = load_backend("local", model=str(model), precision=precision, adapter=result.adapter)
         assert [answer(backend, thing) for thing, _ in PAIRS] == [color for _, color in PAIRS], precision
+        assert backend.model_name.endswith("+adapter")  # traces and the status bar name the adapter
     with lora.disabled(backend.loaded.model):
         backend.loaded.model.snapshots.clear()
         backend.loaded.model.cached = []
@@ -126,3 +127,28 @@ def test_the_command_line_trains_then_uses_the_adapter(tmp_path):
     assert generated.exit_code == 0 and "green" in generated.output, generated.output
     refused = runner.invoke(main, ["generate", "x", "-b", "scripted", "--adapter", str(tmp_path / "ad")])
     assert refused.exit_code == 2 and "applies to the local backend" in refused.output
+
+
+@pytest.mark.parametrize("source", ["qwen2 gguf", "llama folder"])
+def test_a_merged_model_gives_the_adapter_models_logits(tmp_path, source):
+    from tests.fixtures.tiny_models import write_hf_folder
+    from train.merge import merge
+
+    if source == "qwen2 gguf":
+        model = tiny(tmp_path, family="qwen2", quant=QT.F32)
+    else:  # Llama 3 RoPE scaling, which a GGUF states only as a table of frequencies
+        tokenizer = tiny_tokenizer()
+        config = tiny_config("llama", tokenizer.get_vocab_size(with_added_tokens=True))
+        model = write_hf_folder(tmp_path / "llama", config, random_weights(config), tokenizer)
+    sft(load_backend("local", model=str(model), precision="exact"), examples(tmp_path / "d.jsonl"), tmp_path / "ad",
+        SFTConfig(epochs=3, lr=1e-2, holdout=0.0))
+    adapted = load_backend("local", model=str(model), precision="exact", adapter=str(tmp_path / "ad"))
+    merged = load_backend("local", model=str(merge(adapted, tmp_path / "merged")), precision="exact")
+    ids = [5, 17, 100, 3, 250, 42, 7]
+    assert torch.allclose(merged.logits(ids), adapted.logits(ids), atol=1e-4)
+    assert answer(merged, "sky") == answer(adapted, "sky")
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
+    with torch.no_grad():
+        theirs = hf(torch.tensor([ids])).logits[0]
+    assert torch.allclose(theirs, adapted.logits(ids), atol=1e-4)

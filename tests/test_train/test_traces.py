@@ -1,0 +1,89 @@
+"""Runs become training data: turns of right runs as SFT examples, right against wrong as DPO pairs."""
+
+import json
+
+from agent import Agent
+from backends.scripted import ScriptedBackend
+from memory import Memory
+from tools import tool
+from train.tasks import generate, read_tasks
+from train.traces import dpo_pairs, runs_from_memory, sft_examples, turns, write_datasets
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def reply(value):
+    return json.dumps(value)
+
+
+def run(memory, replies, task="What is 2 + 3?"):
+    return Agent(ScriptedBackend(replies=replies), tools=[add], memory=memory, max_replans=1).run(task)
+
+
+def test_right_runs_become_examples_as_the_model_saw_and_answered_them(tmp_path):
+    with Memory(tmp_path / "m.db", embedder=None) as memory:
+        right = run(memory, [reply({"steps": ["Add"]}), reply({"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]}),
+                             reply({"answer": 5}), reply({"passed": True, "reasons": []})])
+        assert right.verified
+        # a wrong direct answer first (its check fails), then the same path as the right run
+        wrong = run(memory, [reply({"answer": 7}), reply({"steps": ["Add"]}),
+                             reply({"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 2}}]}), reply({"answer": 4})])
+        assert not wrong.verified
+        runs = runs_from_memory(memory)
+    assert {r.right for r in runs} == {True, False}
+    examples = sft_examples(runs)
+    assert len(examples) == 4  # plan, call, answer, verdict of the verified run
+    first = examples[0]["messages"]
+    assert first[0]["role"] == "system" and "What is 2 + 3?" in first[1]["content"] and first[-1]["role"] == "assistant"
+    assert not any('"answer": 7' in m.get("content", "") for e in examples for m in e["messages"])  # failed: not learnt
+    pairs = dpo_pairs(runs)
+    assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
+    assert any('"b": 3' in p["chosen"][0]["content"] and '"b": 2' in p["rejected"][0]["content"] for p in pairs)
+    sft_path, dpo_path, n_examples, n_pairs = write_datasets(runs, tmp_path / "data")
+    assert len(sft_path.read_text().splitlines()) == n_examples == 4 and len(dpo_path.read_text().splitlines()) == n_pairs
+
+
+def test_calls_before_a_failed_check_are_marked():
+    events = [{"type": "model_reply", "phase": "act", "messages": [{"role": "user", "content": "q"}],
+               "reply": {"role": "assistant", "content": "a"}},
+              {"type": "verdict", "passed": False, "reasons": ["x"], "by": "checks"},
+              {"type": "model_reply", "phase": "act", "messages": [{"role": "user", "content": "q2"}],
+               "reply": {"role": "assistant", "content": "b"}},
+              {"type": "verdict", "passed": True, "reasons": [], "by": "checks"}]
+    assert [(t.reply.content, t.failed) for t in turns(events)] == [("a", True), ("b", False)]
+
+
+def test_the_shipped_tasks_are_generated_checkable_and_disjoint_from_the_evaluation(tmp_path):
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    shipped, problems = read_tasks(root / "train" / "agent_tasks.jsonl")
+    assert not problems and len(shipped) == 300 and shipped == generate()
+    assert {t.group for t in shipped} == {"arithmetic", "files", "notes", "multi-step"}
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        from agent_eval import TASKS
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    assert not {t.task for t in shipped} & {task for task, _ in TASKS}
+    for task in shipped:
+        assert task.expected and (task.group != "files" or task.files)
+
+
+def test_the_command_line_turns_a_memorys_runs_into_datasets(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    with Memory(tmp_path / "m.db", embedder=None) as memory:
+        run(memory, [reply({"answer": "Paris"}), reply({"passed": True, "reasons": []})], task="What is the capital of France?")
+    result = CliRunner().invoke(main, ["train", "data", "--memory", str(tmp_path / "m.db"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "1 runs (1 verified): 2 examples" in result.output and (tmp_path / "out" / "sft.jsonl").exists()
+    missing = CliRunner().invoke(main, ["train", "data", "--memory", str(tmp_path / "none.db"), "-o", str(tmp_path / "x")])
+    assert missing.exit_code == 1 and "no memory database" in missing.output
