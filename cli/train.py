@@ -120,11 +120,12 @@ def train_data(db: str | None, out: Path) -> None:
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("-m", "--model", default=None, help="The model to run (default: the default model).")
 @click.option("--adapter", default=None, type=click.Path(exists=True, file_okay=False), help="Run with this adapter.")
-@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Attempts per task (the first greedy).")
+@click.option("--runs", "runs_per_task", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Attempts per task (the first greedy).")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N tasks.")
-def train_collect(tasks: Path, out: Path, model: str | None, adapter: str | None, runs: int, temperature: float,
-                  limit: int | None) -> None:
+def train_collect(tasks: Path, out: Path, model: str | None, adapter: str | None, runs_per_task: int,
+                  temperature: float, limit: int | None) -> None:
     """Run the agent on tasks with checkable answers (JSONL; see train/agent_tasks.jsonl) and keep what it got right."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -137,30 +138,18 @@ def train_collect(tasks: Path, out: Path, model: str | None, adapter: str | None
         click.echo(f"skipped {problem}", err=True)
     todo = todo[:limit] if limit else todo
     backend = make_backend("local", model, (), None, adapter)
-    collected = []
+    collected, examples, pairs = [], 0, 0
+    sft_path, dpo_path, _, _ = write_datasets([], out)  # each task's runs are appended as they finish: an interrupted
+    # collection keeps what it has
     with Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                   console=Console(stderr=True), transient=True) as bar:
         progress = bar.add_task("collect", total=len(todo), status="")
         for task in todo:
-            collected += attempt(backend, task, runs, temperature)
+            runs = attempt(backend, task, runs_per_task, temperature)
+            sft_path, dpo_path, new_examples, new_pairs = write_datasets(runs, out, append=True)
+            collected, examples, pairs = collected + runs, examples + new_examples, pairs + new_pairs
             counts = summary(collected)
             bar.update(progress, advance=1, status=f"{counts['right']}/{counts['runs']} runs right")
-    sft_path, dpo_path, examples, pairs = write_datasets(collected, out)
     counts = summary(collected)
     click.echo(f"{counts['runs']} runs, {counts['right']} right ({counts['tasks_right']} of {counts['tasks']} tasks): "
                f"{examples} examples in {sft_path}, {pairs} pairs in {dpo_path}")
-
-
-@train.command("merge")
-@click.argument("adapter", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("-m", "--model", default=None, help="The base model the adapter was trained on (default: the default model).")
-def train_merge(adapter: str, out: Path, model: str | None) -> None:
-    """Write the model with the adapter merged in, as a safetensors folder our loader and transformers load."""
-    from train.merge import merge
-
-    try:
-        merge(make_backend("local", model, (), "exact", adapter), out)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"merged model in {out} (use it with --model {out})")

@@ -90,11 +90,13 @@ def dpo_pairs(runs: list[Run]) -> list[dict[str, Any]]:
     return pairs
 
 
-def write_datasets(runs: list[Run], out: Path) -> tuple[Path, Path, int, int]:
-    """sft.jsonl and dpo.jsonl in `out`; returns their paths and sizes."""
+def write_datasets(runs: list[Run], out: Path, append: bool = False) -> tuple[Path, Path, int, int]:
+    """sft.jsonl and dpo.jsonl in `out` (appended to with `append`: a long collection keeps what it
+    has as it goes); returns their paths and how many lines this call wrote."""
     out.mkdir(parents=True, exist_ok=True)
     examples, pairs = sft_examples(runs), dpo_pairs(runs)
     sft_path, dpo_path = out / "sft.jsonl", out / "dpo.jsonl"
-    sft_path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
-    dpo_path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    for path, rows in ((sft_path, examples), (dpo_path, pairs)):
+        with open(path, "a" if append else "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return sft_path, dpo_path, len(examples), len(pairs)
