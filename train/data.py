@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from backends import Message
 from backends.schemas import explain_validation
 
-FOLLOWS = {"user": {"system", "assistant", "tool", None}, "assistant": {"user", "tool"}, "tool": {"assistant", "tool"},
+FOLLOWS = {"user": {"system", "user", "assistant", "tool", None}, "assistant": {"user", "tool"}, "tool": {"assistant", "tool"},
            "system": {None}}
 
 
