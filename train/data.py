@@ -8,15 +8,17 @@ with its line number and skipped; nothing is trained on silently.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
 from backends import Message
 from backends.schemas import explain_validation
 
+Row = TypeVar("Row")
 FOLLOWS = {"user": {"system", "user", "assistant", "tool", None}, "assistant": {"user", "tool"}, "tool": {"assistant", "tool"},
            "system": {None}}
 
@@ -50,32 +52,48 @@ def messages_problem(messages: list[Message]) -> str | None:
     return None
 
 
-def read_messages(path: Path, field: str = "messages") -> tuple[list[tuple[int, list[Message]]], list[str]]:
-    """(line number, messages) of each usable line, and a problem per unusable one ("line 3: ...")."""
-    examples, problems = [], []
+class LineProblem(ValueError):
+    """Why a line, read and parsed, cannot be trained on."""
+
+
+def _read_jsonl(path: Path, parse: Callable[[Any], Row], missing: str) -> tuple[list[tuple[int, Row]], list[str]]:
+    """(line number, parse(row)) of each usable line, and a problem per unusable one ("line 3: ...").
+
+    parse raises KeyError for missing fields (reported as `missing`), pydantic's ValidationError for
+    bad ones, and LineProblem for anything else."""
+    rows, problems = [], []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            raw = row[field] if isinstance(row, dict) else None
-            if not isinstance(raw, list) or not raw:
-                raise KeyError(field)
-            messages = [Message.model_validate(m) for m in raw]
+            rows.append((number, parse(json.loads(line))))
         except json.JSONDecodeError as exc:
             problems.append(f"line {number}: not JSON ({exc.msg})")
-            continue
         except KeyError:
-            problems.append(f'line {number}: needs "{field}", a list of messages')
-            continue
+            problems.append(f"line {number}: {missing}")
         except ValidationError as exc:
             problems.append(f"line {number}: {explain_validation(exc, 'field')}")
-            continue
-        if (problem := messages_problem(messages)) is not None:
-            problems.append(f"line {number}: {problem}")
-            continue
-        examples.append((number, messages))
-    return examples, problems
+        except LineProblem as exc:
+            problems.append(f"line {number}: {exc}")
+    return rows, problems
+
+
+def _checked(messages: list[Message]) -> list[Message]:
+    if (problem := messages_problem(messages)) is not None:
+        raise LineProblem(problem)
+    return messages
+
+
+def read_messages(path: Path, field: str = "messages") -> tuple[list[tuple[int, list[Message]]], list[str]]:
+    """(line number, messages) of each usable line, and a problem per unusable one ("line 3: ...")."""
+
+    def parse(row: Any) -> list[Message]:
+        raw = row[field] if isinstance(row, dict) else None
+        if not isinstance(raw, list) or not raw:
+            raise KeyError(field)
+        return _checked([Message.model_validate(m) for m in raw])
+
+    return _read_jsonl(path, parse, f'needs "{field}", a list of messages')
 
 
 def encode(backend: Renders, messages: list[Message], line: int, max_tokens: int, replies_from: int = 0) -> Encoded:
@@ -113,31 +131,17 @@ def _as_messages(value: Any, role: str) -> list[Message]:
 def read_pairs(path: Path) -> tuple[list[tuple[int, list[Message], list[Message], list[Message]]], list[str]]:
     """Preference pairs as TRL reads them: {"prompt": messages or text, "chosen": ..., "rejected": ...};
     (line, prompt, chosen, rejected) of each usable line, and a problem per unusable one."""
-    pairs, problems = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or not {"prompt", "chosen", "rejected"} <= set(row):
-                raise KeyError("prompt")
-            prompt = _as_messages(row["prompt"], "user")
-            chosen, rejected = _as_messages(row["chosen"], "assistant"), _as_messages(row["rejected"], "assistant")
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {number}: not JSON ({exc.msg})")
-            continue
-        except KeyError:
-            problems.append(f'line {number}: needs "prompt", "chosen" and "rejected"')
-            continue
-        except ValidationError as exc:
-            problems.append(f"line {number}: {explain_validation(exc, 'field')}")
-            continue
+
+    def parse(row: Any) -> tuple[list[Message], list[Message], list[Message]]:
+        if not isinstance(row, dict) or not {"prompt", "chosen", "rejected"} <= set(row):
+            raise KeyError("prompt")
+        prompt = _as_messages(row["prompt"], "user")
+        chosen, rejected = _as_messages(row["chosen"], "assistant"), _as_messages(row["rejected"], "assistant")
         if chosen == rejected:
-            problems.append(f"line {number}: the chosen reply equals the rejected one; there is nothing to prefer")
-            continue
-        problem = messages_problem(prompt + chosen) or messages_problem(prompt + rejected)
-        if problem is not None:
-            problems.append(f"line {number}: {problem}")
-            continue
-        pairs.append((number, prompt, chosen, rejected))
-    return pairs, problems
+            raise LineProblem("the chosen reply equals the rejected one; there is nothing to prefer")
+        _checked(prompt + chosen)
+        _checked(prompt + rejected)
+        return prompt, chosen, rejected
+
+    rows, problems = _read_jsonl(path, parse, 'needs "prompt", "chosen" and "rejected"')
+    return [(number, *pair) for number, pair in rows], problems

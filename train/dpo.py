@@ -9,7 +9,6 @@ once before the first step, so no second copy of the model is kept.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,8 @@ from pydantic import Field
 from backends.local import lora
 from backends.local.backend import LocalBackend
 from train.data import Encoded, encode, read_pairs
-from train.loop import Step, TrainConfig, fit, split
-from train.sft import TrainResult, check_exact, save_adapter, token_logprobs
+from train.loop import Step, TrainConfig, split
+from train.sft import TrainResult, check_exact, token_logprobs, train_adapter
 
 
 class DPOConfig(TrainConfig):
@@ -96,9 +95,4 @@ def dpo(backend: LocalBackend, data: Path, out: Path, config: DPOConfig | None =
     def evaluate() -> float | None:
         return float(losses(held)[0]) if held else None
 
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    steps = fit(model, params, train, batch_loss, config, out / "log.jsonl", evaluate, on_step)
-    save_adapter(backend, out, config, data, skipped, "dpo")
-    return TrainResult(adapter=str(out), steps=steps, trained_examples=len(train), held_out_examples=len(held),
-                       skipped=skipped, seconds=time.perf_counter() - started)
+    return train_adapter(backend, "dpo", data, out, config, params, train, held, batch_loss, evaluate, skipped, on_step)

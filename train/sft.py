@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from backends.local import lora
 from backends.local.backend import LocalBackend
 from train.data import Encoded, encode, read_messages
-from train.loop import Step, TrainConfig, fit, split
+from train.loop import BatchLoss, Step, TrainConfig, fit, split
 
 
 class SFTConfig(TrainConfig):
@@ -77,6 +77,19 @@ def save_adapter(backend: LocalBackend, out: Path, config: TrainConfig, data: Pa
                                                    "skipped": skipped}, indent=2))
 
 
+def train_adapter(backend: LocalBackend, kind: str, data: Path, out: Path, config: TrainConfig,
+                  params: list[torch.nn.Parameter], train: list, held: list, batch_loss: BatchLoss,
+                  evaluate: Callable[[], float | None], skipped: list[str],
+                  on_step: Callable[[Step, int], None] | None) -> TrainResult:
+    """Runs the loop, saves the adapter in `out` and reports: the part SFT and DPO share."""
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    steps = fit(backend.loaded.model, params, train, batch_loss, config, out / "log.jsonl", evaluate, on_step)
+    save_adapter(backend, out, config, data, skipped, kind)
+    return TrainResult(adapter=str(out), steps=steps, trained_examples=len(train), held_out_examples=len(held),
+                       skipped=skipped, seconds=time.perf_counter() - started)
+
+
 def sft(backend: LocalBackend, data: Path, out: Path, config: SFTConfig | None = None,
         on_step: Callable[[Step, int], None] | None = None) -> TrainResult:
     """Trains a LoRA adapter on the chat examples in `data` (JSONL) and saves it in `out`.
@@ -99,9 +112,4 @@ def sft(backend: LocalBackend, data: Path, out: Path, config: SFTConfig | None =
         total, count = nll(model, held) if held else (None, 0)
         return None if total is None else float(total) / max(count, 1)
 
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    steps = fit(model, params, train, batch_loss, config, out / "log.jsonl", evaluate, on_step)
-    save_adapter(backend, out, config, data, skipped, "sft")
-    return TrainResult(adapter=str(out), steps=steps, trained_examples=len(train), held_out_examples=len(held),
-                       skipped=skipped, seconds=time.perf_counter() - started)
+    return train_adapter(backend, "sft", data, out, config, params, train, held, batch_loss, evaluate, skipped, on_step)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -59,14 +59,13 @@ class LoRALinear(nn.Module):
 def _projections(model: nn.Module, targets: list[str]) -> Iterator[tuple[str, nn.Module, str]]:
     """(dotted name, parent module, attribute) of each targeted projection, layer by layer."""
     for i, layer in enumerate(model.layers):
-        for parent, names in ((layer.attention, ("wqkv", "wo")), (layer.feed_forward, ("w13", "w2"))):
+        for part, names in (("attention", ("wqkv", "wo")), ("feed_forward", ("w13", "w2"))):
             for name in names:
                 if name in targets:
-                    part = "attention" if parent is layer.attention else "feed_forward"
-                    yield f"layers.{i}.{part}.{name}", parent, name
+                    yield f"layers.{i}.{part}.{name}", getattr(layer, part), name
 
 
-def _features(model: nn.Module, parent: nn.Module, name: str) -> tuple[int, int]:
+def _features(model: nn.Module, name: str) -> tuple[int, int]:
     c = model.config
     qkv = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim
     return {"wqkv": (c.dim, qkv), "wo": (c.n_heads * c.head_dim, c.dim), "w13": (c.dim, 2 * c.ffn_dim),
@@ -82,7 +81,7 @@ def attach(model: nn.Module, config: LoRAConfig) -> list[nn.Parameter]:
         raise AdapterError("the model already has an adapter; load the base model again to use another")
     params = []
     for _, parent, name in _projections(model, config.targets):
-        in_features, out_features = _features(model, parent, name)
+        in_features, out_features = _features(model, name)
         wrapped = LoRALinear(getattr(parent, name), in_features, out_features, config).to(model.device)
         setattr(parent, name, wrapped)
         params += [wrapped.lora_a, wrapped.lora_b]
@@ -129,7 +128,7 @@ def load(model: nn.Module, folder: str | Path, model_name: str) -> LoRAConfig:
         tensors = load_file(str(folder / WEIGHTS))
     except FileNotFoundError as exc:
         raise AdapterError(f"{folder}: not an adapter folder (it needs {CONFIG} and {WEIGHTS})") from exc
-    except (ValidationError, json.JSONDecodeError, OSError, Exception) as exc:
+    except Exception as exc:  # a bad JSON, a bad config, a truncated safetensors file
         raise AdapterError(f"{folder}: unreadable adapter ({type(exc).__name__}: {exc})") from exc
     mine = identity(model, model_name)
     theirs = {key: getattr(config, key) for key in mine}

@@ -220,14 +220,11 @@ def test_memory_recall_and_traces(tmp_path):
 
 def test_a_memory_it_cannot_search_is_reported_and_the_run_goes_on(tmp_path):
     from memory import Memory
-    from tests.test_memory.conftest import KeywordEmbedder
-
-    class Other(KeywordEmbedder):
-        name = "other-model"
+    from tests.test_memory.conftest import KeywordEmbedder, OtherEmbedder
 
     with Memory(tmp_path / "m.db", embedder=KeywordEmbedder()) as memory:
         memory.add_text("The cat is called Pelican.", source="notes.md")
-    with Memory(tmp_path / "m.db", embedder=Other()) as memory:
+    with Memory(tmp_path / "m.db", embedder=OtherEmbedder()) as memory:
         backend = ScriptedBackend(replies=[answer("Paris"), verdict(True)])
         result = Agent(backend, memory=memory).run("What is the capital of France?")
         error = next(e for e in result.events if e.type == "error")

@@ -27,6 +27,12 @@ class KeywordEmbedder:
         return word_spans(text)
 
 
+class OtherEmbedder(KeywordEmbedder):
+    """The same vectors under another model's name: a memory embedded by one model, opened with another."""
+
+    name = "other-model"
+
+
 @pytest.fixture
 def keyword_memory(tmp_path):
     from memory import Memory

@@ -100,14 +100,11 @@ def test_migrations_are_versioned(tmp_path):
 
 
 def test_a_memory_embedded_by_another_model_says_so_and_can_be_reembedded(tmp_path):
-    from tests.test_memory.conftest import KeywordEmbedder
-
-    class Other(KeywordEmbedder):
-        name = "other-model"
+    from tests.test_memory.conftest import KeywordEmbedder, OtherEmbedder
 
     with Memory(tmp_path / "m.db", embedder=KeywordEmbedder()) as m:
         m.add_text("The cat sleeps.", source="a.md")
-    with Memory(tmp_path / "m.db", embedder=Other()) as m:
+    with Memory(tmp_path / "m.db", embedder=OtherEmbedder()) as m:
         with pytest.raises(MemoryStoreError, match="vectors from keywords, not from other-model.*tokentrail memory reembed"):
             m.search("cat", mode="vector")
         assert [h.source for h in m.search("cat", mode="bm25")] == ["a.md"]  # BM25 needs no vectors
