@@ -78,9 +78,16 @@ def tool_lines(schemas: list[dict[str, Any]]) -> str:
     for schema in schemas:
         fn = schema["function"]
         params = fn.get("parameters", {}).get("properties", {})
-        args = ", ".join(f"{name}: {spec.get('type', 'any')}" for name, spec in params.items())
+        args = ", ".join(f"{name}: {_type_text(spec)}" for name, spec in params.items())
         lines.append(f"- {fn['name']}({args}): {fn.get('description', '').splitlines()[0] if fn.get('description') else ''}")
     return "\n".join(lines) or "(none)"
+
+
+def _type_text(spec: dict[str, Any]) -> str:
+    choices = spec.get("enum") or []
+    if 0 < len(choices) <= 8:
+        return " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
+    return str(spec.get("type", "any"))
 
 
 def bullets(lines: list[str]) -> str:

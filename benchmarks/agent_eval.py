@@ -38,6 +38,7 @@ from backends import GenerationRequest, Message, SamplingParams  # noqa: E402
 from backends.local.backend import LocalBackend  # noqa: E402
 from memory import Memory  # noqa: E402
 from tools import ToolRegistry  # noqa: E402
+from train.tasks import answer_matches  # noqa: E402
 
 ARITHMETIC = [
     ("What is 37 * 91? Use the calculator.", "3367"),
@@ -208,7 +209,7 @@ def main() -> None:
             solved, calls, verified_wrong, start = set(), 0, 0, time.perf_counter()
             for task, expected in tasks:
                 answer, verified, ran = run(task)
-                ok = answer is not None and expected.lower() in answer.lower()
+                ok = answer is not None and answer_matches(answer, expected)
                 solved |= {task} if ok else set()
                 calls += ran
                 verified_wrong += verified and not ok

@@ -35,8 +35,14 @@ class Tool:
         requires_approval: bool = False,
         timeout: float | None = 30.0,
         parameters: dict[str, Any] | None = None,
+        choices: Callable[[], dict[str, list[str] | None]] | None = None,
     ) -> None:
-        """`parameters` (a JSON Schema) replaces the signature for tools that take one dict (MCP)."""
+        """`parameters` (a JSON Schema) replaces the signature for tools that take one dict (MCP).
+
+        `choices` names, for some string arguments, every value they can take right now (or None
+        when there are too many to list); each schema then offers them as an enum, so a grammar
+        lets the model pick only among them.
+        """
         self.fn = fn
         self.name = name or fn.__name__
         if not self.name.replace("_", "").replace("-", "").isalnum():
@@ -48,6 +54,7 @@ class Tool:
         self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)
         self._raw_schema = parameters
+        self._choices = choices
         self.arguments_model: type[BaseModel] | None = None
         if parameters is None:
             params = {p.arg_name: p.description for p in doc.params if p.description}
@@ -61,6 +68,10 @@ class Tool:
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():
             prop.pop("title", None)
+        for name, values in (self._choices() if self._choices else {}).items():
+            prop = schema.get("properties", {}).get(name)
+            if values and prop is not None and prop.get("type") == "string":
+                prop["enum"] = list(values)
         return schema
 
     def schema(self) -> dict[str, Any]:

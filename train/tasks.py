@@ -15,9 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import regex
 from pydantic import BaseModel, Field
 
 from agent import Agent
+from agent.grounding import numbers
 from backends import Backend, SamplingParams
 from memory import Memory
 from tools import ToolRegistry
@@ -113,9 +115,19 @@ def attempt(backend: Backend, task: Task, runs: int, temperature: float, seed: i
             for i in range(runs):
                 sampling = SamplingParams(temperature=temperature if i else 0.0, max_tokens=300, seed=seed + i)
                 result = Agent(backend, tools=registry, memory=memory, sampling=sampling).run(task.task)
-                right = result.answer is not None and task.expected.lower() in result.answer.lower()
+                right = result.answer is not None and answer_matches(result.answer, task.expected)
                 out.append(Run(task.task, right, turns(result.events)))
     return out
+
+
+def answer_matches(answer: str, expected: str) -> bool:
+    """Whether `answer` gives `expected`: the same number among its numbers ("70" does not give 7),
+    or the expected words as whole words ("red" is not in "bored"), case aside."""
+    try:
+        value = float(expected)
+    except ValueError:
+        return regex.search(rf"(?<!\w){regex.escape(expected)}(?!\w)", answer, regex.IGNORECASE) is not None
+    return any(abs(n - value) <= 1e-6 * max(1.0, abs(value)) for n in numbers(answer))
 
 
 def write_tasks(tasks: list[Task], path: Path) -> None:

@@ -98,6 +98,23 @@ def test_file_tools_inside_the_workspace(workspace):
     assert registry.call("read_file", {"path": "link_in.md"}).output.startswith("# Notes")
     found = registry.call("search_files", {"pattern": r"42"}).output
     assert "notes.md:2:" in found and "src/main.py:2:" in found and "blob.bin" not in found
+
+
+def test_path_arguments_offer_every_path_in_a_small_workspace_and_none_in_a_big_one(workspace):
+    registry = ToolRegistry.with_builtins(workspace, approver=approve_all)
+
+    def choices(tool):
+        return registry.get(tool).parameters_schema()["properties"]["path"].get("enum")
+
+    assert choices("read_file") == ["blob.bin", "link_in.md", "notes.md", "src/main.py"]  # not link_out.txt
+    assert choices("list_files") == choices("search_files") == [".", "src"]
+    assert choices("write_file") is None  # a new file's name is free
+    (workspace / "src" / "util.py").write_text("")
+    assert "src/util.py" in choices("read_file")  # the schema follows the workspace
+    for i in range(64):
+        (workspace / f"f{i}.txt").write_text("")
+    assert choices("read_file") is None and choices("list_files") is None
+    assert registry.call("read_file", {"path": "f3.txt"}).ok
     assert registry.call("write_file", {"path": "out/new.txt", "content": "hello"}).ok
     assert (workspace / "out" / "new.txt").read_text() == "hello"
 

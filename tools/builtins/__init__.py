@@ -57,12 +57,21 @@ def builtin_tools(workspace: Path, memory: Any = None) -> list[Tool]:
     if not root.root.is_dir():
         raise ValueError(f"workspace {workspace} is not a folder")
     list_files, read_file, search_files, write_file = file_tools(root)
+
+    def folders() -> dict[str, list[str] | None]:
+        paths = root.paths()
+        return {"path": paths[0] if paths else None}
+
+    def files() -> dict[str, list[str] | None]:
+        paths = root.paths()
+        return {"path": paths[1] if paths else None}
+
     return [
         Tool(calculator, timeout=5),
         Tool(current_time),
-        Tool(list_files),
-        Tool(read_file),
-        Tool(search_files),
+        Tool(list_files, choices=folders),
+        Tool(read_file, choices=files),
+        Tool(search_files, choices=folders),
         Tool(write_file, requires_approval=True),
         Tool(python_tool(root.root), requires_approval=True, timeout=15),
         *(Tool(fn) for fn in memory_tools(memory)),

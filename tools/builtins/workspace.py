@@ -11,6 +11,7 @@ MAX_READ_BYTES = 256 * 1024
 MAX_WRITE_BYTES = 1024 * 1024
 MAX_LISTED = 500
 MAX_MATCHES = 200
+MAX_CHOICES = 64  # paths offered to the model as an enum; a bigger workspace leaves them free
 SEARCH_TIMEOUT = 2.0  # seconds for each file's regex search, against catastrophic backtracking
 
 
@@ -39,12 +40,37 @@ class Workspace:
     def display(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix() or "."
 
+    def paths(self, limit: int = MAX_CHOICES) -> tuple[list[str], list[str]] | None:
+        """Every folder and every file in the workspace, or None when they number more than `limit`.
+
+        Offered to a model as the only values a path may take, so the list is complete or absent:
+        a symlinked folder (whose contents are reachable under a second name) also gives None.
+        """
+        folders, files = ["."], []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            for name in dirnames:
+                if (Path(dirpath) / name).is_symlink():
+                    return None
+                folders.append(self.display(Path(dirpath) / name))
+            for name in sorted(filenames):
+                path = self.display(Path(dirpath) / name)
+                try:
+                    self.resolve(path)
+                except WorkspaceError:
+                    continue  # a symlink that points outside cannot be read
+                files.append(path)
+            if len(folders) + len(files) > limit:
+                return None
+        return folders, files
+
 
 def _is_binary(data: bytes) -> bool:
     return b"\x00" in data[:8192]
 
 
 def file_tools(workspace: Workspace) -> list:
+    """list_files, read_file, search_files and write_file on `workspace`, as plain functions."""
     def list_files(path: str = ".") -> str:
         """List the files and folders at a path in the workspace.
 
@@ -60,8 +86,8 @@ def file_tools(workspace: Workspace) -> list:
                 workspace.resolve(workspace.display(entry))
             except WorkspaceError:
                 continue  # a symlink that points outside is not shown
-            kind = "dir " if entry.is_dir() else f"{entry.stat().st_size:>9} B"
-            lines.append(f"{kind}  {workspace.display(entry)}{'/' if entry.is_dir() else ''}")
+            # names only: a small model takes a listing's sizes for facts about the task
+            lines.append(f"{workspace.display(entry)}{'/' if entry.is_dir() else ''}")
         return "\n".join(lines) or "(empty folder)"
 
     def read_file(path: str) -> str:
