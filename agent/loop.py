@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -176,11 +177,16 @@ class Agent:
                     traces.log(run_id, event)
                 yield event
         finally:  # a run stopped part way (Ctrl+C, a consumer that stopped reading) is recorded as such
-            if traces and final is not None:
-                traces.finish(run_id, "verified" if final.verified else "done" if final.answer else "failed",
-                              final.answer, final.verified)
-            elif traces:
-                traces.finish(run_id, "interrupted")
+            stopping = sys.exc_info()[1] is not None
+            try:
+                if traces and final is not None:
+                    traces.finish(run_id, "verified" if final.verified else "done" if final.answer else "failed",
+                                  final.answer, final.verified)
+                elif traces:
+                    traces.finish(run_id, "interrupted")
+            except Exception:
+                if not stopping:
+                    raise  # else the log's failure must not replace the Ctrl+C or error that stopped the run
 
     async def arun(self, task: str, messages: Sequence[Message] = ()) -> RunResult:
         return await asyncio.to_thread(self.run, task, messages)

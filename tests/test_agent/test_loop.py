@@ -218,6 +218,22 @@ def test_memory_recall_and_traces(tmp_path):
         assert memory.traces.runs()[0]["status"] == "verified"
 
 
+def test_ctrl_c_during_a_tool_stays_a_ctrl_c_when_the_log_cannot_record_it(tmp_path):
+    from memory import Memory
+
+    @tool
+    def wait() -> str:
+        """Wait."""
+        raise KeyboardInterrupt  # what the user's Ctrl+C looks like inside the agent's thread
+
+    with Memory(tmp_path / "m.db", embedder=None) as memory:
+        backend = ScriptedBackend(replies=[plan("Wait"), calls(("wait", {}))])
+        agent = Agent(backend, tools=[wait], memory=memory)
+        memory.traces.finish = lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("database is locked"))
+        with pytest.raises(KeyboardInterrupt):
+            agent.run("Wait for it")
+
+
 def test_a_memory_it_cannot_search_is_reported_and_the_run_goes_on(tmp_path):
     from memory import Memory
     from tests.test_memory.conftest import KeywordEmbedder, OtherEmbedder

@@ -102,7 +102,7 @@ def test_ctrl_c_ends_the_run_with_130_and_the_log_says_interrupted(own_home, tmp
         if json.loads(line)["type"] == "tool_call":
             break
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 130
+    assert process.wait(timeout=30) == 130, process.stderr.read()[-2000:]
     assert "interrupted" in run("logs").output
 
 
