@@ -93,6 +93,7 @@ def logs(db: str | None, count: int, run_id: str | None) -> None:
             click.echo(f"no runs recorded in {store.path}", err=True)
         for run in runs:  # status: verified, done (answered, not verified), failed, interrupted, running
             status = run["status"] + (", verified" if run["verified"] and run["status"] != "verified" else "")
+            status += f", marked {run['feedback']}" if run.get("feedback") else ""
             click.echo(f"{run['id']}  {run['started_at']}  {status:11} {run['events']:4} events  {run['task'][:60]}")
             if run["answer"]:
                 click.echo(f"    answer: {' '.join(run['answer'].split())[:150]}")

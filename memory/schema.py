@@ -81,6 +81,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX conversations_by_update ON conversations(updated_at);
     """,
+    # 3: the user's verdict on a run's answer ('good' or 'bad'), given in the chat; training reads it.
+    """
+    ALTER TABLE runs ADD COLUMN feedback TEXT CHECK (feedback IN ('good', 'bad'));
+    """,
 ]
 
 

@@ -38,6 +38,13 @@ class Traces:
     def finish(self, run_id: str, status: str, answer: str | None = None, verified: bool | None = None) -> None:
         self.db["runs"].update(run_id, {"status": status, "answer": answer, "verified": verified, "ended_at": _now()})
 
+    def rate(self, run_id: str, good: bool) -> None:
+        """The user's verdict on the run's answer; `tokentrail train data` trusts it over the agent's."""
+        updated = self.db.execute("UPDATE runs SET feedback = ? WHERE id = ? AND status != 'running'",
+                                  ["good" if good else "bad", run_id]).rowcount
+        if not updated:
+            raise ValueError(f"no finished run {run_id!r} to rate; `tokentrail logs` lists the runs")
+
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT r.*, (SELECT count(*) FROM events e WHERE e.run_id = r.id) AS events "
                                   "FROM runs r ORDER BY started_at DESC LIMIT ?", [limit]))

@@ -1,10 +1,11 @@
 """Training data from the agent's own runs: every model call a run made (`ModelReplied` events)
 becomes a chat example, as the model saw it and as it answered.
 
-SFT examples come from runs that were right (verified by the agent, or by a checkable answer
-when `tokentrail train collect` ran them), leaving out the calls that led to an answer that
-failed a check on the way. DPO pairs set such a reply against a reply to the same messages that
-led to a wrong answer (the same task reaches the same prompt until the runs part).
+SFT examples come from runs that were right (marked good in the chat, verified by the agent
+and not marked bad, or right by a checkable answer when `tokentrail train collect` ran them),
+leaving out the calls that led to an answer that failed a check on the way. DPO pairs set such
+a reply against a reply to the same messages that led to a wrong answer (the same task reaches
+the same prompt until the runs part).
 """
 
 from __future__ import annotations
@@ -53,9 +54,15 @@ def turns(events: Iterable[dict[str, Any] | Any]) -> list[Turn]:
 
 
 def runs_from_memory(memory: Any, limit: int = 100_000) -> list[Run]:
-    """The finished runs of a memory's trace log; right = verified by the agent."""
-    return [Run(row["task"], bool(row["verified"]), turns(memory.traces.events(row["id"])))
+    """The finished runs of a memory's trace log; right = marked good in the chat, or verified by the
+    agent and not marked bad (the user's verdict outranks the agent's)."""
+    return [Run(row["task"], _right(row), turns(memory.traces.events(row["id"])))
             for row in memory.traces.runs(limit) if row["status"] in ("verified", "done", "failed")]
+
+
+def _right(row: dict[str, Any]) -> bool:
+    feedback = row.get("feedback")
+    return feedback == "good" or (feedback is None and bool(row["verified"]))
 
 
 def sft_examples(runs: Iterable[Run]) -> list[dict[str, Any]]:

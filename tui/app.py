@@ -19,7 +19,7 @@ from textual.message import Message as UIMessage
 from textual.widgets import Footer, Markdown, Static
 
 from agent import Agent
-from agent.events import ErrorEvent, Event, Final, PhaseStarted, TokenChosen
+from agent.events import ErrorEvent, Event, Final, PhaseStarted, RunStarted, TokenChosen
 from agent.turns import partial_answer
 from backends import Backend, Message, SamplingParams
 from memory.protocols import MemoryLike
@@ -59,6 +59,8 @@ class TokentrailApp(App):
         Binding("f2", "settings", "settings"),
         Binding("f3", "conversations", "conversations"),
         Binding("ctrl+n", "new_conversation", "new chat"),
+        Binding("f5", "rate(True)", "good answer"),
+        Binding("f6", "rate(False)", "bad answer"),
         Binding("ctrl+q", "quit", "quit"),
     ]
 
@@ -85,6 +87,8 @@ class TokentrailApp(App):
         self._native = False  # whether the agent acts in the model's own tool-call format (plain-text answers)
         self._previous: Event | None = None
         self._token_times: list[float] = []
+        self._run_id: str | None = None  # the run in progress, as the trace log knows it
+        self._rateable: str | None = None  # the last run that answered, for F5 / F6
 
     # layout
 
@@ -188,13 +192,16 @@ class TokentrailApp(App):
         trace.record(event)
         if not isinstance(event, (TokenChosen, PhaseStarted)):  # keep the newest step in view
             trace.call_after_refresh(trace.scroll_end, animate=False)
-        if isinstance(event, PhaseStarted):
+        if isinstance(event, RunStarted):
+            self._run_id = event.run_id
+        elif isinstance(event, PhaseStarted):
             self._set_status(f"{event.phase}…")
         elif isinstance(event, TokenChosen):
             await self._on_token(event)
         elif isinstance(event, ErrorEvent) and not event.recoverable:
             await self._say("error", f"**Error:** {event.message}")
         elif isinstance(event, Final) and self._answer is not None:
+            self._rateable = self._run_id if event.answer is not None else None
             if event.answer is not None:
                 badge = "✓ verified" if event.verified else f"✗ not verified: {event.reason}"
                 await self._answer.update(f"{event.answer}\n\n*{badge}*")
@@ -276,6 +283,20 @@ class TokentrailApp(App):
             self._cancel.set()
             self._set_status("cancelling…")
 
+    def action_rate(self, good: bool) -> None:
+        """The user's verdict on the last answer, kept with its run for `tokentrail train data`."""
+        if self.busy or self._rateable is None or self.memory is None or self.memory.traces is None:
+            why = "wait for the answer" if self.busy else "no logged answer to rate yet (runs are logged to the memory)"
+            self.notify(why, severity="warning")
+            return
+        try:
+            self.memory.traces.rate(self._rateable, good)
+        except Exception as exc:  # a locked database must not cost the chat
+            self.notify(f"the rating was not saved: {exc}", severity="error")
+            return
+        use = "a training example" if good else "an example of what not to answer"
+        self.notify(f"marked {'good' if good else 'bad'}: `tokentrail train data` makes it {use}")
+
     def action_settings(self) -> None:
         def apply(result: Settings | None) -> None:
             if result is not None:
@@ -295,7 +316,7 @@ class TokentrailApp(App):
         if conversation_id is None or self.busy:
             return
         self._set_history(self.memory.conversations.load(conversation_id))
-        self.conversation_id = conversation_id
+        self.conversation_id, self._rateable = conversation_id, None
         await self.query_one("#chat", VerticalScroll).remove_children()
         for message in self.history:
             if message.role in ("user", "assistant") and message.content:
@@ -306,7 +327,7 @@ class TokentrailApp(App):
         if self.busy:
             return
         self._set_history([])
-        self.conversation_id = None
+        self.conversation_id, self._rateable = None, None
         await self.query_one("#chat", VerticalScroll).remove_children()
         self.query_one(DecodingPanel).clear()
         self.query_one(TraceTree).clear()

@@ -31,13 +31,18 @@ def test_bad_inputs(tmp_path):
     store.close()
 
 
-def test_an_existing_version_1_database_gains_the_table(tmp_path):
+def test_an_existing_version_1_database_gains_the_table_and_the_feedback_column(tmp_path):
     path = tmp_path / "old.db"
     store = Memory(path, embedder=None)
+    run = store.traces.start("an old run")
+    store.traces.finish(run, "done", "42")
     store.close()
     with sqlite3.connect(path) as conn:  # make it look like a database from before conversations existed
         conn.execute("DROP TABLE conversations")
+        conn.execute("ALTER TABLE runs DROP COLUMN feedback")
         conn.execute("PRAGMA user_version = 1")
     reopened = Memory(path, embedder=None)
     assert reopened.conversations.recent() == []
+    reopened.traces.rate(run, good=True)
+    assert reopened.traces.runs()[0]["feedback"] == "good"
     reopened.close()

@@ -2,8 +2,12 @@
 
 import json
 
+import pytest
+from click.testing import CliRunner
+
 from agent import Agent
 from backends.scripted import ScriptedBackend
+from cli import main
 from memory import Memory
 from tools import tool
 from train.tasks import generate, read_tasks
@@ -45,6 +49,30 @@ def test_right_runs_become_examples_as_the_model_saw_and_answered_them(tmp_path)
     assert any('"b": 3' in p["chosen"][0]["content"] and '"b": 2' in p["rejected"][0]["content"] for p in pairs)
     sft_path, dpo_path, n_examples, n_pairs = write_datasets(runs, tmp_path / "data")
     assert len(sft_path.read_text().splitlines()) == n_examples == 4 and len(dpo_path.read_text().splitlines()) == n_pairs
+
+
+def test_the_users_rating_outranks_the_agents_verdict(tmp_path):
+    answer_five = [reply({"answer": 5}), reply({"passed": True, "reasons": []})]
+    with Memory(tmp_path / "m.db", embedder=None) as memory:
+        praised = run(memory, answer_five, task="Say five.")  # 5 is not in the task: the checks fail it
+        panned = run(memory, answer_five, task="Repeat 5.")
+        assert not praised.verified and panned.verified
+        memory.traces.rate(praised.run_id, good=True)
+        memory.traces.rate(panned.run_id, good=False)
+        unrated = run(memory, answer_five, task="Repeat 5 please.")
+        assert {r.task: r.right for r in runs_from_memory(memory)} == {"Say five.": True, "Repeat 5.": False,
+                                                                      "Repeat 5 please.": True}
+        examples = json.dumps(sft_examples(runs_from_memory(memory)))
+        assert "Say five." in examples and "Repeat 5 please." in examples and "Repeat 5." not in examples
+        for bad in ("no-such-run", ""):
+            with pytest.raises(ValueError, match="no finished run"):
+                memory.traces.rate(bad, good=True)
+        running = memory.traces.start("still going")
+        with pytest.raises(ValueError, match="no finished run"):
+            memory.traces.rate(running, good=False)
+        assert unrated.run_id and [r["feedback"] for r in memory.traces.runs() if r["id"] == unrated.run_id] == [None]
+    listed = CliRunner().invoke(main, ["logs", "--db", str(tmp_path / "m.db")]).output
+    assert "marked good" in listed and "marked bad" in listed
 
 
 def test_calls_before_a_failed_check_are_marked():

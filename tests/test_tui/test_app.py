@@ -220,6 +220,28 @@ async def test_conversations_are_saved_and_reopened(tmp_path):
     store.close()
 
 
+async def test_f5_and_f6_rate_the_last_answer_for_training(tmp_path):
+    store = Memory(tmp_path / "memory.db", embedder=None)
+    app = TokentrailApp(scripted(*simple_exchange("Paris."), *simple_exchange("Lyon.")), memory=store)
+    said = []
+    app.notify = lambda message, **kwargs: said.append(message)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.press("f5")  # nothing answered yet: a warning, no crash
+        await pilot.pause()
+        assert "no logged answer to rate yet" in said[-1]
+        await send(pilot, "Capital of France?")
+        await settle(pilot)
+        await pilot.press("f5")
+        await send(pilot, "Capital of France, really?")
+        await settle(pilot)
+        await pilot.press("f6")
+        await pilot.pause()
+        assert said[-1].startswith("marked bad")
+    ratings = {r["answer"]: r["feedback"] for r in store.traces.runs()}
+    assert ratings == {"Paris.": "good", "Lyon.": "bad"}
+    store.close()
+
+
 async def test_input_history_recalls_earlier_messages():
     app = TokentrailApp(scripted(*simple_exchange()))
     async with app.run_test(size=(140, 40)) as pilot:
