@@ -1,7 +1,7 @@
 """Agent quality on the default model: success rate on 36 tasks with checkable answers.
 
     .venv/bin/python benchmarks/agent_eval.py [--limit N] [--only react|agent|native|smolagents] [--model PATH.gguf]
-        [--adapter DIR]
+        [--adapter DIR ...]
 
 Ways to run the same model on the same tasks, tools, memory and workspace:
   react   a single unconstrained ReAct-style loop: the model writes tool calls as text,
@@ -13,9 +13,10 @@ Ways to run the same model on the same tasks, tools, memory and workspace:
   smolagents  a peer: smolagents' ToolCallingAgent (pip install smolagents; a benchmark-only
           dependency) on the same model through `tokentrail serve`, with the same tools; it
           recalls notes only through the recall tool, where our agent also recalls before planning
-A task succeeds when the final answer contains the expected text (case-insensitive). Printed per
-way: tasks solved by group, tool calls that ran without error, wrong answers that verification
-passed (agent ways only), and wall time.
+A task succeeds when the final answer gives the expected number (among its numbers) or words
+(whole words, case aside). Printed per way: tasks solved by group, tool calls that ran without
+error, wrong answers that verification passed (agent ways only), and wall time. With --adapter
+(repeatable), each way runs on the model alone and then with each LoRA adapter, in one process.
 """
 
 from __future__ import annotations
@@ -173,9 +174,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=len(TASKS))
     parser.add_argument("--only", choices=["react", "agent", "native", "smolagents"], default=None)
     parser.add_argument("--model", default=None, help="a GGUF file (default: the default model)")
-    parser.add_argument("--adapter", default=None, help="a LoRA adapter folder from `tokentrail train`")
+    parser.add_argument("--adapter", action="append", default=[],
+                        help="a LoRA adapter folder from `tokentrail train` (repeatable; the model alone runs first)")
     args = parser.parse_args()
-    backend = LocalBackend(args.model, adapter=args.adapter)
+    for adapter in [None, *args.adapter]:
+        evaluate(LocalBackend(args.model, adapter=adapter), args)
+
+
+def evaluate(backend: LocalBackend, args: argparse.Namespace) -> None:
     print(f"model: {backend.model_name}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -200,7 +206,7 @@ def main() -> None:
         }
         if backend.tool_format is not None:
             runners["native"] = agent_run(native=True)
-        if importlib.util.find_spec("smolagents") and args.only in (None, "smolagents"):
+        if importlib.util.find_spec("smolagents") and args.only in (None, "smolagents") and backend.adapter is None:
             runners["smolagents"] = smolagents_run(registry, Path(args.model) if args.model else None)
         tasks = TASKS[: args.limit]
         for label, run in runners.items():
