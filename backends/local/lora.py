@@ -48,27 +48,12 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
         self.dropout = nn.Dropout(config.dropout)
 
-        self._inference: tuple[tuple[object, ...], Tensor, Tensor] | None = None
-
     def forward(self, x: Tensor) -> Tensor:
         y = self.base(x)
         if not self.enabled:
             return y
-        if torch.is_grad_enabled() or (self.training and self.dropout.p):
-            update = (self.dropout(x.to(self.lora_a.dtype)) @ self.lora_a.T) @ self.lora_b.T
-            return y + update.to(y.dtype) * self.scale
-        # Decoding: two matmuls in the base's output dtype, the scale folded into B (a token pays
-        # for each small op, four projections a layer).
-        a, b = self._weights_for(y.dtype)
-        flat = y.reshape(-1, y.shape[-1])
-        return torch.addmm(flat, x.reshape(-1, x.shape[-1]).to(y.dtype) @ a.T, b.T).view(y.shape)
-
-    def _weights_for(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        key = (dtype, self.lora_a._version, self.lora_b._version, self.scale)  # a training step bumps the versions
-        if self._inference is None or self._inference[0] != key:
-            with torch.no_grad():
-                self._inference = (key, self.lora_a.to(dtype), (self.lora_b * self.scale).to(dtype))
-        return self._inference[1], self._inference[2]
+        update = (self.dropout(x.to(self.lora_a.dtype)) @ self.lora_a.T) @ self.lora_b.T
+        return y + update.to(y.dtype) * self.scale
 
 
 def _projections(model: nn.Module, targets: list[str]) -> Iterator[tuple[str, nn.Module, str]]:
