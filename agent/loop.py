@@ -274,8 +274,10 @@ class Agent:
             replan = prompts.REPLAN.format(answer=answer, reasons=reasons, evidence=found)
             asked = [Message(role="user", content=act_prompt), said, Message(role="user", content=replan)]
             plan, _ = yield from self._plan(asked, replan=True, avoid=[plan])
-            conversation += [said,
-                             Message(role="user", content=prompts.REPLANNED.format(reasons=reasons, plan=prompts.numbered(plan)))]
+            if not conversation or conversation[-1].role != "assistant":  # an act turn's answer is there already
+                conversation.append(said)
+            replanned = prompts.REPLANNED.format(reasons=reasons, plan=prompts.numbered(plan))
+            conversation.append(Message(role="user", content=replanned))
 
     def _plan(self, messages: list[Message], replan: bool, direct: bool = False,
               avoid: list[list[str]] = ()) -> Generator[Event, None, tuple[list[str], str | None]]:

@@ -43,7 +43,8 @@ def messages_problem(messages: list[Message]) -> str | None:
     previous = None
     for message in messages:
         if previous not in FOLLOWS.get(message.role, set()):
-            return f"a {message.role} message cannot follow {previous or 'the start'}"
+            article = "an" if message.role[0] in "aeiou" else "a"
+            return f"{article} {message.role} message cannot follow {previous or 'the start'}"
         previous = message.role
     if not any(m.role == "assistant" for m in messages):
         return "no assistant message to learn from"

@@ -114,6 +114,9 @@ def test_verify_fail_then_replan():
     assert replanned.replan and replanned.steps == ["Use the add tool"]
     assert "The number 7 appears in no tool result" in backend.requests[2].messages[-1].content
     assert result.answer == "5" and result.verified
+    for request in backend.requests:  # the failed answer is in the conversation once (chat templates and training need turns)
+        roles = [m.role for m in request.messages]
+        assert not any(a == b == "assistant" for a, b in zip(roles, roles[1:])), roles
 
 
 def test_a_replan_must_change_the_plan_and_find_something_new_first():

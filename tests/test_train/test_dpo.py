@@ -77,7 +77,7 @@ def test_bad_pairs_are_reported_with_their_line_numbers(tmp_path):
     problems = "\n".join(result.skipped)
     assert result.trained_examples == 1
     for needle in ("line 2: the chosen reply equals the rejected one", 'line 3: needs "prompt", "chosen" and "rejected"',
-                   "line 4: not JSON", "line 5: a assistant message cannot follow the start"):
+                   "line 4: not JSON", "line 5: an assistant message cannot follow the start"):
         assert needle in problems, (needle, problems)
 
 

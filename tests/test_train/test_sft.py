@@ -88,7 +88,7 @@ def test_bad_lines_are_reported_with_their_numbers_and_skipped(tmp_path):
     result = sft(backend, tmp_path / "d.jsonl", tmp_path / "a", SFTConfig(holdout=0.0, max_tokens=256))
     assert result.trained_examples == 1
     problems = "\n".join(result.skipped)
-    for needle in ("line 2: not JSON", 'line 3: needs "messages"', "line 4: a assistant message cannot follow the start",
+    for needle in ("line 2: not JSON", 'line 3: needs "messages"', "line 4: an assistant message cannot follow the start",
                    "line 5: no assistant message", "line 6: ", "over the limit of 256", "line 7: field"):
         assert needle in problems, (needle, problems)
 
