@@ -123,6 +123,15 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     if results and _QUANTITY.search(task) and found and numbers(results[-1]):
         if not any(_close(n, numbers(results[-1])) for n in found):
             problems.append("The answer does not use the last tool result; answer from what it returned")
+    # A number read off the wrong line ("12" for "How many pears?" from "apples,12 / pears,7"):
+    # where the evidence has lines about what the task asks for, a looked-up number must be on one.
+    looked_up = [n for n in found if not _close(n, numbers(task) | _computed(calls))]
+    if _QUANTITY.search(task) and looked_up:
+        lines = [line.lower() for e in evidence for line in e.splitlines() if line.strip()]
+        about = [line for line in lines if any(t.rstrip("s") in line for t in asked)]
+        if about and not any(_close(n, numbers(line)) for n in looked_up for line in about):
+            problems.append(f"The number {_shown(looked_up)} comes from a line about something else; "
+                            "answer from the line about what the task asks")
     # An intermediate result: a computation that left some of the task's numbers out (144 for
     # "Multiply 12 by 12, then subtract 44"; 12 apples for "multiply the plums by 3").
     if _COMPUTATION.search(task) and found:

@@ -103,3 +103,15 @@ def test_a_calculation_must_use_every_number_of_the_task_even_on_a_looked_up_val
 def test_a_quoted_word_is_the_word():
     note = "The backup password hint is 'tidepool'."
     assert grounding_problems("What is the backup password hint?", "tidepool", [('{"path": "."}', "a.txt")], [note]) == []
+
+
+def test_a_looked_up_number_must_come_from_the_line_about_what_is_asked():
+    stock = [('{"path": "inventory.csv"}', "item,count\napples,12\npears,7\nplums,30\n")]
+    problems = grounding_problems("Read inventory.csv. How many pears are there?", "12", stock)
+    assert any("The number 12 comes from a line about something else" in p for p in problems)
+    assert grounding_problems("Read inventory.csv. How many pears are there?", "7", stock) == []
+    assert grounding_problems("Read inventory.csv. How many pear are there?", "There are 7 pears", stock) == []
+    # computed numbers and the task's own are not looked up; evidence with no line about the task says nothing
+    added = [*stock, ('{"expression": "12 + 7"}', "19")]
+    assert grounding_problems("Read inventory.csv. What is the total of apples and pears?", "19", added) == []
+    assert grounding_problems("How many crates are there?", "12", stock) == []
