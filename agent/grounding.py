@@ -14,7 +14,7 @@ from collections.abc import Sequence
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
 # Questions that ask for an amount: "how many", "total", an arithmetic expression, a named operation.
-_OPERATION = (r"\b(total|sum|average|percent(age)?|square root|add|subtract|multiply|divide|product|difference)\b"
+_OPERATION = (r"\b(total|sum|average|percent(age)?|square root|add|subtract|multipl(y|ied)|divided?|product|difference)\b"
               r"|\d\s*(\*\*|[-+*/%^x])\s*\(?\d")
 _COMPUTATION = re.compile(_OPERATION, re.IGNORECASE)
 _QUANTITY = re.compile(r"\bhow (many|much)\b|\b(count|number of)\b|" + _OPERATION, re.IGNORECASE)
@@ -119,6 +119,10 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     if _COMPUTATION.search(task) and found and all(_close(n, numbers(task)) for n in found):
         if not any(_close(n, _computed(calls)) for n in found):
             problems.append(f"The answer only repeats the task's number {_shown(sorted(found))}; compute the result")
+    # A computation answered with a value looked up, not computed ("apples,12" for "add the apples and
+    # pears"; "42000" for "the budget divided by 12").
+    elif _COMPUTATION.search(task) and found and not any(_close(n, _computed(calls)) for n in found):
+        problems.append("The task asks for a calculation, but no tool computed the answer's number; calculate it")
     # An amount that ignores the latest result ("42" after the calculator went on to 126).
     if results and _QUANTITY.search(task) and found and numbers(results[-1]):
         if not any(_close(n, numbers(results[-1])) for n in found):

@@ -115,3 +115,13 @@ def test_a_looked_up_number_must_come_from_the_line_about_what_is_asked():
     added = [*stock, ('{"expression": "12 + 7"}', "19")]
     assert grounding_problems("Read inventory.csv. What is the total of apples and pears?", "19", added) == []
     assert grounding_problems("How many crates are there?", "12", stock) == []
+
+
+def test_a_calculation_answered_with_a_looked_up_value_is_not_a_result():
+    stock = [('{"path": "inventory.csv"}', "item,count\napples,12\npears,7\n")]
+    task = "Read inventory.csv and add the number of apples and pears with the calculator."
+    assert any("no tool computed" in p for p in grounding_problems(task, "apples,12", stock))
+    added = [*stock, ('{"expression": "12 + 7"}', "19")]
+    assert grounding_problems(task, "19", added) == []
+    notes = ["The budget is 42000 euros."]
+    assert any("no tool computed" in p for p in grounding_problems("What is the budget divided by 12?", "42000", [], notes))

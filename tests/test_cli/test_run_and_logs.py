@@ -102,7 +102,8 @@ def test_ctrl_c_ends_the_run_with_130_and_the_log_says_interrupted(own_home, tmp
         if json.loads(line)["type"] == "tool_call":
             break
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 130, process.stderr.read()[-2000:]
+    status = process.wait(timeout=30)
+    assert status == 130, f"stdout after the call: {process.stdout.read()[-2000:]!r}; stderr: {process.stderr.read()[-2000:]!r}"
     assert "interrupted" in run("logs").output
 
 
