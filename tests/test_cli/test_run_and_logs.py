@@ -97,7 +97,10 @@ def test_ctrl_c_ends_the_run_with_130_and_the_log_says_interrupted(own_home, tmp
     sleep = json.dumps({"tool_calls": [{"name": "python", "arguments": {"code": "import time; time.sleep(60)"}}]})
     command = [sys.executable, "-m", "cli", "run", "wait", "--json", "--yes", "--tools", "python", "-w", str(tmp_path),
                *scripted(PLAN, sleep)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    # Ctrl+C as a terminal delivers it, even when the suite runs in a background job (whose shell ignores
+    # SIGINT, an ignore its children inherit: the run then went on to "no answer", exit 1)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stdout:
         if json.loads(line)["type"] == "tool_call":
             break
