@@ -48,6 +48,8 @@ class Workspace:
         """
         folders, files = ["."], []
         for dirpath, dirnames, filenames in os.walk(self.root):
+            if len(folders) + len(dirnames) + len(files) + len(filenames) > limit:
+                return None  # before resolving a big folder's every name, on every schema request
             dirnames.sort()
             for name in dirnames:
                 if (Path(dirpath) / name).is_symlink():
@@ -60,8 +62,6 @@ class Workspace:
                 except WorkspaceError:
                     continue  # a symlink that points outside cannot be read
                 files.append(path)
-            if len(folders) + len(files) > limit:
-                return None
         return folders, files
 
 
