@@ -40,7 +40,7 @@ def key_terms(text: str) -> set[str]:
     return {w for w in words if len(w) > 2 and w not in _STOP}
 
 
-def _close(value: float, known: set[float]) -> bool:
+def close_to_any(value: float, known: set[float]) -> bool:
     return any(abs(value - k) <= 1e-6 * max(1.0, abs(k)) for k in known)
 
 
@@ -49,7 +49,7 @@ def grounded_numbers(task: str, calls: Sequence[tuple[str, str]], notes: Sequenc
     the call's own arguments used known numbers: calculator("123456789") invents, it does not compute."""
     known = numbers(task) | {n for note in notes for n in numbers(note)}
     for arguments, output in calls:
-        if all(_close(n, known) for n in numbers(arguments)):
+        if all(close_to_any(n, known) for n in numbers(arguments)):
             known |= numbers(output)
     return known
 
@@ -57,7 +57,7 @@ def grounded_numbers(task: str, calls: Sequence[tuple[str, str]], notes: Sequenc
 def unused_task_numbers(task: str, calls: Sequence[tuple[str, str]]) -> list[float]:
     """The task's numbers that no call's arguments used (yet)."""
     used = {n for arguments, _ in calls for n in numbers(arguments)}
-    return sorted(n for n in numbers(task) if not _close(n, used))
+    return sorted(n for n in numbers(task) if not close_to_any(n, used))
 
 
 def answer_in_hand(task: str, calls: Sequence[tuple[str, str]]) -> bool:
@@ -103,7 +103,7 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
         problems.append("The task asks for a quantity, but the answer contains no number")
     # A number that nothing produced: neither the task nor a tool nor a note has it (a guessed result).
     known = grounded_numbers(task, calls, notes)
-    invented = sorted(n for n in found if not _close(n, known))
+    invented = sorted(n for n in found if not close_to_any(n, known))
     if invented:
         problems.append(f"The number {_shown(invented)} appears in no tool result, note or the task; use what the tools found")
     # An answer about something else than the task and what the tools found. Only once there is
@@ -116,30 +116,31 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     elif evidence and terms and not found and terms <= asked:
         problems.append("The answer only restates the task; answer with what the tools found")
     # A computation answered with one of its own inputs ("169" for the square root of 169, "15% 4").
-    if _COMPUTATION.search(task) and found and all(_close(n, numbers(task)) for n in found):
-        if not any(_close(n, _computed(calls)) for n in found):
+    asked_numbers, computed = numbers(task), _computed(calls)
+    if _COMPUTATION.search(task) and found and all(close_to_any(n, asked_numbers) for n in found):
+        if not any(close_to_any(n, computed) for n in found):
             problems.append(f"The answer only repeats the task's number {_shown(sorted(found))}; compute the result")
     # A computation answered with a value looked up, not computed ("apples,12" for "add the apples and
     # pears"; "42000" for "the budget divided by 12").
-    elif _COMPUTATION.search(task) and found and not any(_close(n, _computed(calls)) for n in found):
+    elif _COMPUTATION.search(task) and found and not any(close_to_any(n, computed) for n in found):
         problems.append("The task asks for a calculation, but no tool computed the answer's number; calculate it")
     # An amount that ignores the latest result ("42" after the calculator went on to 126).
     if results and _QUANTITY.search(task) and found and numbers(results[-1]):
-        if not any(_close(n, numbers(results[-1])) for n in found):
+        if not any(close_to_any(n, numbers(results[-1])) for n in found):
             problems.append("The answer does not use the last tool result; answer from what it returned")
     # A number read off the wrong line ("12" for "How many pears?" from "apples,12 / pears,7"):
     # where the evidence has lines about what the task asks for, a looked-up number must be on one.
-    looked_up = [n for n in found if not _close(n, numbers(task) | _computed(calls))]
+    looked_up = [n for n in found if not close_to_any(n, asked_numbers | computed)]
     if _QUANTITY.search(task) and looked_up:
         lines = [line.lower() for e in evidence for line in e.splitlines() if line.strip()]
         about = [line for line in lines if any(t.rstrip("s") in line for t in asked)]
-        if about and not any(_close(n, numbers(line)) for n in looked_up for line in about):
+        if about and not any(close_to_any(n, numbers(line)) for n in looked_up for line in about):
             problems.append(f"The number {_shown(looked_up)} comes from a line about something else; "
                             "answer from the line about what the task asks")
     # An intermediate result: a computation that left some of the task's numbers out (144 for
     # "Multiply 12 by 12, then subtract 44"; 12 apples for "multiply the plums by 3").
     if _COMPUTATION.search(task) and found:
-        unused = [n for n in unused_task_numbers(task, calls) if not _close(n, found)]
+        unused = [n for n in unused_task_numbers(task, calls) if not close_to_any(n, found)]
         if unused:
             problems.append(f"The task's number {_shown(unused)} is not used yet: finish the calculation with it")
     return problems

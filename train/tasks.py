@@ -19,7 +19,7 @@ import regex
 from pydantic import BaseModel, Field
 
 from agent import Agent
-from agent.grounding import numbers
+from agent.grounding import close_to_any, numbers
 from backends import Backend, SamplingParams
 from memory import Memory
 from tools import ToolRegistry
@@ -127,7 +127,7 @@ def answer_matches(answer: str, expected: str) -> bool:
         value = float(expected)
     except ValueError:
         return regex.search(rf"(?<!\w){regex.escape(expected)}(?!\w)", answer, regex.IGNORECASE) is not None
-    return any(abs(n - value) <= 1e-6 * max(1.0, abs(value)) for n in numbers(answer))
+    return any(close_to_any(n, {value}) for n in numbers(answer))
 
 
 def write_tasks(tasks: list[Task], path: Path) -> None:
