@@ -25,6 +25,24 @@ all any some one two three about after before also just only very more most much
 tool tools calculator answer question task please tell give find read list show number numbers""".split())
 
 
+# Numbers a task may give in words ("two crates", "15 percent", "double it"): known, as its digits are.
+_NUMBER_WORDS = {
+    **{w: float(i) for i, w in enumerate("""zero one two three four five six seven eight nine ten eleven twelve thirteen
+        fourteen fifteen sixteen seventeen eighteen nineteen twenty""".split())},
+    **{w: float(10 * i) for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), start=3)},
+    "hundred": 100.0, "thousand": 1000.0, "million": 1e6, "dozen": 12.0, "half": 2.0, "twice": 2.0, "double": 2.0,
+    "triple": 3.0, "thrice": 3.0, "percent": 100.0, "percentage": 100.0, "%": 100.0,
+}
+_NUMBER_WORD = re.compile(r"%|\b(" + "|".join(w for w in _NUMBER_WORDS if w != "%") + r")\b", re.IGNORECASE)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _stems(terms: set[str]) -> set[str]:
+    return {t.rstrip("s") for t in terms}
+
+
 def numbers(text: str) -> set[float]:
     out = set()
     for match in _NUMBER.findall(text):
@@ -47,11 +65,17 @@ def close_to_any(value: float, known: set[float]) -> bool:
 def grounded_numbers(task: str, calls: Sequence[tuple[str, str]], notes: Sequence[str] = ()) -> set[float]:
     """The numbers the task, the notes and the tools' results vouch for. A result counts only when
     the call's own arguments used known numbers: calculator("123456789") invents, it does not compute."""
-    known = numbers(task) | {n for note in notes for n in numbers(note)}
+    known = numbers(task) | {_NUMBER_WORDS[m.group(0).lower()] for m in _NUMBER_WORD.finditer(task)}
+    known |= {n for note in notes for n in numbers(note)}
     for arguments, output in calls:
         if all(close_to_any(n, known) for n in numbers(arguments)):
             known |= numbers(output)
     return known
+
+
+def number_texts(values: set[float]) -> list[str]:
+    """Numbers as a model would write them in an expression: 42000, 3.5, never 42000.0 or a sign."""
+    return sorted({str(int(abs(n))) if n.is_integer() and abs(n) < 1e15 else repr(abs(n)) for n in values})
 
 
 def unused_task_numbers(task: str, calls: Sequence[tuple[str, str]]) -> list[float]:
@@ -69,6 +93,31 @@ def answer_in_hand(task: str, calls: Sequence[tuple[str, str]]) -> bool:
         return False
     last = calls[-1][1].strip()
     return _NUMBER.fullmatch(last) is not None and not unused_task_numbers(task, calls)
+
+
+def unfinished_calculation(task: str, calls: Sequence[tuple[str, str]]) -> bool:
+    """Whether a calculation is under way: the last successful call computed one number from numbers,
+    and some of the task's numbers are still unused ("300 + 45" gave 345; the 2 of "(300 + 45) * 2" is left)."""
+    if not calls or not _QUANTITY.search(task):
+        return False
+    arguments, last = calls[-1]
+    return bool(numbers(arguments)) and _NUMBER.fullmatch(last.strip()) is not None and bool(unused_task_numbers(task, calls))
+
+
+def tools_asked_for(task: str, tool_schemas: Sequence[dict]) -> list[str]:
+    """The tools a task asks to use: it names one ("use the calculator", "list the files" for list_files)
+    or a value one of its arguments takes ("Read README.md", a path read_file offers)."""
+    words = _stems({w.lower() for w in re.findall(r"[A-Za-z]+", task)})
+    lowered = task.lower()
+    asked = []
+    for schema in tool_schemas:
+        fn = schema["function"]
+        named = _stems(set(fn["name"].lower().split("_"))) <= words
+        values = [v for spec in (fn.get("parameters") or {}).get("properties", {}).values()
+                  for v in spec.get("enum", []) if isinstance(v, str) and len(v) > 2 and v != "."]
+        if named or any(re.search(rf"(?<![\w.]){re.escape(v.lower())}(?![\w])", lowered) for v in values):
+            asked.append(fn["name"])
+    return asked
 
 
 def _shown(values: Sequence[float]) -> str:
@@ -106,11 +155,15 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     invented = sorted(n for n in found if not close_to_any(n, known))
     if invented:
         problems.append(f"The number {_shown(invented)} appears in no tool result, note or the task; use what the tools found")
-    # An answer about something else than the task and what the tools found. Only once there is
-    # evidence: a direct answer from what the model knows ("Paris") need not repeat the question's words.
     terms, asked = key_terms(answer), key_terms(task)
+    # Sentences of the evidence about what the task asks: they name one of its key terms.
+    sentences = [s.lower() for e in evidence for line in e.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
+    about = [s for s in sentences if _stems(key_terms(s)) & _stems(asked)]
+    # An answer about something else than the task and what the tools found. Only once the evidence
+    # is about the task: a direct answer from what the model knows ("Paris", with unrelated notes
+    # recalled) need not repeat the question's words.
     evidence_terms = {t for e in evidence for t in key_terms(e)}
-    if evidence and terms and asked and not found and not terms & (asked | evidence_terms):
+    if about and terms and not found and not terms & (asked | evidence_terms):
         problems.append("The answer shares no key term with the task or the evidence")
     # An answer that only restates the question ("The file is a CSV file" for "Which file is a CSV file?").
     elif evidence and terms and not found and terms <= asked:
@@ -128,15 +181,37 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     if results and _QUANTITY.search(task) and found and numbers(results[-1]):
         if not any(close_to_any(n, numbers(results[-1])) for n in found):
             problems.append("The answer does not use the last tool result; answer from what it returned")
-    # A number read off the wrong line ("12" for "How many pears?" from "apples,12 / pears,7"):
-    # where the evidence has lines about what the task asks for, a looked-up number must be on one.
+    # Where the evidence has sentences about what the task asks, what the answer looked up must
+    # come from one of them. A number read off the wrong line ("12" for "How many pears?" from "apples,12 / pears,7").
     looked_up = [n for n in found if not close_to_any(n, asked_numbers | computed)]
-    if _QUANTITY.search(task) and looked_up:
-        lines = [line.lower() for e in evidence for line in e.splitlines() if line.strip()]
-        about = [line for line in lines if any(t.rstrip("s") in line for t in asked)]
-        if about and not any(close_to_any(n, numbers(line)) for n in looked_up for line in about):
+    if _QUANTITY.search(task) and looked_up and about:
+        if not any(close_to_any(n, numbers(s)) for n in looked_up for s in about):
             problems.append(f"The number {_shown(looked_up)} comes from a line about something else; "
                             "answer from the line about what the task asks")
+    # The task's own number given back for an amount the evidence tells ("14" for "how many apples are
+    # in 14 crates?", where a note says a crate holds 36): neither looked up nor computed.
+    elif _QUANTITY.search(task) and not _COMPUTATION.search(task) and found and about \
+            and not any(close_to_any(n, computed) for n in found):
+        if not any(close_to_any(n, numbers(s)) for n in found for s in about):
+            problems.append(f"The answer only repeats the task's number {_shown(sorted(found))}; "
+                            "use what the tools and notes say about it")
+    # A calculation on the task's numbers alone, where the evidence gives the amount it is about
+    # ("12/12/12" for "the budget divided by 12", where a note says the budget is 42000).
+    given = [n for s in about for n in numbers(s) if not close_to_any(n, asked_numbers)]
+    used = {n for arguments, _ in calls for n in numbers(arguments)}
+    if _COMPUTATION.search(task) and found and given and used and not any(close_to_any(n, used) for n in given):
+        problems.append(f"The calculation does not use what the evidence says about the task ({_shown(given)}); use it")
+    # Words from a sentence about something else ("The orchard is owned by Tomasz" for "What is the
+    # backup password hint?", both in the notes).
+    new_terms = _stems(terms) - _stems(asked)
+    support = [s for s in sentences if _stems(key_terms(s)) & new_terms]
+    if not found and about and support and not set(support) & set(about):
+        problems.append("The answer comes from a sentence about something else; answer from the one about what the task asks")
+    # Words the tools never returned, once they returned sentences about the task ("The owner is a user of
+    # the [user_name]" after README.md said "Owner: Tomasz").
+    relevant_results = [r for r in results if _stems(key_terms(r)) & _stems(asked)]
+    if not found and relevant_results and new_terms and not support:
+        problems.append("The answer says nothing that the tools or notes said; answer with what they returned")
     # An intermediate result: a computation that left some of the task's numbers out (144 for
     # "Multiply 12 by 12, then subtract 44"; 12 apples for "multiply the plums by 3").
     if _COMPUTATION.search(task) and found:

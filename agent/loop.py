@@ -31,13 +31,24 @@ from agent.events import (
     ToolReturned,
     Verdict,
 )
-from agent.grounding import answer_in_hand, grounding_problems, numbers, unused_task_numbers
+from agent.grounding import (
+    answer_in_hand,
+    close_to_any,
+    grounded_numbers,
+    grounding_problems,
+    number_texts,
+    numbers,
+    tools_asked_for,
+    unfinished_calculation,
+    unused_task_numbers,
+)
 from agent.turns import (
     ANSWER_LINE,
     VERDICT_SCHEMA,
     TurnError,
     act_schema,
     answer_text,
+    callable_tools,
     parse_json,
     parse_turn,
     plan_schema,
@@ -255,7 +266,8 @@ class Agent:
                 turns_used += 1
                 conversation, trims = self._fit(conversation, keep_head=len(previous) + 1)
                 yield from trims
-                answer, answer_only = yield from self._act_turn(task, conversation, evidence, answer_only, new_calls_only)
+                answer, answer_only = yield from self._act_turn(task, notes, conversation, evidence, answer_only,
+                                                                new_calls_only)
                 new_calls_only = False
             yield PhaseStarted(phase="verify")
             verdict = yield from self._verify(task, answer, evidence, notes, shown_reasons)
@@ -300,8 +312,8 @@ class Agent:
         yield PlanMade(steps=steps, replan=replan)
         return steps, None
 
-    def _act_turn(self, task: str, conversation: list[Message], evidence: list[Observation], answer_only: bool,
-                  new_calls_only: bool = False) -> Generator[Event, None, tuple[str | None, bool]]:
+    def _act_turn(self, task: str, notes: list[str], conversation: list[Message], evidence: list[Observation],
+                  answer_only: bool, new_calls_only: bool = False) -> Generator[Event, None, tuple[str | None, bool]]:
         """One model turn: runs the tool calls it asks for, or returns its answer.
 
         Returns (answer or None, whether the next turn may only answer): it must when every call
@@ -314,17 +326,19 @@ class Agent:
             outputs = [f"- {o.name} gave {o.shown}" for o in found[-4:]]
             nudge = prompts.ANSWER_NOW.format(results="\n".join(outputs), task=task)
             messages = [*conversation, Message(role="user", content=nudge)]
+        tools, made, must_call = self._offered(task, notes, evidence, new_calls_only)
         if self.native:
-            choice = "none" if answer_only else "auto"
-            text, calls = yield from self._generate(messages, self._native_answer(), "act", tool_choice=choice)
+            offered = [] if answer_only else callable_tools(tools, made)
+            choice = "required" if must_call and offered else "auto" if offered else "none"
+            text, calls = yield from self._generate(messages, self._native_answer(), "act", tool_choice=choice,
+                                                    offered=offered)
             if not calls:
                 if text.strip():
                     conversation.append(Message(role="assistant", content=text))
                 return text.strip() or None, False
             requested = [(c.name, _arguments(c.arguments)) for c in calls]
         else:
-            made = [(o.name, _arguments(o.arguments)) for o in evidence] if new_calls_only else []
-            schema = self._act_schema(answer_only, made=made, must_call=new_calls_only)
+            schema = self._act_schema([] if answer_only else tools, made, must_call)
             text, _ = yield from self._generate(messages, Constraint(json_schema=schema), "act")
             try:
                 turn = parse_turn(text)
@@ -383,7 +397,12 @@ class Agent:
         reasons = [r for check in self.verifiers for r in _reasons(check(answer))]
         if self.check_grounding and self.output_type is None:
             said = [o.shown for o in evidence if not o.ok] + list(shown_reasons)
-            reasons += grounding_problems(task, answer, [(o.arguments, o.shown) for o in evidence if o.ok], notes, said)
+            calls = [(o.arguments, o.shown) for o in evidence if o.ok]
+            reasons += grounding_problems(task, answer, calls, notes, said)
+            # An answer without any tool to a task that asks for one ("Read README.md. Who is the owner?"
+            # answered at once with a made-up name; "List the files..." with "The file is a CSV file").
+            if not calls and (asked := tools_asked_for(task, self.tools.schemas())):
+                reasons.append(f"The task asks to use {' and '.join(asked)}; call it before answering")
         if self.output_type is not None:
             try:
                 self.output_type.model_validate_json(answer)
@@ -401,9 +420,31 @@ class Agent:
         except (TurnError, AttributeError):
             return Verdict(passed=False, reasons=["the check's reply could not be read"], by="model")
 
-    def _act_schema(self, answer_only: bool = False, made: list[tuple[str, dict[str, Any]]] = (),
+    def _offered(self, task: str, notes: list[str], evidence: list[Observation],
+                 new_calls_only: bool) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]], bool]:
+        """What the next act turn may call: the tools' schemas, the calls it may not make again, and
+        whether it must call (no answer yet).
+
+        With the grounding checks on, arithmetic uses only numbers the run has seen (calculator("1234567890")
+        is a guess, which the checks would refuse as an answer anyway), and a calculation under way goes
+        on: "300 + 45" gave 345 and the task's 2 is unused, so the next turn computes, from 345 and 2,
+        since an answer that leaves 2 out would fail its check.
+        """
+        made = [(o.name, _arguments(o.arguments)) for o in evidence] if new_calls_only else []
+        if not self.check_grounding:
+            return self.tools.schemas(), made, new_calls_only
+        calls = [(o.arguments, o.shown) for o in evidence if o.ok]
+        seen = grounded_numbers(task, calls, notes)
+        computing = {tool.name for tool in self.tools if tool.grounded}
+        if not computing or not unfinished_calculation(task, calls):
+            return self.tools.schemas(number_texts(seen)), made, new_calls_only
+        used = {n for arguments, _ in calls for n in numbers(arguments) if close_to_any(n, numbers(task))}
+        seen = {n for n in seen if not close_to_any(n, used)}
+        return [s for s in self.tools.schemas(number_texts(seen)) if s["function"]["name"] in computing], made, True
+
+    def _act_schema(self, tools: list[dict[str, Any]], made: list[tuple[str, dict[str, Any]]] = (),
                     must_call: bool = False) -> dict[str, Any]:
-        schema = act_schema([] if answer_only else self.tools.schemas(), self.max_parallel_calls, made, must_call)
+        schema = act_schema(tools, self.max_parallel_calls, made, must_call)
         for option in schema["anyOf"]:  # the answer itself must be the typed object
             if self.output_type is not None and "answer" in option["properties"]:
                 option["properties"]["answer"] = closed(self.output_type.model_json_schema())
@@ -415,21 +456,23 @@ class Agent:
             return Constraint(json_schema=closed(self.output_type.model_json_schema()))
         return Constraint(regex=ANSWER_LINE)
 
-    def _request(self, messages: list[Message], constraint: Constraint | None,
-                 tool_choice: str | None = None) -> GenerationRequest:
-        tools = {"tools": self.tools.schemas(), "tool_choice": tool_choice,
+    def _request(self, messages: list[Message], constraint: Constraint | None, tool_choice: str | None = None,
+                 offered: list[dict[str, Any]] | None = None) -> GenerationRequest:
+        tools = {"tools": self.tools.schemas(), "tool_choice": tool_choice, "callable_tools": offered,
                  "parallel_tool_calls": self.max_parallel_calls > 1} if tool_choice and self.tools.schemas() else {}
         return GenerationRequest(messages=[Message(role="system", content=self.system_prompt), *messages],
                                  sampling=self.sampling, **tools,
                                  constraint=constraint if self.constrain else None)
 
     def _generate(self, messages: list[Message], constraint: Constraint | None, phase: Phase,
-                  tool_choice: str | None = None) -> Generator[Event, None, tuple[str, list[ToolCall]]]:
+                  tool_choice: str | None = None, offered: list[dict[str, Any]] | None = None,
+                  ) -> Generator[Event, None, tuple[str, list[ToolCall]]]:
         """(the reply's text, the tool calls it made in the model's own format).
 
-        tool_choice: None for the JSON act schema; "auto" or "none" offers the tools natively."""
+        tool_choice: None for the JSON act schema; "auto", "required" or "none" offers the tools natively,
+        `offered` (narrower) the calls the grammar allows."""
         parts, calls = [], []
-        request = self._request(messages, constraint, tool_choice)
+        request = self._request(messages, constraint, tool_choice, offered)
         for token in self.backend.stream(request):
             parts.append(token.text)
             calls = token.tool_calls or calls

@@ -83,24 +83,36 @@ def _free_strings(schema: Any) -> int:
     return sum(_free_strings(v) for v in schema) if isinstance(schema, list) else 0
 
 
+def callable_tools(tool_schemas: list[dict[str, Any]], made: list[tuple[str, dict[str, Any]]] = ()) -> list[dict[str, Any]]:
+    """The tools, each one's parameters narrowed to calls not in `made` (name, arguments); a tool
+    whose every call is made is left out. A small model loops on one call, and a repeat learns nothing."""
+    out = []
+    for schema in tool_schemas:
+        fn = schema["function"]
+        params = call_parameters(schema)
+        definitions = params.pop("$defs", None)  # kept at the top, where "$ref"s look
+        params = other_than(params, [args for name, args in made if name == fn["name"]])
+        if params is not None:
+            params = {**params, "$defs": definitions} if definitions else params
+            out.append({"type": "function", "function": {**fn, "parameters": params}})
+    return out
+
+
 def act_schema(tool_schemas: list[dict[str, Any]], max_calls: int = 4,
                made: list[tuple[str, dict[str, Any]]] = (), must_call: bool = False) -> dict[str, Any]:
     """Exactly one choice: a list of calls to the offered tools (each with valid arguments), or an answer.
 
-    `made`: calls (name, arguments) already made, which the choices exclude: a small model loops
-    on one call, and a repeated call learns nothing. A tool whose every call is used up is not offered.
+    `made`: calls already made, which the choices exclude (callable_tools).
     `must_call`: no answer, only calls (while a tool is left to call).
     """
     definitions: dict[str, Any] = {}
     calls = []
-    for schema in tool_schemas:
+    strings_of = {s["function"]["name"]: _free_strings(s["function"].get("parameters") or {}) for s in tool_schemas}
+    for schema in callable_tools(tool_schemas, made):
         fn = schema["function"]
-        strings = max(1, _free_strings(fn.get("parameters") or {})) * max_calls
+        strings = max(1, strings_of[fn["name"]]) * max_calls
         params = call_parameters(schema, max(24, min(MAX_STRING, ARGUMENT_CHARS // strings)))
         definitions.update(params.pop("$defs", {}))
-        params = other_than(params, [args for name, args in made if name == fn["name"]])
-        if params is None:
-            continue
         calls.append({
             "type": "object",
             "properties": {"name": {"const": fn["name"]}, "arguments": params},

@@ -148,12 +148,21 @@ class GenerationRequest(_Strict):
     # "none": the model must answer in text.
     tool_choice: str | None = None
     parallel_tool_calls: bool = True
+    # Narrower than `tools`, for backends that force calls by grammar: the calls the reply may
+    # make (a call already made excluded, numbers limited to those seen); the template still
+    # shows `tools`. A tool left out may not be called. None: any call of `tools`.
+    callable_tools: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
     def _tool_choice_names_a_tool(self) -> GenerationRequest:
+        names = [t.get("function", {}).get("name") for t in self.tools or []]
+        if self.callable_tools is not None:
+            unknown = [t.get("function", {}).get("name") for t in self.callable_tools]
+            unknown = [n for n in unknown if n not in names]
+            if unknown:
+                raise ValueError(f"callable_tools names {unknown}, which are not among the tools {names}")
         if self.tool_choice in (None, "auto", "none"):
             return self
-        names = [t.get("function", {}).get("name") for t in self.tools or []]
         if not names:
             raise ValueError(f"tool_choice {self.tool_choice!r} needs tools")
         if self.tool_choice != "required" and self.tool_choice not in names:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,9 @@ class ToolRegistry:
     def __len__(self) -> int:
         return len(self._tools)
 
-    def schemas(self) -> list[dict[str, Any]]:
-        return [tool.schema() for tool in self._tools.values()]
+    def schemas(self, seen_numbers: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Every tool's schema; `seen_numbers` narrows grounded arguments (Tool's `grounded`)."""
+        return [tool.schema(seen_numbers) for tool in self._tools.values()]
 
     def call(self, name: str, arguments: str | dict[str, Any] | None) -> ToolResult:
         start = time.perf_counter()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import Any, get_type_hints, overload
 
 import docstring_parser
@@ -36,12 +37,18 @@ class Tool:
         timeout: float | None = 30.0,
         parameters: dict[str, Any] | None = None,
         choices: Callable[[], dict[str, list[str] | None]] | None = None,
+        grounded: dict[str, Callable[[str], str]] | None = None,
     ) -> None:
         """`parameters` (a JSON Schema) replaces the signature for tools that take one dict (MCP).
 
         `choices` names, for some string arguments, every value they can take right now (or None
         when there are too many to list); each schema then offers them as an enum, so a grammar
         lets the model pick only among them.
+
+        `grounded` names string arguments whose numbers must be ones the run has seen (in the task,
+        its notes, earlier results), each with a function from a regular expression for one number
+        to the argument's pattern; `parameters_schema(seen_numbers)` applies them. The calculator's
+        expression is one: arithmetic on numbers nobody gave is a guess, not a computation.
         """
         self.fn = fn
         self.name = name or fn.__name__
@@ -55,12 +62,15 @@ class Tool:
         self.is_async = inspect.iscoroutinefunction(fn)
         self._raw_schema = parameters
         self._choices = choices
+        self.grounded = dict(grounded or {})
         self.arguments_model: type[BaseModel] | None = None
         if parameters is None:
             params = {p.arg_name: p.description for p in doc.params if p.description}
             self.arguments_model = _arguments_model(fn, self.name, params)
 
-    def parameters_schema(self) -> dict[str, Any]:
+    def parameters_schema(self, seen_numbers: Sequence[str] = ()) -> dict[str, Any]:
+        """The JSON Schema of the arguments; with `seen_numbers` (as text), grounded arguments may
+        only use those numbers."""
         if self._raw_schema is not None:
             return self._raw_schema
         assert self.arguments_model is not None
@@ -72,14 +82,18 @@ class Tool:
             prop = schema.get("properties", {}).get(name)
             if values and prop is not None and prop.get("type") == "string":
                 prop["enum"] = list(values)
+        if seen_numbers:
+            one = "(?:" + "|".join(re.escape(n) for n in sorted(set(seen_numbers), key=len, reverse=True)) + ")"
+            for name, pattern_for in self.grounded.items():
+                prop = schema.get("properties", {}).get(name)
+                if prop is not None and prop.get("type") == "string":
+                    prop["pattern"] = pattern_for(one)
         return schema
 
-    def schema(self) -> dict[str, Any]:
+    def schema(self, seen_numbers: Sequence[str] = ()) -> dict[str, Any]:
         """The OpenAI function-calling format."""
-        return {
-            "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": self.parameters_schema()},
-        }
+        parameters = self.parameters_schema(seen_numbers)
+        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": parameters}}
 
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """Arguments checked and converted to the types the function takes.

@@ -106,16 +106,22 @@ def prepare(request: GenerationRequest, template: str, tokenizer: LocalTokenizer
     messages = fmt.conversation(request.messages) if fmt else _with_tools_in_text(request.messages, tools)
     fmt = fmt or Hermes()
     constraint = request.constraint
-    if request.tool_choice is None or (request.tool_choice == "none" and constraint is not None):
+    choice = request.tool_choice
+    callable_tools = tools if request.callable_tools is None else request.callable_tools
+    left = [_name(t) for t in callable_tools]
+    if choice == "auto" and not left:
+        choice = "none"  # nothing is left to call: the reply answers
+    elif choice not in (None, "none", "auto") and (not left or choice not in ("required", *left)):
+        raise BackendError(f"tool_choice {choice!r}, but callable_tools leaves only {left} to call")
+    if choice is None or (choice == "none" and constraint is not None):
         return request.model_copy(update={"messages": messages}), None
-    if request.tool_choice == "none":
+    if choice == "none":
         answer_only = Constraint(grammar=f"start: {fmt.answer_rule()}\n")
         return request.model_copy(update={"messages": messages, "constraint": answer_only}), None
     if constraint is not None and constraint.grammar is not None:
         raise BackendError("tool calls combine with a JSON Schema or regex answer, not a grammar constraint")
     try:
-        grammar = call_grammar(fmt, tools, request.tool_choice, request.parallel_tool_calls, constraint,
-                               spelling(tokenizer))
+        grammar = call_grammar(fmt, callable_tools, choice, request.parallel_tool_calls, constraint, spelling(tokenizer))
     except (TypeError, ValueError) as exc:
         raise BackendError(f"the tools' parameter schemas cannot be used: {exc}") from exc
     return request.model_copy(update={"messages": messages, "constraint": Constraint(grammar=grammar)}), fmt

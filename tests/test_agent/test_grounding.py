@@ -1,6 +1,13 @@
 """Each grounding check on the failure it prevents (the cases come from real traces)."""
 
-from agent.grounding import answer_in_hand, grounded_numbers, grounding_problems, numbers
+from agent.grounding import (
+    answer_in_hand,
+    grounded_numbers,
+    grounding_problems,
+    number_texts,
+    numbers,
+    tools_asked_for,
+)
 
 CALC = '{"expression": "4821 * 367"}'
 README = '{"path": "README.md"}'
@@ -41,6 +48,13 @@ def test_a_calculation_on_invented_numbers_grounds_nothing():
     assert any("123456789" in p for p in grounding_problems("Which cable should be brought?", "123456789", echo))
     chain = [('{"expression": "12*12"}', "144"), ('{"expression": "144-44"}', "100")]
     assert grounded_numbers("12 by 12, less 44", chain) >= {144, 100}
+
+
+def test_numbers_a_task_gives_in_words_are_known():
+    """15% of 80 is 80 * 15 / 100: the 100 is the task's, as "percent"; "double" is 2, "a dozen" 12."""
+    assert grounding_problems("What is 15% of 80?", "12", [('{"expression": "80 * 15 / 100"}', "12")]) == []
+    assert grounded_numbers("Double 21, then add a dozen and two", []) >= {2, 12, 21}
+    assert number_texts({42000.0, 3.5, -7.0}) == ["3.5", "42000", "7"]
 
 
 def test_numbers_are_read_as_values():
@@ -125,3 +139,51 @@ def test_a_calculation_answered_with_a_looked_up_value_is_not_a_result():
     assert grounding_problems(task, "19", added) == []
     notes = ["The budget is 42000 euros."]
     assert any("no tool computed" in p for p in grounding_problems("What is the budget divided by 12?", "42000", [], notes))
+
+
+NOTES = ["The project codename is Bluefin. The lead engineer is Priya. The backup password hint is 'tidepool'. "
+         "The budget is 42000 euros.", "A crate of Zephyr apples holds 36 apples. The orchard ships on Tuesdays."]
+LISTING = ('{"path": "."}', "README.md\ninventory.csv\nnotes.txt")
+OWNER = (README, "# Orchard\nThis repository tracks the orchard's harvest. Owner: Tomasz.")
+
+
+def test_an_answer_from_a_sentence_about_something_else_is_not_grounded():
+    task = "What is the backup password hint?"
+    wrong = grounding_problems(task, "The orchard is owned by Tomasz. The answer is: Orchard", [LISTING, OWNER], NOTES)
+    assert any("sentence about something else" in p for p in wrong)
+    assert grounding_problems(task, "The hint is 'tidepool'", [LISTING, OWNER], NOTES) == []
+    assert grounding_problems("Read README.md. Who is the owner?", "The owner of the orchard is Tomasz", [OWNER]) == []
+
+
+def test_words_that_no_tool_or_note_said_are_not_grounded():
+    made_up = grounding_problems("Read README.md. Who is the owner?", "The owner is a user of the [user_name]", [OWNER])
+    assert any("says nothing that the tools or notes said" in p for p in made_up)
+    assert grounding_problems("Read README.md. Who is the owner?", "Tomasz", [OWNER]) == []
+
+
+def test_a_direct_answer_is_grounded_whatever_unrelated_notes_were_recalled():
+    assert grounding_problems("What is the capital of France? Answer in one word.", "Paris", [], NOTES) == []
+    assert grounding_problems("What is the capital of France? Answer in one word.", "Paris", [LISTING], NOTES) == []
+
+
+def test_the_tasks_own_number_is_not_an_amount_the_notes_tell():
+    task = "Using the notes, how many apples are in 14 crates of Zephyr apples? Use the calculator."
+    assert any("only repeats the task's number 14" in p for p in grounding_problems(task, "14", [LISTING], NOTES))
+    assert grounding_problems(task, "504", [('{"expression": "14 * 36"}', "504")], NOTES) == []
+
+
+def test_a_calculation_must_use_what_the_evidence_says_about_the_task():
+    task = "Using the notes, what is the budget in euros divided by 12? Use the calculator."
+    guessed = grounding_problems(task, "0.0833", [('{"expression": "12/12/12"}', "0.0833")], NOTES)
+    assert any("does not use what the evidence says about the task (42000)" in p for p in guessed)
+    assert grounding_problems(task, "3500", [('{"expression": "42000 / 12"}', "3500")], NOTES) == []
+
+
+def test_a_task_asks_for_the_tools_it_names_or_whose_values_it_names():
+    read_file = {"function": {"name": "read_file", "parameters": {"properties": {"path": {"enum": ["README.md", "."]}}}}}
+    tools = [{"function": {"name": "calculator"}}, {"function": {"name": "list_files"}}, read_file]
+    assert tools_asked_for("What is 37 * 91? Use the calculator.", tools) == ["calculator"]
+    assert tools_asked_for("List the files in the workspace. Which file is a CSV file?", tools) == ["list_files"]
+    assert tools_asked_for("Read README.md. Who is the owner?", tools) == ["read_file"]
+    assert tools_asked_for("What is the capital of France?", tools) == []
+    assert tools_asked_for("Which file is bigger? Tell me about README.mdx", tools) == []  # a word, not its start

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from agent import Agent
 from backends.scripted import ScriptedBackend
 from tests.fixtures.grammar import admits
-from tools import tool
+from tools import ToolRegistry, tool
 
 
 @tool
@@ -139,6 +139,29 @@ def test_a_replan_must_change_the_plan_and_find_something_new_first():
     in_hand = backend.requests[5].constraint.json_schema  # 5 was computed from 2 and 3: the next turn only answers
     assert admits(in_hand, {"answer": 5})
     assert not admits(in_hand, {"tool_calls": [{"name": "add", "arguments": {"a": 5, "b": 0}}]})
+
+
+def test_the_calculator_may_only_use_numbers_the_run_has_seen(tmp_path):
+    calculator = ToolRegistry.with_builtins(tmp_path).get("calculator")
+    backend = ScriptedBackend(replies=[
+        plan("Add, then multiply"), calls(("calculator", {"expression": "17 + 25"})),
+        calls(("calculator", {"expression": "42 * 3"})), answer("126"), verdict(True)])
+    result = Agent(backend, tools=[calculator, add], constrain=True).run("Add 17 and 25, then multiply the result by 3.")
+    assert result.answer == "126" and result.verified
+    first, second = (r.constraint.json_schema for r in backend.requests[1:3])
+
+    def calculates(schema: dict, expression: str) -> bool:
+        return admits(schema, {"tool_calls": [{"name": "calculator", "arguments": {"expression": expression}}]})
+
+    assert calculates(first, "17 + 25") and not calculates(first, "17 + 26") and not calculates(first, "42 * 3")
+    assert calculates(second, "42 * 3")  # 42 came from the first call, on the task's own numbers
+    # the calculation is under way (the task's 3 is unused): the turn goes on computing, from 42 and 3
+    assert not admits(second, {"answer": 42}) and not calculates(second, "17 + 25 + 3")
+    adds = {"tool_calls": [{"name": "add", "arguments": {"a": 42, "b": 3}}]}
+    assert admits(first, adds) and not admits(second, adds)  # only a tool that computes from numbers
+    free = Agent(ScriptedBackend(replies=[plan("Add")]), tools=[calculator], constrain=True, check_grounding=False)
+    free.run("Add 17 and 25.")
+    assert calculates(free.backend.requests[1].constraint.json_schema, "17 + 26")  # no checks, no narrowing
 
 
 def test_verification_failure_with_no_replans_left():
@@ -302,6 +325,20 @@ def test_a_task_the_model_can_answer_gets_no_plan_and_no_tools():
     assert kinds(result.events) == ["run_started", "phase:plan", "plan", "phase:verify", "verdict", "final"]
     decision = next(e for e in result.events if e.type == "plan")
     assert decision.direct and decision.steps == [] and result.answer == "Hello! How can I help?" and result.verified
+
+
+def test_a_direct_answer_to_a_task_that_asks_for_a_tool_is_refused():
+    @tool
+    def define(word: str) -> str:
+        """A word's meaning."""
+        return "a rock pool left by the tide"
+
+    backend = ScriptedBackend(replies=[answer("A kind of pond"), plan("Define the word"), calls(("define", {"word": "tidepool"})),
+                                       answer("A rock pool left by the tide"), verdict(True)])
+    result = Agent(backend, tools=[define]).run("Define tidepool, please.")  # names the tool: answered at once, refused
+    first = [e for e in result.events if e.type == "verdict"][0]
+    assert not first.passed and first.reasons == ["The task asks to use define; call it before answering"]
+    assert result.answer == "A rock pool left by the tide" and result.verified
 
 
 def test_a_direct_answer_that_fails_its_checks_falls_back_to_a_plan():

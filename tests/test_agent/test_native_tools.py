@@ -2,13 +2,14 @@
 have one: the call is forced valid by grammar, and its result goes back through the template's
 tool role (Qwen2.5 <tool_response>, Llama 3.1 ipython, Mistral [TOOL_RESULTS])."""
 
+import json
 from typing import Literal
 
 import pytest
 
 from agent import Agent
 from agent.events import Final, ToolCalled, ToolReturned
-from backends import SamplingParams
+from backends import SamplingParams, ToolCall
 from backends.scripted import ScriptedBackend
 from tests.fixtures.chat_families import FAMILIES
 from tools import tool
@@ -49,3 +50,22 @@ def test_backends_without_a_tool_format_keep_the_json_act_schema(smollm2):
     assert not Agent(smollm2, tools=[get_weather]).native
     assert not Agent(ScriptedBackend(replies=[]), tools=[get_weather]).native
     assert Agent(ScriptedBackend(replies=[]), tools=[get_weather], native_tools=True).native
+
+
+def test_after_a_replan_a_native_turn_must_make_a_call_not_made_yet():
+    """As the JSON act schema does: the grammar (callable_tools) excludes the call that led to the failed answer."""
+    backend = ScriptedBackend(replies=[
+        json.dumps({"steps": ["Ask for the weather"]}), [ToolCall.create("c1", "get_weather", {"city": "Oslo"})],
+        "It is sunny in Oslo", json.dumps({"steps": ["Ask for the weather in Paris"]}),
+        [ToolCall.create("c2", "get_weather", {"city": "Paris"})], "It is sunny in Paris"])
+    in_paris = lambda answer: "Paris" in answer or "the task asks about Paris"  # noqa: E731
+    result = Agent(backend, tools=[get_weather], native_tools=True, model_verify=False, verifiers=[in_paris]).run(
+        "What is the weather in Paris?")
+    assert result.answer == "It is sunny in Paris" and result.verified
+    first, after_replan = (r for r in backend.requests if r.tool_choice in ("auto", "required") and r.callable_tools
+                           and not r.messages[-1].role == "tool")
+    assert first.tool_choice == "auto" and first.callable_tools == first.tools
+    assert after_replan.tool_choice == "required"
+    (offered,) = after_replan.callable_tools
+    assert "Oslo" not in json.dumps(offered) and "Paris" in json.dumps(offered)
+    assert [t["function"]["name"] for t in after_replan.tools] == ["get_weather"]  # the template shows it whole

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fixtures.grammar import admits
 from tools import ToolRegistry, approve_all
-from tools.builtins.calculator import CalculatorError, calculate
+from tools.builtins.calculator import CalculatorError, calculate, expression_pattern
 
 
 @pytest.mark.parametrize(
@@ -17,6 +18,31 @@ from tools.builtins.calculator import CalculatorError, calculate
 )
 def test_calculator_arithmetic(expression, value):
     assert calculate(expression) == pytest.approx(value)
+
+
+ARITHMETIC = ["2 * (3 + 4) ** 2", "7 // 2 + 7 % 2", "-3 ** 2", "sqrt(16) + log10(1000)", "round(pi, 3)",
+              "max(1, 2, 3) - min(4, 5)", "2 ** 0.5", "1e3 / 8", "(300 + 45) * 2", "-(3)"]
+
+
+def test_the_calculator_schema_admits_arithmetic_and_nothing_else(tmp_path):
+    """The pattern a constrained model writes its expression by (seen in traces before it: "1.0.0.0",
+    "total.json", "1.0, 2.0, 3.0, ...", ".999 - 123")."""
+    schema = ToolRegistry.with_builtins(tmp_path).get("calculator").parameters_schema()
+    for expression in ARITHMETIC:
+        assert admits(schema, {"expression": expression}), expression
+    for junk in ["1.0.0.0", "total.json", "1.0, 2.0", ".999 - 123", "sqrt 169", "x + 1", "2 +", "__import__('os')"]:
+        assert not admits(schema, {"expression": junk}), junk
+    # validation stays calculate()'s: what the pattern is too strict for still runs when a model writes it
+    assert ToolRegistry.with_builtins(tmp_path).call("calculator", {"expression": "sqrt(abs(-16))"}).output == "4"
+
+
+def test_the_calculator_schema_narrowed_to_seen_numbers(tmp_path):
+    schema = ToolRegistry.with_builtins(tmp_path).get("calculator").parameters_schema(["17", "25", "3", "42"])
+    for expression in ["17 + 25", "(17 + 25) * 3", "42 * 3", "sqrt(42)", "-17 * pi"]:
+        assert admits(schema, {"expression": expression}), expression
+    for invented in ["17 + 26", "1234567890", "17 + 2", "4 * 3", "17.25"]:
+        assert not admits(schema, {"expression": invented}), invented
+    assert expression_pattern() != expression_pattern("(?:17|25)")
 
 
 @pytest.mark.parametrize(

@@ -54,16 +54,16 @@ def test_right_runs_become_examples_as_the_model_saw_and_answered_them(tmp_path)
 def test_the_users_rating_outranks_the_agents_verdict(tmp_path):
     answer_five = [reply({"answer": 5}), reply({"passed": True, "reasons": []})]
     with Memory(tmp_path / "m.db", embedder=None) as memory:
-        praised = run(memory, answer_five, task="Say five.")  # 5 is not in the task: the checks fail it
+        praised = run(memory, answer_five, task="Say one more than four.")  # 5 is not in the task: the checks fail it
         panned = run(memory, answer_five, task="Repeat 5.")
         assert not praised.verified and panned.verified
         memory.traces.rate(praised.run_id, good=True)
         memory.traces.rate(panned.run_id, good=False)
         unrated = run(memory, answer_five, task="Repeat 5 please.")
-        assert {r.task: r.right for r in runs_from_memory(memory)} == {"Say five.": True, "Repeat 5.": False,
+        assert {r.task: r.right for r in runs_from_memory(memory)} == {"Say one more than four.": True, "Repeat 5.": False,
                                                                       "Repeat 5 please.": True}
         examples = json.dumps(sft_examples(runs_from_memory(memory)))
-        assert "Say five." in examples and "Repeat 5 please." in examples and "Repeat 5." not in examples
+        assert "Say one more than four." in examples and "Repeat 5 please." in examples and "Repeat 5." not in examples
         for bad in ("no-such-run", ""):
             with pytest.raises(ValueError, match="no finished run"):
                 memory.traces.rate(bad, good=True)

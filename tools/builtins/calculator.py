@@ -85,7 +85,29 @@ def calculate(expression: str) -> int | float:
         raise CalculatorError(str(exc)) from None
 
 
-Expression = Annotated[str, Field(pattern=r"^[0-9a-z(\-][0-9a-z+\-*/%()., ]{0,199}$")]  # also guides constrained decoding
+NUMBER_PATTERN = r"[0-9]{1,15}(?:\.[0-9]{1,6})?(?:e[-+]?[0-9]{1,3})?"
+
+
+def expression_pattern(number: str = NUMBER_PATTERN) -> str:
+    """The calculator's syntax as a regular expression whose numbers match `number`.
+
+    Constrained decoding follows it, so a model cannot write what is no arithmetic at all
+    ("1.0.0.0", "total.json", "1.0, 2.0, 3.0"); the agent narrows `number` to the numbers its run
+    has seen. Stricter than calculate(), which is why the schema shows it and validation does not
+    apply it: functions nest one level, commas only separate a function's arguments, and
+    parentheses are not matched (no regular expression can count them).
+    """
+    atom = rf"(?:{number}|{'|'.join(_CONSTANTS)})"
+    operator = r" *(?:\*\*|//|[-+*/%]) *"
+    opening, closing = r"(?:[-+] *|\( *)*", r"(?: *\))*"
+    simple = f"{opening}{atom}{closing}"
+    inner = f"{simple}(?:{operator}{simple})*"
+    call = rf"(?:{'|'.join(sorted(_FUNCTIONS, key=len, reverse=True))})\( *{inner}(?: *, *{inner})* *\)"
+    operand = f"{opening}(?:{atom}|{call}){closing}"
+    return f"^ *{operand}(?:{operator}{operand})* *$"
+
+
+Expression = Annotated[str, Field(max_length=MAX_INPUT, json_schema_extra={"pattern": expression_pattern()})]
 
 
 def calculator(expression: Expression) -> str:

@@ -90,6 +90,23 @@ def test_named_choice_grammar_offers_only_that_tool():
     assert '"const": "add"' in grammar and "get_weather" not in grammar and "start: calls" in grammar
 
 
+def test_callable_tools_narrow_the_calls_the_grammar_allows():
+    """The template shows `tools`; the grammar only `callable_tools` (the agent's repeated-call exclusion)."""
+    oslo = {"type": "function", "function": {**WEATHER["function"], "parameters": {
+        "type": "object", "properties": {"city": {"enum": ["Oslo"]}}, "required": ["city"]}}}
+    prepared, _ = prepare(_request("required", callable_tools=[oslo]), CHATML, TOKENIZER)
+    grammar = prepared.constraint.grammar
+    assert "Oslo" in grammar and '"const": "add"' not in grammar
+    assert '{"name": "add"' in prepared.messages[0].content  # the template still shows every tool
+    answer_only, fmt = prepare(_request("auto", callable_tools=[]), CHATML, TOKENIZER)  # nothing left: it answers
+    assert fmt is None and "calls" not in answer_only.constraint.grammar
+    for choice in ("required", "add"):
+        with pytest.raises(BackendError, match="leaves only"):
+            prepare(_request(choice, callable_tools=[oslo] if choice == "add" else []), CHATML, TOKENIZER)
+    with pytest.raises(ValueError, match="not among the tools"):
+        _request("auto", callable_tools=[{"type": "function", "function": {"name": "send_email"}}])
+
+
 @pytest.mark.model
 @pytest.mark.parametrize("choice", ["required", "get_weather", "add"])
 def test_forced_calls_are_valid_calls_of_offered_tools(smollm2, choice):
