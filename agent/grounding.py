@@ -17,6 +17,9 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
 _OPERATION = (r"\b(total|sum|average|percent(age)?|square root|add|subtract|multipl(y|ied)|divided?|product|difference)\b"
               r"|\d\s*(\*\*|[-+*/%^x])\s*\(?\d")
 _COMPUTATION = re.compile(_OPERATION, re.IGNORECASE)
+# Operations a task may name, with the operator that does each.
+_OPERATIONS = {"+": r"\b(add|added|plus)\b", "-": r"\b(subtract|subtracted|minus)\b",
+               "*": r"\b(multiply|multiplied|times)\b", "/": r"\b(divide|divided)\b"}
 _QUANTITY = re.compile(r"\bhow (many|much)\b|\b(count|number of)\b|" + _OPERATION, re.IGNORECASE)
 _STOP = frozenset("""the and for with that this what which who whom whose when where why how are was were
 is be been being has have had does did do not use using from into onto than then there their them they
@@ -195,12 +198,18 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
         if not any(close_to_any(n, numbers(s)) for n in found for s in about):
             problems.append(f"The answer only repeats the task's number {_shown(sorted(found))}; "
                             "use what the tools and notes say about it")
-    # A calculation on the task's numbers alone, where the evidence gives the amount it is about
-    # ("12/12/12" for "the budget divided by 12", where a note says the budget is 42000).
-    given = [n for s in about for n in numbers(s) if not close_to_any(n, asked_numbers)]
+    # A calculation that leaves out what the evidence says about a thing the task names ("12/12/12"
+    # for the budget divided by 12, where a note says the budget is 42000; "12*12*12" for the total
+    # of apples, pears and plums; "14*14*14" for the apples in 14 crates, where a crate holds 36).
     used = {n for arguments, _ in calls for n in numbers(arguments)}
-    if _COMPUTATION.search(task) and found and given and used and not any(close_to_any(n, used) for n in given):
-        problems.append(f"The calculation does not use what the evidence says about the task ({_shown(given)}); use it")
+    if found and used and (_COMPUTATION.search(task) or any(close_to_any(n, computed) for n in found)):
+        left_out = []
+        for term in sorted(_stems(asked)):
+            told = {n for s in about if term in _stems(key_terms(s)) for n in numbers(s) if not close_to_any(n, asked_numbers)}
+            if told and not any(close_to_any(n, used) for n in told):
+                left_out.append(term)
+        if left_out:
+            problems.append(f"The calculation does not use what the evidence says about {', '.join(left_out)}; use it")
     # Words from a sentence about something else ("The orchard is owned by Tomasz" for "What is the
     # backup password hint?", both in the notes).
     new_terms = _stems(terms) - _stems(asked)
@@ -212,6 +221,12 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     relevant_results = [r for r in results if _stems(key_terms(r)) & _stems(asked)]
     if not found and relevant_results and new_terms and not support:
         problems.append("The answer says nothing that the tools or notes said; answer with what they returned")
+    # An operation the task names that no calculation did ("125 / 5" for "Divide 1000 by 8, then add 5").
+    done = "".join(arguments for arguments, _ in calls if numbers(arguments))
+    skipped = [m.group(0).lower() for symbol, pattern in _OPERATIONS.items()
+               if symbol not in done for m in [re.search(pattern, task, re.IGNORECASE)] if m]
+    if found and calls and skipped:
+        problems.append(f"The task says to {' and '.join(skipped)}, which no calculation did; do every step it names")
     # An intermediate result: a computation that left some of the task's numbers out (144 for
     # "Multiply 12 by 12, then subtract 44"; 12 apples for "multiply the plums by 3").
     if _COMPUTATION.search(task) and found:

@@ -47,6 +47,7 @@ from agent.turns import (
     VERDICT_SCHEMA,
     TurnError,
     act_schema,
+    answer_holding,
     answer_text,
     callable_tools,
     parse_json,
@@ -327,10 +328,13 @@ class Agent:
             nudge = prompts.ANSWER_NOW.format(results="\n".join(outputs), task=task)
             messages = [*conversation, Message(role="user", content=nudge)]
         tools, made, must_call = self._offered(task, notes, evidence, new_calls_only)
+        calls_ok = [(o.arguments, o.shown) for o in evidence if o.ok]
+        held = calls_ok[-1][1].strip() if answer_only and self.check_grounding and self.output_type is None \
+            and answer_in_hand(task, calls_ok) else None  # the answer must give the result in hand
         if self.native:
             offered = [] if answer_only else callable_tools(tools, made)
             choice = "required" if must_call and offered else "auto" if offered else "none"
-            text, calls = yield from self._generate(messages, self._native_answer(), "act", tool_choice=choice,
+            text, calls = yield from self._generate(messages, self._native_answer(held), "act", tool_choice=choice,
                                                     offered=offered)
             if not calls:
                 if text.strip():
@@ -338,7 +342,7 @@ class Agent:
                 return text.strip() or None, False
             requested = [(c.name, _arguments(c.arguments)) for c in calls]
         else:
-            schema = self._act_schema([] if answer_only else tools, made, must_call)
+            schema = self._act_schema([] if answer_only else tools, made, must_call, held)
             text, _ = yield from self._generate(messages, Constraint(json_schema=schema), "act")
             try:
                 turn = parse_turn(text)
@@ -425,10 +429,12 @@ class Agent:
         """What the next act turn may call: the tools' schemas, the calls it may not make again, and
         whether it must call (no answer yet).
 
-        With the grounding checks on, arithmetic uses only numbers the run has seen (calculator("1234567890")
-        is a guess, which the checks would refuse as an answer anyway), and a calculation under way goes
-        on: "300 + 45" gave 345 and the task's 2 is unused, so the next turn computes, from 345 and 2,
-        since an answer that leaves 2 out would fail its check.
+        With the grounding checks on (what they would refuse, the grammar does not offer):
+        - arithmetic uses only numbers the run has seen (calculator("1234567890") is a guess);
+        - a calculation under way goes on: "300 + 45" gave 345 and the task's 2 is unused, so the
+          next turn computes, from 345 and 2;
+        - tools the task names come first ("Read notes.txt", "use the calculator"): until each has
+          been called, only they are offered, and an answer waits for them.
         """
         made = [(o.name, _arguments(o.arguments)) for o in evidence] if new_calls_only else []
         if not self.check_grounding:
@@ -436,25 +442,32 @@ class Agent:
         calls = [(o.arguments, o.shown) for o in evidence if o.ok]
         seen = grounded_numbers(task, calls, notes)
         computing = {tool.name for tool in self.tools if tool.grounded}
-        if not computing or not unfinished_calculation(task, calls):
-            return self.tools.schemas(number_texts(seen)), made, new_calls_only
-        used = {n for arguments, _ in calls for n in numbers(arguments) if close_to_any(n, numbers(task))}
-        seen = {n for n in seen if not close_to_any(n, used)}
-        return [s for s in self.tools.schemas(number_texts(seen)) if s["function"]["name"] in computing], made, True
+        if computing and unfinished_calculation(task, calls):
+            used = {n for arguments, _ in calls for n in numbers(arguments) if close_to_any(n, numbers(task))}
+            seen = {n for n in seen if not close_to_any(n, used)}
+            return [s for s in self.tools.schemas(number_texts(seen)) if s["function"]["name"] in computing], made, True
+        schemas = self.tools.schemas(number_texts(seen))
+        pending = set(tools_asked_for(task, schemas)) - {o.name for o in evidence}
+        if pending:
+            return [s for s in schemas if s["function"]["name"] in pending], made, True
+        return schemas, made, new_calls_only
 
     def _act_schema(self, tools: list[dict[str, Any]], made: list[tuple[str, dict[str, Any]]] = (),
-                    must_call: bool = False) -> dict[str, Any]:
+                    must_call: bool = False, held: str | None = None) -> dict[str, Any]:
+        """held: a result that answers the task (grounding.answer_in_hand), which the answer must give."""
         schema = act_schema(tools, self.max_parallel_calls, made, must_call)
         for option in schema["anyOf"]:  # the answer itself must be the typed object
             if self.output_type is not None and "answer" in option["properties"]:
                 option["properties"]["answer"] = closed(self.output_type.model_json_schema())
+            elif held is not None and "answer" in option["properties"]:
+                option["properties"]["answer"] = answer_holding(held)
         return schema
 
-    def _native_answer(self) -> Constraint:
+    def _native_answer(self, held: str | None = None) -> Constraint:
         """What a native act turn's answer must be: the typed object, or a line of text (as in the JSON schema)."""
         if self.output_type is not None:
             return Constraint(json_schema=closed(self.output_type.model_json_schema()))
-        return Constraint(regex=ANSWER_LINE)
+        return Constraint(regex=ANSWER_LINE if held is None else answer_holding(held, anchored=False))
 
     def _request(self, messages: list[Message], constraint: Constraint | None, tool_choice: str | None = None,
                  offered: list[dict[str, Any]] | None = None) -> GenerationRequest:

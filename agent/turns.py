@@ -33,6 +33,18 @@ ANSWER_VALUE = {"anyOf": [{"type": "string", "pattern": ANSWER_PATTERN},
                           {"type": "boolean"}]}
 
 
+def answer_holding(number: str, anchored: bool = True) -> dict[str, Any] | str:
+    """The answer once a tool's result answers the task: `number` (as the tool wrote it) itself, or a
+    line that states it ("The total is 690 apples."), never another number in its place (345 was
+    answered after the calculator had gone on to 690). A regex when not `anchored` (the native answer)."""
+    n = re.escape(number)
+    line = (rf"(?:[A-Za-z$(](?:[^\n]{{0,70}}[^0-9.\n-])?)?{n}"
+            rf"(?:[^0-9.\n][^\n]{{0,70}}|\.(?:[^0-9\n][^\n]{{0,69}})?)?")
+    if not anchored:
+        return line
+    return {"anyOf": [{"type": "string", "pattern": f"^{line}$"}, {"type": "number", "const": json.loads(number)}]}
+
+
 def plan_schema(max_steps: int, direct: bool = False, avoid: list[list[str]] = ()) -> dict[str, Any]:
     """A plan of steps; with `direct`, the choice between a plan and answering at once.
 

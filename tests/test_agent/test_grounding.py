@@ -175,8 +175,15 @@ def test_the_tasks_own_number_is_not_an_amount_the_notes_tell():
 def test_a_calculation_must_use_what_the_evidence_says_about_the_task():
     task = "Using the notes, what is the budget in euros divided by 12? Use the calculator."
     guessed = grounding_problems(task, "0.0833", [('{"expression": "12/12/12"}', "0.0833")], NOTES)
-    assert any("does not use what the evidence says about the task (42000)" in p for p in guessed)
+    assert any("does not use what the evidence says about budget, euro" in p for p in guessed)
     assert grounding_problems(task, "3500", [('{"expression": "42000 / 12"}', "3500")], NOTES) == []
+    total = "Read inventory.csv. What is the total of apples, pears and plums? Use the calculator."
+    inventory = [('{"path": "inventory.csv"}', "item,count\napples,12\npears,7\nplums,30\n")]
+    cubed = grounding_problems(total, "1728", [*inventory, ('{"expression": "12*12*12"}', "1728")], NOTES)
+    assert any("does not use what the evidence says about pear, plum" in p for p in cubed)
+    assert grounding_problems(total, "49", [*inventory, ('{"expression": "12 + 7 + 30"}', "49")], NOTES) == []
+    crates = "Using the notes, how many apples are in 14 crates of Zephyr apples?"  # no operation named
+    assert grounding_problems(crates, "2744", [('{"expression": "14*14*14"}', "2744")], NOTES)
 
 
 def test_a_task_asks_for_the_tools_it_names_or_whose_values_it_names():
@@ -187,3 +194,11 @@ def test_a_task_asks_for_the_tools_it_names_or_whose_values_it_names():
     assert tools_asked_for("Read README.md. Who is the owner?", tools) == ["read_file"]
     assert tools_asked_for("What is the capital of France?", tools) == []
     assert tools_asked_for("Which file is bigger? Tell me about README.mdx", tools) == []  # a word, not its start
+
+
+def test_every_operation_the_task_names_is_done():
+    task = "Divide 1000 by 8, then add 5. Use the calculator."
+    divided_twice = [('{"expression": "1000 / 8"}', "125"), ('{"expression": "125 / 5"}', "25")]
+    assert any("says to add, which no calculation did" in p for p in grounding_problems(task, "25", divided_twice))
+    right = [('{"expression": "1000 / 8"}', "125"), ('{"expression": "125 + 5"}', "130")]
+    assert grounding_problems(task, "130", right) == []

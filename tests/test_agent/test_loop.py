@@ -143,10 +143,16 @@ def test_a_replan_must_change_the_plan_and_find_something_new_first():
 
 def test_the_calculator_may_only_use_numbers_the_run_has_seen(tmp_path):
     calculator = ToolRegistry.with_builtins(tmp_path).get("calculator")
+
+    @tool
+    def lookup(number: int) -> str:
+        """What is known about a number."""
+        return "nothing"
+
     backend = ScriptedBackend(replies=[
         plan("Add, then multiply"), calls(("calculator", {"expression": "17 + 25"})),
         calls(("calculator", {"expression": "42 * 3"})), answer("126"), verdict(True)])
-    result = Agent(backend, tools=[calculator, add], constrain=True).run("Add 17 and 25, then multiply the result by 3.")
+    result = Agent(backend, tools=[calculator, lookup], constrain=True).run("Add 17 and 25, then multiply the result by 3.")
     assert result.answer == "126" and result.verified
     first, second = (r.constraint.json_schema for r in backend.requests[1:3])
 
@@ -157,11 +163,28 @@ def test_the_calculator_may_only_use_numbers_the_run_has_seen(tmp_path):
     assert calculates(second, "42 * 3")  # 42 came from the first call, on the task's own numbers
     # the calculation is under way (the task's 3 is unused): the turn goes on computing, from 42 and 3
     assert not admits(second, {"answer": 42}) and not calculates(second, "17 + 25 + 3")
-    adds = {"tool_calls": [{"name": "add", "arguments": {"a": 42, "b": 3}}]}
-    assert admits(first, adds) and not admits(second, adds)  # only a tool that computes from numbers
+    looks_up = {"tool_calls": [{"name": "lookup", "arguments": {"number": 42}}]}
+    assert admits(first, looks_up) and not admits(second, looks_up)  # only a tool that computes from numbers
+    in_hand = backend.requests[3].constraint.json_schema  # 126 used every number of the task: the answer gives it
+    assert admits(in_hand, {"answer": 126}) and admits(in_hand, {"answer": "The result is 126."})
+    assert not admits(in_hand, {"answer": 42}) and not admits(in_hand, {"answer": "The result is 1260"})
     free = Agent(ScriptedBackend(replies=[plan("Add")]), tools=[calculator], constrain=True, check_grounding=False)
     free.run("Add 17 and 25.")
     assert calculates(free.backend.requests[1].constraint.json_schema, "17 + 26")  # no checks, no narrowing
+
+
+def test_the_tools_a_task_names_are_offered_first(tmp_path):
+    (tmp_path / "notes.txt").write_text("The demo is on Friday.")
+    registry = ToolRegistry.with_builtins(tmp_path)
+    backend = ScriptedBackend(replies=[plan("Read it"), calls(("read_file", {"path": "notes.txt"})), answer("Friday"),
+                                       verdict(True)])
+    result = Agent(backend, tools=registry, constrain=True).run("Read notes.txt. On which day is the demo?")
+    assert result.answer == "Friday" and result.verified
+    first, second = (r.constraint.json_schema for r in backend.requests[1:3])
+    listing = {"tool_calls": [{"name": "list_files", "arguments": {"path": "."}}]}
+    assert not admits(first, listing) and not admits(first, {"answer": "Friday"})  # read_file, and nothing else
+    assert admits(first, {"tool_calls": [{"name": "read_file", "arguments": {"path": "notes.txt"}}]})
+    assert admits(second, listing) and admits(second, {"answer": "Friday"})  # once it was called, all as before
 
 
 def test_verification_failure_with_no_replans_left():

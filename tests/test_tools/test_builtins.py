@@ -21,16 +21,17 @@ def test_calculator_arithmetic(expression, value):
 
 
 ARITHMETIC = ["2 * (3 + 4) ** 2", "7 // 2 + 7 % 2", "-3 ** 2", "sqrt(16) + log10(1000)", "round(pi, 3)",
-              "max(1, 2, 3) - min(4, 5)", "2 ** 0.5", "1e3 / 8", "(300 + 45) * 2", "-(3)"]
+              "max(1, 2, 3) - min(4, 5)", "2 ** 0.5", "1e3 / 8", "(300 + 45) * 2", "-(3 + 4)", "sqrt(169)"]
 
 
 def test_the_calculator_schema_admits_arithmetic_and_nothing_else(tmp_path):
     """The pattern a constrained model writes its expression by (seen in traces before it: "1.0.0.0",
-    "total.json", "1.0, 2.0, 3.0, ...", ".999 - 123")."""
+    "total.json", "1.0, 2.0, 3.0", ".999 - 123", and bare numbers "1000", "5", "8" one call each)."""
     schema = ToolRegistry.with_builtins(tmp_path).get("calculator").parameters_schema()
     for expression in ARITHMETIC:
         assert admits(schema, {"expression": expression}), expression
-    for junk in ["1.0.0.0", "total.json", "1.0, 2.0", ".999 - 123", "sqrt 169", "x + 1", "2 +", "__import__('os')"]:
+    for junk in ["1.0.0.0", "total.json", "1.0, 2.0", ".999 - 123", "sqrt 169", "x + 1", "2 +", "__import__('os')",
+                 "1000", "(42)"]:  # a bare number computes nothing
         assert not admits(schema, {"expression": junk}), junk
     # validation stays calculate()'s: what the pattern is too strict for still runs when a model writes it
     assert ToolRegistry.with_builtins(tmp_path).call("calculator", {"expression": "sqrt(abs(-16))"}).output == "4"

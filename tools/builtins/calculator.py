@@ -92,19 +92,21 @@ def expression_pattern(number: str = NUMBER_PATTERN) -> str:
     """The calculator's syntax as a regular expression whose numbers match `number`.
 
     Constrained decoding follows it, so a model cannot write what is no arithmetic at all
-    ("1.0.0.0", "total.json", "1.0, 2.0, 3.0"); the agent narrows `number` to the numbers its run
-    has seen. Stricter than calculate(), which is why the schema shows it and validation does not
-    apply it: functions nest one level, commas only separate a function's arguments, and
-    parentheses are not matched (no regular expression can count them).
+    ("1.0.0.0", "total.json", "345, 345") or a bare number, which computes nothing; the agent
+    narrows `number` to the numbers its run has seen. Stricter than calculate() (functions do not
+    nest), looser where a regular expression must be (parentheses are not matched), which is why
+    validation does not apply it.
     """
+    function = "(?:" + "|".join(sorted(_FUNCTIONS, key=len, reverse=True)) + r")\( *"
     atom = rf"(?:{number}|{'|'.join(_CONSTANTS)})"
+    signs, closing = r"(?:[-+] *|\( *)*", r"(?: *\))*"
+    simple = f"{signs}{atom}{closing}"
+    call = rf"{function}{simple}(?: *(?:\*\*|//|[-+*/%,]) *{simple})* *\)"  # commas only in here
+    operand = f"{signs}(?:{atom}|{call}){closing}"
     operator = r" *(?:\*\*|//|[-+*/%]) *"
-    opening, closing = r"(?:[-+] *|\( *)*", r"(?: *\))*"
-    simple = f"{opening}{atom}{closing}"
-    inner = f"{simple}(?:{operator}{simple})*"
-    call = rf"(?:{'|'.join(sorted(_FUNCTIONS, key=len, reverse=True))})\( *{inner}(?: *, *{inner})* *\)"
-    operand = f"{opening}(?:{atom}|{call}){closing}"
-    return f"^ *{operand}(?:{operator}{operand})* *$"
+    rest = f"(?:{operator}{operand})*"  # not "(...)+": llguidance cannot then bound the string's length
+    # at least one operation or function: a bare number computes nothing ("1000", then "5", then "8")
+    return rf"^ *(?:{operand}{operator}{operand}{rest}|{signs}{call}{closing}{rest}) *$"
 
 
 Expression = Annotated[str, Field(max_length=MAX_INPUT, json_schema_extra={"pattern": expression_pattern()})]
