@@ -11,15 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from agent.operations import operations_left, out_of_order
+
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
 # Questions that ask for an amount: "how many", "total", an arithmetic expression, a named operation.
 _OPERATION = (r"\b(total|sum|average|percent(age)?|square root|add|subtract|multipl(y|ied)|divided?|product|difference)\b"
               r"|\d\s*(\*\*|[-+*/%^x])\s*\(?\d")
 _COMPUTATION = re.compile(_OPERATION, re.IGNORECASE)
-# Operations a task may name, with the operator that does each.
-_OPERATIONS = {"+": r"\b(add|added|plus)\b", "-": r"\b(subtract|subtracted|minus)\b",
-               "*": r"\b(multiply|multiplied|times)\b", "/": r"\b(divide|divided)\b"}
 _QUANTITY = re.compile(r"\bhow (many|much)\b|\b(count|number of)\b|" + _OPERATION, re.IGNORECASE)
 _STOP = frozenset("""the and for with that this what which who whom whose when where why how are was were
 is be been being has have had does did do not use using from into onto than then there their them they
@@ -137,6 +136,20 @@ def _computed(calls: Sequence[tuple[str, str]]) -> set[float]:
     return out
 
 
+def _leading_to(found: set[float], calls: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The calls that led to the answer's numbers, oldest first: the last whose result gives one of
+    them, and the earlier ones whose results it (or another of them) used."""
+    last = next((i for i in range(len(calls) - 1, -1, -1) if any(close_to_any(n, numbers(calls[i][1])) for n in found)), None)
+    if last is None:
+        return []
+    chain, needed = [calls[last]], numbers(calls[last][0])
+    for arguments, output in reversed(calls[:last]):
+        if any(close_to_any(n, needed) for n in numbers(output)):
+            chain.insert(0, (arguments, output))
+            needed |= numbers(arguments)
+    return chain
+
+
 def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]], notes: Sequence[str] = (),
                        said: Sequence[str] = ()) -> list[str]:
     """Why `answer` is not grounded in `task`, the successful tool calls ((arguments as JSON, output),
@@ -221,12 +234,15 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     relevant_results = [r for r in results if _stems(key_terms(r)) & _stems(asked)]
     if not found and relevant_results and new_terms and not support:
         problems.append("The answer says nothing that the tools or notes said; answer with what they returned")
-    # An operation the task names that no calculation did ("125 / 5" for "Divide 1000 by 8, then add 5").
-    done = "".join(arguments for arguments, _ in calls if numbers(arguments))
-    skipped = [m.group(0).lower() for symbol, pattern in _OPERATIONS.items()
-               if symbol not in done for m in [re.search(pattern, task, re.IGNORECASE)] if m]
+    # An operation the task names that the calculation of the answer did not do ("125 / 5" for "Divide
+    # 1000 by 8, then add 5"), or did in another order ("17*25", then "425 + 3" for "Add 17 and 25, then
+    # multiply the result by 3").
+    chain = _leading_to(found, calls) or list(calls)
+    skipped = operations_left(task, chain)
     if found and calls and skipped:
-        problems.append(f"The task says to {' and '.join(skipped)}, which no calculation did; do every step it names")
+        problems.append(f"The task says to {' and '.join(skipped.values())}, which no calculation did; do every step it names")
+    elif found and calls and out_of_order(task, chain):
+        problems.append("The calculations did the task's operations in another order than it gives them; follow its order")
     # An intermediate result: a computation that left some of the task's numbers out (144 for
     # "Multiply 12 by 12, then subtract 44"; 12 apples for "multiply the plums by 3").
     if _COMPUTATION.search(task) and found:

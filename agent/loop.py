@@ -33,7 +33,6 @@ from agent.events import (
 )
 from agent.grounding import (
     answer_in_hand,
-    close_to_any,
     grounded_numbers,
     grounding_problems,
     number_texts,
@@ -42,6 +41,7 @@ from agent.grounding import (
     unfinished_calculation,
     unused_task_numbers,
 )
+from agent.operations import operations_left
 from agent.turns import (
     ANSWER_LINE,
     VERDICT_SCHEMA,
@@ -57,7 +57,7 @@ from agent.turns import (
 from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams, ToolCall
 from backends.schemas import closed, explain_validation
 from memory.protocols import MemoryLike
-from tools import Tool, ToolRegistry
+from tools import SeenNumbers, Tool, ToolRegistry
 from tools.registry import Approver, ToolResult
 
 Verifier = Callable[[str], bool | str | Sequence[str] | None]  # True/None pass; False, a reason or reasons fail
@@ -432,7 +432,8 @@ class Agent:
         With the grounding checks on (what they would refuse, the grammar does not offer):
         - arithmetic uses only numbers the run has seen (calculator("1234567890") is a guess);
         - a calculation under way goes on: "300 + 45" gave 345 and the task's 2 is unused, so the
-          next turn computes, from 345 and 2;
+          next turn computes from 345 and 2, each once, by an operation the task names and no step
+          did yet (SeenNumbers.carry);
         - tools the task names come first ("Read notes.txt", "use the calculator"): until each has
           been called, only they are offered, and an answer waits for them.
         """
@@ -440,13 +441,13 @@ class Agent:
         if not self.check_grounding:
             return self.tools.schemas(), made, new_calls_only
         calls = [(o.arguments, o.shown) for o in evidence if o.ok]
-        seen = grounded_numbers(task, calls, notes)
         computing = {tool.name for tool in self.tools if tool.grounded}
         if computing and unfinished_calculation(task, calls):
-            used = {n for arguments, _ in calls for n in numbers(arguments) if close_to_any(n, numbers(task))}
-            seen = {n for n in seen if not close_to_any(n, used)}
-            return [s for s in self.tools.schemas(number_texts(seen)) if s["function"]["name"] in computing], made, True
-        schemas = self.tools.schemas(number_texts(seen))
+            carried = {*numbers(calls[-1][1]), *unused_task_numbers(task, calls)}
+            seen = SeenNumbers(tuple(number_texts(carried)), carry=True,
+                               operators="".join(operations_left(task, calls)) or SeenNumbers.operators)
+            return [s for s in self.tools.schemas(seen) if s["function"]["name"] in computing], made, True
+        schemas = self.tools.schemas(SeenNumbers(tuple(number_texts(grounded_numbers(task, calls, notes)))))
         pending = set(tools_asked_for(task, schemas)) - {o.name for o in evidence}
         if pending:
             return [s for s in schemas if s["function"]["name"] in pending], made, True

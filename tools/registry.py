@@ -11,7 +11,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from backends.schemas import explain_validation
-from tools.tool import ArgumentsError, Tool, to_text
+from tools.tool import ArgumentsError, SeenNumbers, Tool, to_text
 
 ENTRY_POINT_GROUP = "tokentrail.tools"
 MAX_OUTPUT_CHARS = 16_000
@@ -111,9 +111,9 @@ class ToolRegistry:
     def __len__(self) -> int:
         return len(self._tools)
 
-    def schemas(self, seen_numbers: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """Every tool's schema; `seen_numbers` narrows grounded arguments (Tool's `grounded`)."""
-        return [tool.schema(seen_numbers) for tool in self._tools.values()]
+    def schemas(self, seen: SeenNumbers | None = None) -> list[dict[str, Any]]:
+        """Every tool's schema; `seen` narrows grounded arguments (Tool's `grounded`)."""
+        return [tool.schema(seen) for tool in self._tools.values()]
 
     def call(self, name: str, arguments: str | dict[str, Any] | None) -> ToolResult:
         start = time.perf_counter()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, get_type_hints, overload
 
 import docstring_parser
@@ -22,6 +22,20 @@ class ToolDefinitionError(TypeError):
 
 class ArgumentsError(ValueError):
     """Arguments that do not fit a raw-schema tool; the message is written for the model."""
+
+
+@dataclass(frozen=True)
+class SeenNumbers:
+    """The numbers a grounded argument may compute with (Tool's `grounded`), as a model writes them.
+
+    `carry`: a calculation is under way, and the next step goes on from its last result with the
+    task's numbers it has not used yet (`numbers` then holds just those), each at most once, by the
+    `operators` the task names and no step did yet.
+    """
+
+    numbers: tuple[str, ...]
+    carry: bool = False
+    operators: str = "+-*/%"
 
 
 class Tool:
@@ -37,7 +51,7 @@ class Tool:
         timeout: float | None = 30.0,
         parameters: dict[str, Any] | None = None,
         choices: Callable[[], dict[str, list[str] | None]] | None = None,
-        grounded: dict[str, Callable[[str], str]] | None = None,
+        grounded: dict[str, Callable[[SeenNumbers], str]] | None = None,
     ) -> None:
         """`parameters` (a JSON Schema) replaces the signature for tools that take one dict (MCP).
 
@@ -45,10 +59,10 @@ class Tool:
         when there are too many to list); each schema then offers them as an enum, so a grammar
         lets the model pick only among them.
 
-        `grounded` names string arguments whose numbers must be ones the run has seen (in the task,
-        its notes, earlier results), each with a function from a regular expression for one number
-        to the argument's pattern; `parameters_schema(seen_numbers)` applies them. The calculator's
-        expression is one: arithmetic on numbers nobody gave is a guess, not a computation.
+        `grounded` names string arguments whose numbers must be ones the run has seen, each with a
+        function from those numbers (SeenNumbers) to the argument's pattern; `parameters_schema(seen)`
+        applies them. The calculator's expression is one: arithmetic on numbers nobody gave is a
+        guess, not a computation.
         """
         self.fn = fn
         self.name = name or fn.__name__
@@ -68,9 +82,8 @@ class Tool:
             params = {p.arg_name: p.description for p in doc.params if p.description}
             self.arguments_model = _arguments_model(fn, self.name, params)
 
-    def parameters_schema(self, seen_numbers: Sequence[str] = ()) -> dict[str, Any]:
-        """The JSON Schema of the arguments; with `seen_numbers` (as text), grounded arguments may
-        only use those numbers."""
+    def parameters_schema(self, seen: SeenNumbers | None = None) -> dict[str, Any]:
+        """The JSON Schema of the arguments; with `seen`, grounded arguments may only use those numbers."""
         if self._raw_schema is not None:
             return self._raw_schema
         assert self.arguments_model is not None
@@ -82,17 +95,15 @@ class Tool:
             prop = schema.get("properties", {}).get(name)
             if values and prop is not None and prop.get("type") == "string":
                 prop["enum"] = list(values)
-        if seen_numbers:
-            one = "(?:" + "|".join(re.escape(n) for n in sorted(set(seen_numbers), key=len, reverse=True)) + ")"
-            for name, pattern_for in self.grounded.items():
-                prop = schema.get("properties", {}).get(name)
-                if prop is not None and prop.get("type") == "string":
-                    prop["pattern"] = pattern_for(one)
+        for name, pattern_for in self.grounded.items() if seen is not None and seen.numbers else ():
+            prop = schema.get("properties", {}).get(name)
+            if prop is not None and prop.get("type") == "string":
+                prop["pattern"] = pattern_for(seen)
         return schema
 
-    def schema(self, seen_numbers: Sequence[str] = ()) -> dict[str, Any]:
+    def schema(self, seen: SeenNumbers | None = None) -> dict[str, Any]:
         """The OpenAI function-calling format."""
-        parameters = self.parameters_schema(seen_numbers)
+        parameters = self.parameters_schema(seen)
         return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": parameters}}
 
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:

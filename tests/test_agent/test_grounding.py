@@ -202,3 +202,13 @@ def test_every_operation_the_task_names_is_done():
     assert any("says to add, which no calculation did" in p for p in grounding_problems(task, "25", divided_twice))
     right = [('{"expression": "1000 / 8"}', "125"), ('{"expression": "125 + 5"}', "130")]
     assert grounding_problems(task, "130", right) == []
+
+
+def test_the_operations_are_judged_on_the_calculation_that_gave_the_answer():
+    task = "Add 17 and 25, then multiply the result by 3. Use the calculator."
+    wrong_then_again = [('{"expression": "17*25"}', "425"), ('{"expression": "425 + 3"}', "428"),
+                        ('{"expression": "17*25 + 3"}', "428")]  # all calls together did + then *, the answer's did not
+    assert any("another order" in p for p in grounding_problems(task, "428", wrong_then_again))
+    right_after_wrong = [('{"expression": "17*25"}', "425"), ('{"expression": "17 + 25"}', "42"),
+                         ('{"expression": "42 * 3"}', "126")]
+    assert grounding_problems(task, "126", right_after_wrong) == []

@@ -163,6 +163,7 @@ def test_the_calculator_may_only_use_numbers_the_run_has_seen(tmp_path):
     assert calculates(second, "42 * 3")  # 42 came from the first call, on the task's own numbers
     # the calculation is under way (the task's 3 is unused): the turn goes on computing, from 42 and 3
     assert not admits(second, {"answer": 42}) and not calculates(second, "17 + 25 + 3")
+    assert not calculates(second, "42 + 3")  # the task's "add" is done; its "multiply" is left
     looks_up = {"tool_calls": [{"name": "lookup", "arguments": {"number": 42}}]}
     assert admits(first, looks_up) and not admits(second, looks_up)  # only a tool that computes from numbers
     in_hand = backend.requests[3].constraint.json_schema  # 126 used every number of the task: the answer gives it

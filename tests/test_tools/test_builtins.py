@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.grammar import admits
-from tools import ToolRegistry, approve_all
-from tools.builtins.calculator import CalculatorError, calculate, expression_pattern
+from tools import SeenNumbers, ToolRegistry, approve_all
+from tools.builtins.calculator import CalculatorError, calculate
 
 
 @pytest.mark.parametrize(
@@ -38,12 +38,18 @@ def test_the_calculator_schema_admits_arithmetic_and_nothing_else(tmp_path):
 
 
 def test_the_calculator_schema_narrowed_to_seen_numbers(tmp_path):
-    schema = ToolRegistry.with_builtins(tmp_path).get("calculator").parameters_schema(["17", "25", "3", "42"])
+    calculator = ToolRegistry.with_builtins(tmp_path).get("calculator")
+    schema = calculator.parameters_schema(SeenNumbers(("17", "25", "3", "42")))
     for expression in ["17 + 25", "(17 + 25) * 3", "42 * 3", "sqrt(42)", "-17 * pi"]:
         assert admits(schema, {"expression": expression}), expression
     for invented in ["17 + 26", "1234567890", "17 + 2", "4 * 3", "17.25"]:
         assert not admits(schema, {"expression": invented}), invented
-    assert expression_pattern() != expression_pattern("(?:17|25)")
+    # the next step of a calculation under way: its last result and the unused numbers, each once, by the operators left
+    step = calculator.parameters_schema(SeenNumbers(("345", "2"), carry=True, operators="*"))
+    assert admits(step, {"expression": "345 * 2"}) and admits(step, {"expression": "2*345"})
+    for wrong in ["345 - 345", "345 * 345", "345 + 2", "345", "345 * 2 * 2"]:
+        assert not admits(step, {"expression": wrong}), wrong
+    assert calculator.parameters_schema(SeenNumbers(())) == calculator.parameters_schema()  # nothing seen: syntax only
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tools.builtins.calculator import calculator, expression_pattern
+from tools.builtins.calculator import calculator, grounded_expression
 from tools.builtins.python_tool import python_tool
 from tools.builtins.workspace import Workspace, file_tools
 from tools.tool import Tool
@@ -67,7 +67,7 @@ def builtin_tools(workspace: Path, memory: Any = None) -> list[Tool]:
         return {"path": paths[1] if paths else None}
 
     return [
-        Tool(calculator, timeout=5, grounded={"expression": expression_pattern}),
+        Tool(calculator, timeout=5, grounded={"expression": grounded_expression}),
         Tool(current_time),
         Tool(list_files, choices=folders),
         Tool(read_file, choices=files),

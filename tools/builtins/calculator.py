@@ -5,9 +5,13 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import Field
+
+from tools.tool import SeenNumbers
 
 MAX_INPUT = 500
 MAX_EXPONENT = 1000
@@ -107,6 +111,30 @@ def expression_pattern(number: str = NUMBER_PATTERN) -> str:
     rest = f"(?:{operator}{operand})*"  # not "(...)+": llguidance cannot then bound the string's length
     # at least one operation or function: a bare number computes nothing ("1000", then "5", then "8")
     return rf"^ *(?:{operand}{operator}{operand}{rest}|{signs}{call}{closing}{rest}) *$"
+
+
+def next_step_pattern(values: Sequence[str], operators: str) -> str:
+    """Two or more of `values`, each at most once, joined by `operators`: the next step of a
+    calculation under way, from its last result and the task's numbers it has not used yet
+    ("345 * 2" after "300 + 45" for "(300 + 45) * 2", not "345 - 345")."""
+    operator = " *[" + "".join("\\" + o for o in operators) + "] *"
+
+    def chains(left: frozenset[str], count: int) -> str:
+        options = []
+        for value in sorted(left):
+            rest = chains(left - {value}, count + 1) if len(left) > 1 else ""
+            tail = f"(?:{operator}{rest})" + ("?" if count >= 1 else "") if rest else ""
+            options.append(re.escape(value) + tail)
+        return "(?:" + "|".join(options) + ")"
+
+    return f"^ *{chains(frozenset(values), 0)} *$"
+
+
+def grounded_expression(seen: SeenNumbers) -> str:
+    """The calculator's pattern for the numbers a run has seen (Tool's `grounded`)."""
+    if seen.carry and 2 <= len(set(seen.numbers)) <= 4:
+        return next_step_pattern(seen.numbers, seen.operators)
+    return expression_pattern("(?:" + "|".join(re.escape(n) for n in sorted(set(seen.numbers), key=len, reverse=True)) + ")")
 
 
 Expression = Annotated[str, Field(max_length=MAX_INPUT, json_schema_extra={"pattern": expression_pattern()})]

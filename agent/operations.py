@@ -1,0 +1,77 @@
+"""The arithmetic a task asks for and the arithmetic the tools did: which operations, in which order.
+
+The grounding checks use it (every operation the task names is done, in its order) and so does the
+act grammar (the next step of a calculation does an operation still left).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Sequence
+
+_WORDS = {"+": r"\b(add|added|plus)\b", "-": r"\b(subtract|subtracted|minus)\b",
+          "*": r"\b(multiply|multiplied|times)\b", "/": r"\b(divide|divided)\b"}
+_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "/", ast.Mod: "%"}
+_ARITHMETIC = re.compile(r"[\d(][\d\s().+\-*/%]*[\d)]")
+
+
+def evaluation_order(expression: str) -> list[str]:
+    """The operators of an arithmetic expression in the order they are evaluated ("3 * (17 + 25)": +, *);
+    none for text that is no arithmetic."""
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    order: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+        if isinstance(node, ast.BinOp) and type(node.op) in _SYMBOLS:
+            order.append(_SYMBOLS[type(node.op)])
+
+    visit(tree)
+    return order
+
+
+def named_operations(task: str) -> list[tuple[str, str]]:
+    """The operations a task names, in the order it names them: (operator, how it says it). Words
+    ("add", "divided") count where they stand; an expression it writes ("(300 + 45) * 2") in the
+    order it is evaluated."""
+    found = [(m.start(), 0, symbol, m.group(0).lower())
+             for symbol, pattern in _WORDS.items() for m in re.finditer(pattern, task, re.IGNORECASE)]
+    for m in _ARITHMETIC.finditer(task):
+        found += [(m.start(), i, symbol, symbol) for i, symbol in enumerate(evaluation_order(m.group(0)))]
+    return [(symbol, said) for _, _, symbol, said in sorted(found)]
+
+
+def operations_done(calls: Sequence[tuple[str, str]]) -> list[str]:
+    """The operators the calls' arithmetic evaluated ((arguments as JSON, output) pairs), in order."""
+    done = []
+    for arguments, _ in calls:
+        try:
+            values = json.loads(arguments)
+        except json.JSONDecodeError:
+            continue
+        for value in values.values() if isinstance(values, dict) else ():
+            done += evaluation_order(value) if isinstance(value, str) else []
+    return done
+
+
+def operations_left(task: str, calls: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The operations the task names (operator: how it says it) that no calculation among `calls` did
+    yet; none when no call wrote arithmetic (a tool such as add(a, b) computes out of sight)."""
+    done = set(operations_done(calls))
+    return {symbol: said for symbol, said in named_operations(task) if done and symbol not in done}
+
+
+def out_of_order(task: str, calls: Sequence[tuple[str, str]]) -> bool:
+    """Whether the calculations did the task's operations in another order than it gives them ("17*25",
+    then "425 + 3" for "Add 17 and 25, then multiply the result by 3")."""
+    named, done = [symbol for symbol, _ in named_operations(task)], operations_done(calls)
+    if len(set(named)) < 2 or not done:
+        return False
+    steps = iter(done)
+    return not all(symbol in steps for symbol in named)  # the named order is a subsequence of what was done
