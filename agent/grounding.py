@@ -9,9 +9,9 @@ back to the model, as any verifier's does.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from agent.operations import operations_left, out_of_order
+from agent.operations import operations_left, out_of_order, swapped_operands
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
@@ -75,9 +75,10 @@ def grounded_numbers(task: str, calls: Sequence[tuple[str, str]], notes: Sequenc
     return known
 
 
-def number_texts(values: set[float]) -> list[str]:
+def number_texts(values: Iterable[float], distinct: bool = True) -> list[str]:
     """Numbers as a model would write them in an expression: 42000, 3.5, never 42000.0 or a sign."""
-    return sorted({str(int(abs(n))) if n.is_integer() and abs(n) < 1e15 else repr(abs(n)) for n in values})
+    texts = [str(int(abs(n))) if n.is_integer() and abs(n) < 1e15 else repr(abs(n)) for n in values]
+    return sorted(set(texts)) if distinct else texts
 
 
 def unused_task_numbers(task: str, calls: Sequence[tuple[str, str]]) -> list[float]:
@@ -136,6 +137,22 @@ def _computed(calls: Sequence[tuple[str, str]]) -> set[float]:
     return out
 
 
+def _sentences_about(task: str, evidence: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The evidence's sentences (lower case), and those about what the task asks: they name one of its key terms."""
+    asked = _stems(key_terms(task))
+    sentences = [s.lower() for e in evidence for line in e.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
+    return sentences, [s for s in sentences if _stems(key_terms(s)) & asked]
+
+
+def first_step_numbers(task: str, calls: Sequence[tuple[str, str]], notes: Sequence[str] = ()) -> list[float]:
+    """What a task's calculation starts from: its own numbers, as often as it gives them, and those the
+    evidence states about the things it names ("floor 7" for "on which floor is the server room? Add 10")."""
+    given = [float(n.replace(",", "")) for n in _NUMBER.findall(task)]
+    _, about = _sentences_about(task, [*(output for _, output in calls), *notes])
+    told = {n for s in about for n in numbers(s) if not close_to_any(n, set(given))}
+    return given + sorted(told)
+
+
 def _leading_to(found: set[float], calls: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """The calls that led to the answer's numbers, oldest first: the last whose result gives one of
     them, and the earlier ones whose results it (or another of them) used."""
@@ -172,9 +189,7 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     if invented:
         problems.append(f"The number {_shown(invented)} appears in no tool result, note or the task; use what the tools found")
     terms, asked = key_terms(answer), key_terms(task)
-    # Sentences of the evidence about what the task asks: they name one of its key terms.
-    sentences = [s.lower() for e in evidence for line in e.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
-    about = [s for s in sentences if _stems(key_terms(s)) & _stems(asked)]
+    sentences, about = _sentences_about(task, evidence)
     # An answer about something else than the task and what the tools found. Only once the evidence
     # is about the task: a direct answer from what the model knows ("Paris", with unrelated notes
     # recalled) need not repeat the question's words.
@@ -240,9 +255,11 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     chain = _leading_to(found, calls) or list(calls)
     skipped = operations_left(task, chain)
     if found and calls and skipped:
-        problems.append(f"The task says to {' and '.join(skipped.values())}, which no calculation did; do every step it names")
+        problems.append(f"No calculation did what the task names ({', '.join(skipped.values())}); do every step it names")
     elif found and calls and out_of_order(task, chain):
         problems.append("The calculations did the task's operations in another order than it gives them; follow its order")
+    elif found and calls and (swapped := swapped_operands(task, chain)):
+        problems.append(f"The task's {', '.join(swapped)} must stand right of its operator; swap the numbers")
     # An intermediate result: a computation that left some of the task's numbers out (144 for
     # "Multiply 12 by 12, then subtract 44"; 12 apples for "multiply the plums by 3").
     if _COMPUTATION.search(task) and found:

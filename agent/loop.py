@@ -33,6 +33,7 @@ from agent.events import (
 )
 from agent.grounding import (
     answer_in_hand,
+    first_step_numbers,
     grounded_numbers,
     grounding_problems,
     number_texts,
@@ -41,7 +42,7 @@ from agent.grounding import (
     unfinished_calculation,
     unused_task_numbers,
 )
-from agent.operations import operations_left
+from agent.operations import named_operations, operations_done
 from agent.turns import (
     ANSWER_LINE,
     VERDICT_SCHEMA,
@@ -431,9 +432,10 @@ class Agent:
 
         With the grounding checks on (what they would refuse, the grammar does not offer):
         - arithmetic uses only numbers the run has seen (calculator("1234567890") is a guess);
-        - a calculation under way goes on: "300 + 45" gave 345 and the task's 2 is unused, so the
-          next turn computes from 345 and 2, each once, by an operation the task names and no step
-          did yet (SeenNumbers.carry);
+        - a calculation starts from the task's numbers and what the evidence says about its subject,
+          each used as often as given ("250 + 790", not "250*250*250..."), and under way it goes on:
+          "300 + 45" gave 345 and the task's 2 is unused, so the next turn computes from 345 and 2;
+          either by the operations the task names that no step did yet (SeenNumbers.each_once);
         - tools the task names come first ("Read notes.txt", "use the calculator"): until each has
           been called, only they are offered, and an answer waits for them.
         """
@@ -442,12 +444,19 @@ class Agent:
             return self.tools.schemas(), made, new_calls_only
         calls = [(o.arguments, o.shown) for o in evidence if o.ok]
         computing = {tool.name for tool in self.tools if tool.grounded}
+        done = set(operations_done(calls))
+        operators = tuple(s for s, _ in named_operations(task) if s not in done and s in SeenNumbers.operators) \
+            or SeenNumbers.operators
         if computing and unfinished_calculation(task, calls):
             carried = {*numbers(calls[-1][1]), *unused_task_numbers(task, calls)}
-            seen = SeenNumbers(tuple(number_texts(carried)), carry=True,
-                               operators="".join(operations_left(task, calls)) or SeenNumbers.operators)
+            seen = SeenNumbers(tuple(number_texts(carried)), each_once=True, operators=operators)
             return [s for s in self.tools.schemas(seen) if s["function"]["name"] in computing], made, True
-        schemas = self.tools.schemas(SeenNumbers(tuple(number_texts(grounded_numbers(task, calls, notes)))))
+        start = first_step_numbers(task, calls, notes)
+        if not done and 2 <= len(start) <= 5:  # the first step: the task's numbers and what is told
+            seen = SeenNumbers(tuple(number_texts(start, distinct=False)), each_once=True, operators=operators)
+        else:
+            seen = SeenNumbers(tuple(number_texts(grounded_numbers(task, calls, notes))))
+        schemas = self.tools.schemas(seen)
         pending = set(tools_asked_for(task, schemas)) - {o.name for o in evidence}
         if pending:
             return [s for s in schemas if s["function"]["name"] in pending], made, True

@@ -11,10 +11,13 @@ import json
 import re
 from collections.abc import Sequence
 
-_WORDS = {"+": r"\b(add|added|plus)\b", "-": r"\b(subtract|subtracted|minus)\b",
-          "*": r"\b(multiply|multiplied|times)\b", "/": r"\b(divide|divided)\b"}
-_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "/", ast.Mod: "%"}
+_WORDS = {"+": r"\b(add|added|plus)\b", "-": r"\b(subtract|subtracted|minus|difference|(more|fewer|less) \w+ than)\b",
+          "*": r"\b(multiply|multiplied|times)\b", "/": r"\b(divide|divided)\b", "sqrt": r"\bsquare root\b"}
+_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "/", ast.Mod: "%", ast.Pow: "**"}
 _ARITHMETIC = re.compile(r"[\d(][\d\s().+\-*/%]*[\d)]")
+# Where a task says which number comes second: "divided by 12", "divide the sum by 4", "subtract 44".
+_SECOND = [("/", re.compile(r"\bdivided? (?:[^.?!]*? )?by (\d+(?:\.\d+)?)", re.IGNORECASE)),
+           ("-", re.compile(r"\b(?:subtract|minus) (\d+(?:\.\d+)?)", re.IGNORECASE))]
 
 
 def evaluation_order(expression: str) -> list[str]:
@@ -31,6 +34,8 @@ def evaluation_order(expression: str) -> list[str]:
             visit(child)
         if isinstance(node, ast.BinOp) and type(node.op) in _SYMBOLS:
             order.append(_SYMBOLS[type(node.op)])
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            order.append(node.func.id)  # a function: "sqrt(169)" takes the square root
 
     visit(tree)
     return order
@@ -47,17 +52,38 @@ def named_operations(task: str) -> list[tuple[str, str]]:
     return [(symbol, said) for _, _, symbol, said in sorted(found)]
 
 
+def _right_operands(expression: str) -> list[tuple[str, float]]:
+    """(operator, the number right of it) for each operation of an expression whose right side is a number."""
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    return [(_SYMBOLS[type(node.op)], float(node.right.value)) for node in ast.walk(tree)
+            if isinstance(node, ast.BinOp) and type(node.op) in _SYMBOLS
+            and isinstance(node.right, ast.Constant) and type(node.right.value) in (int, float)]
+
+
+def swapped_operands(task: str, calls: Sequence[tuple[str, str]]) -> list[str]:
+    """What the task divides by or subtracts that no calculation put on the right of its operator
+    ("12/42000" for "the budget divided by 12"), as "/ 12"; none when no call wrote arithmetic."""
+    done = [pair for arguments, _ in calls for value in _strings(arguments) for pair in _right_operands(value)]
+    if not operations_done(calls):
+        return []
+    wanted = [(symbol, float(m.group(1))) for symbol, pattern in _SECOND for m in pattern.finditer(task)]
+    return [f"{symbol} {n:g}" for symbol, n in wanted if (symbol, n) not in done]
+
+
+def _strings(arguments: str) -> list[str]:
+    try:
+        values = json.loads(arguments)
+    except json.JSONDecodeError:
+        return []
+    return [v for v in values.values() if isinstance(v, str)] if isinstance(values, dict) else []
+
+
 def operations_done(calls: Sequence[tuple[str, str]]) -> list[str]:
     """The operators the calls' arithmetic evaluated ((arguments as JSON, output) pairs), in order."""
-    done = []
-    for arguments, _ in calls:
-        try:
-            values = json.loads(arguments)
-        except json.JSONDecodeError:
-            continue
-        for value in values.values() if isinstance(values, dict) else ():
-            done += evaluation_order(value) if isinstance(value, str) else []
-    return done
+    return [symbol for arguments, _ in calls for value in _strings(arguments) for symbol in evaluation_order(value)]
 
 
 def operations_left(task: str, calls: Sequence[tuple[str, str]]) -> dict[str, str]:

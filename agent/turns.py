@@ -28,7 +28,7 @@ STEP_PATTERN = rf"^[A-Z][a-z]{{1,23}}( {_WORD}){{1,12}}$"
 REASON_PATTERN = rf"^[A-Z][a-z]{{0,23}}( {_WORD}){{1,16}}$"
 # An answer in the model's own type: a number (at most 4 decimals: an unbounded fraction never
 # ends), a boolean, or a line of text. A string-only answer bent "1769307" into "math".
-ANSWER_VALUE = {"anyOf": [{"type": "string", "pattern": ANSWER_PATTERN},
+ANSWER_VALUE = {"anyOf": [{"type": "string", "pattern": ANSWER_PATTERN, "maxLength": MAX_STRING},
                           {"type": "number", "multipleOf": 0.0001, "minimum": -1e15, "maximum": 1e15},
                           {"type": "boolean"}]}
 
@@ -42,7 +42,8 @@ def answer_holding(number: str, anchored: bool = True) -> dict[str, Any] | str:
             rf"(?:[^0-9.\n][^\n]{{0,70}}|\.(?:[^0-9\n][^\n]{{0,69}})?)?")
     if not anchored:
         return line
-    return {"anyOf": [{"type": "string", "pattern": f"^{line}$"}, {"type": "number", "const": json.loads(number)}]}
+    return {"anyOf": [{"type": "string", "pattern": f"^{line}$", "maxLength": MAX_STRING},
+                      {"type": "number", "const": json.loads(number)}]}
 
 
 def plan_schema(max_steps: int, direct: bool = False, avoid: list[list[str]] = ()) -> dict[str, Any]:

@@ -24,11 +24,11 @@ def closed(schema: Any) -> Any:
 
 
 def bounded(schema: Any, max_length: int) -> Any:
-    """A copy in which every free string (no maxLength, enum or const) gets maxLength."""
+    """A copy in which every free string (no enum or const) has a maxLength of at most `max_length`."""
     if isinstance(schema, dict):
         out = {k: bounded(v, max_length) for k, v in schema.items()}
-        if out.get("type") == "string" and not {"maxLength", "enum", "const"} & set(out):
-            out["maxLength"] = max_length
+        if out.get("type") == "string" and not {"enum", "const"} & set(out):
+            out["maxLength"] = min(out.get("maxLength", max_length), max_length)
         return out
     if isinstance(schema, list):
         return [bounded(v, max_length) for v in schema]

@@ -28,14 +28,14 @@ class ArgumentsError(ValueError):
 class SeenNumbers:
     """The numbers a grounded argument may compute with (Tool's `grounded`), as a model writes them.
 
-    `carry`: a calculation is under way, and the next step goes on from its last result with the
-    task's numbers it has not used yet (`numbers` then holds just those), each at most once, by the
-    `operators` the task names and no step did yet.
+    `each_once`: the calculation is one chain of exactly these numbers, each used at most as often
+    as listed, joined by `operators`: the task's own numbers and what the evidence says about its
+    subject for a first step, or a last result and the numbers not used yet for the next one.
     """
 
     numbers: tuple[str, ...]
-    carry: bool = False
-    operators: str = "+-*/%"
+    each_once: bool = False
+    operators: tuple[str, ...] = ("+", "-", "*", "/", "%", "**")
 
 
 class Tool:

@@ -1,4 +1,11 @@
-from agent.operations import evaluation_order, named_operations, operations_done, operations_left, out_of_order
+from agent.operations import (
+    evaluation_order,
+    named_operations,
+    operations_done,
+    operations_left,
+    out_of_order,
+    swapped_operands,
+)
 
 ADD_THEN_MULTIPLY = "Add 17 and 25, then multiply the result by 3."
 
@@ -22,3 +29,18 @@ def test_what_is_left_and_what_was_done_out_of_order():
     assert not out_of_order(ADD_THEN_MULTIPLY, [calc("17 + 25", "42"), calc("42 * 3", "126")])
     assert not out_of_order(ADD_THEN_MULTIPLY, [calc("3 * (17 + 25)", "126")])
     assert out_of_order(ADD_THEN_MULTIPLY, [calc("17 + 25 * 3", "92")])  # precedence: the multiplication came first
+
+
+def test_what_the_task_divides_by_or_subtracts_stands_right_of_the_operator():
+    budget = "Using the notes, what is the budget in euros divided by 12?"
+    assert swapped_operands(budget, [calc("12/42000", "0.0003")]) == ["/ 12"]  # verified as right before
+    assert swapped_operands(budget, [calc("42000 / 12", "3500")]) == []
+    assert swapped_operands("Multiply 12 by 12, then subtract 44.", [calc("12*12", "144"), calc("44 - 144", "-100")]) == ["- 44"]
+    assert swapped_operands("Add 250 and 790, then divide the result by 4.", [calc("(250 + 790) / 4", "260")]) == []
+    assert named_operations("How many more plums than pears are there?") == [("-", "more plums than")]
+
+
+def test_a_function_the_task_names_is_an_operation_too():
+    task = "What is the square root of 169? Use the calculator."
+    assert operations_left(task, [calc("169**169", "huge")]) == {"sqrt": "square root"}  # verified before
+    assert operations_left(task, [calc("sqrt(169)", "13")]) == {}

@@ -6,12 +6,12 @@ take several byte tokens)."""
 import pytest
 import torch
 
-from agent.turns import VERDICT_SCHEMA, act_schema, parse_json, parse_turn, plan_schema
+from agent.turns import MAX_STRING, VERDICT_SCHEMA, act_schema, parse_json, parse_turn, plan_schema
 from backends.local.constraints import GrammarMask
 from backends.local.tokenizer import LocalTokenizer
 from backends.types import Constraint
 from tests.fixtures.tiny_models import tiny_tokenizer
-from tools import ToolRegistry
+from tools import SeenNumbers, ToolRegistry
 
 BUDGET = 300  # the agent's default max_tokens
 
@@ -55,6 +55,26 @@ def test_every_phase_ends_within_its_budget_with_a_readable_reply(tokenizer, tmp
             assert turn.answer is not None or turn.calls
         else:
             assert isinstance(parse_json(text), dict)
+
+
+def test_no_string_a_turn_may_write_is_longer_than_the_bound(tmp_path):
+    """A random fuzz rarely writes the longest string: the calculator's own maxLength of 500 let the 135M
+    model write '250*250*...' to max_tokens, in every act turn of a run."""
+    registry = ToolRegistry.with_builtins(tmp_path)
+
+    def strings(node):
+        if isinstance(node, dict):
+            if node.get("type") == "string" and not {"enum", "const"} & set(node):
+                yield node
+            for value in node.values():
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+
+    for seen in (None, SeenNumbers(("17", "25")), SeenNumbers(("42", "3"), each_once=True)):
+        found = list(strings(act_schema(registry.schemas(seen), 1)))
+        assert found and all(s.get("maxLength", 10**9) <= MAX_STRING for s in found)
 
 
 def test_a_turn_that_must_call_still_answers_when_every_call_is_used_up():

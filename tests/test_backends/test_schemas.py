@@ -26,6 +26,7 @@ def test_objects_are_closed_and_free_strings_bounded_only_when_asked():
     assert TOOL["function"]["parameters"].get("additionalProperties") is None  # the caller's schema is left alone
     assert closed([{"type": "object", "properties": {}}]) == [{"type": "object", "properties": {}, "additionalProperties": False}]
     assert bounded({"type": "string", "const": "x"}, 5) == {"type": "string", "const": "x"}
+    assert bounded({"type": "string", "maxLength": 500}, 160) == {"type": "string", "maxLength": 160}  # capped too
 
 
 class Options(BaseModel):

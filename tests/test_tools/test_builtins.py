@@ -45,7 +45,7 @@ def test_the_calculator_schema_narrowed_to_seen_numbers(tmp_path):
     for invented in ["17 + 26", "1234567890", "17 + 2", "4 * 3", "17.25"]:
         assert not admits(schema, {"expression": invented}), invented
     # the next step of a calculation under way: its last result and the unused numbers, each once, by the operators left
-    step = calculator.parameters_schema(SeenNumbers(("345", "2"), carry=True, operators="*"))
+    step = calculator.parameters_schema(SeenNumbers(("345", "2"), each_once=True, operators=("*",)))
     assert admits(step, {"expression": "345 * 2"}) and admits(step, {"expression": "2*345"})
     for wrong in ["345 - 345", "345 * 345", "345 + 2", "345", "345 * 2 * 2"]:
         assert not admits(step, {"expression": wrong}), wrong

@@ -113,27 +113,29 @@ def expression_pattern(number: str = NUMBER_PATTERN) -> str:
     return rf"^ *(?:{operand}{operator}{operand}{rest}|{signs}{call}{closing}{rest}) *$"
 
 
-def next_step_pattern(values: Sequence[str], operators: str) -> str:
-    """Two or more of `values`, each at most once, joined by `operators`: the next step of a
-    calculation under way, from its last result and the task's numbers it has not used yet
-    ("345 * 2" after "300 + 45" for "(300 + 45) * 2", not "345 - 345")."""
-    operator = " *[" + "".join("\\" + o for o in operators) + "] *"
+def chain_pattern(values: Sequence[str], operators: Sequence[str]) -> str:
+    """Two or more of `values`, each used at most as often as listed, joined by `operators`, with
+    parentheses where wanted: one step of a calculation ("345 * 2" after "300 + 45" for "(300 + 45) * 2",
+    not "345 - 345"; "250 + 790", not "250*250*250...")."""
+    operator = " *(?:" + "|".join(re.escape(o) for o in sorted(operators, key=len, reverse=True)) + ") *"
 
-    def chains(left: frozenset[str], count: int) -> str:
+    def chains(left: tuple[str, ...], count: int) -> str:
         options = []
-        for value in sorted(left):
-            rest = chains(left - {value}, count + 1) if len(left) > 1 else ""
-            tail = f"(?:{operator}{rest})" + ("?" if count >= 1 else "") if rest else ""
-            options.append(re.escape(value) + tail)
+        for value in sorted(set(left)):
+            rest = list(left)
+            rest.remove(value)
+            operand = rf"(?:\( *)?{re.escape(value)}(?: *\))?"
+            tail = f"(?:{operator}{chains(tuple(rest), count + 1)})" if rest else ""
+            options.append(operand + (tail + "?" if tail and count >= 1 else tail))
         return "(?:" + "|".join(options) + ")"
 
-    return f"^ *{chains(frozenset(values), 0)} *$"
+    return f"^ *{chains(tuple(values), 0)} *$"
 
 
 def grounded_expression(seen: SeenNumbers) -> str:
     """The calculator's pattern for the numbers a run has seen (Tool's `grounded`)."""
-    if seen.carry and 2 <= len(set(seen.numbers)) <= 4:
-        return next_step_pattern(seen.numbers, seen.operators)
+    if seen.each_once and 2 <= len(seen.numbers) <= 5:
+        return chain_pattern(seen.numbers, seen.operators)
     return expression_pattern("(?:" + "|".join(re.escape(n) for n in sorted(set(seen.numbers), key=len, reverse=True)) + ")")
 
 
