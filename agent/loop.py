@@ -8,7 +8,6 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -31,18 +30,8 @@ from agent.events import (
     ToolReturned,
     Verdict,
 )
-from agent.grounding import (
-    answer_in_hand,
-    first_step_numbers,
-    grounded_numbers,
-    grounding_problems,
-    number_texts,
-    numbers,
-    tools_asked_for,
-    unfinished_calculation,
-    unused_task_numbers,
-)
-from agent.operations import named_operations, operations_done
+from agent.grounding import answer_in_hand, grounding_problems, numbers, tools_asked_for, unused_task_numbers
+from agent.offers import Observation, next_offer, parse_arguments
 from agent.turns import (
     ANSWER_LINE,
     VERDICT_SCHEMA,
@@ -58,25 +47,10 @@ from agent.turns import (
 from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams, ToolCall
 from backends.schemas import closed, explain_validation
 from memory.protocols import MemoryLike
-from tools import SeenNumbers, Tool, ToolRegistry
+from tools import Tool, ToolRegistry
 from tools.registry import Approver, ToolResult
 
 Verifier = Callable[[str], bool | str | Sequence[str] | None]  # True/None pass; False, a reason or reasons fail
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One tool call of this run and what came of it: the evidence verify and later turns see."""
-
-    name: str
-    arguments: str  # JSON text
-    shown: str  # the output, or "error: ..."
-    ok: bool
-    repeated: bool = False
-
-    @property
-    def line(self) -> str:
-        return f"{self.name}({self.arguments}) -> {self.shown}"
 
 
 class RunResult(BaseModel):
@@ -328,22 +302,20 @@ class Agent:
             outputs = [f"- {o.name} gave {o.shown}" for o in found[-4:]]
             nudge = prompts.ANSWER_NOW.format(results="\n".join(outputs), task=task)
             messages = [*conversation, Message(role="user", content=nudge)]
-        tools, made, must_call = self._offered(task, notes, evidence, new_calls_only)
-        calls_ok = [(o.arguments, o.shown) for o in evidence if o.ok]
-        held = calls_ok[-1][1].strip() if answer_only and self.check_grounding and self.output_type is None \
-            and answer_in_hand(task, calls_ok) else None  # the answer must give the result in hand
+        offer = next_offer(self.tools, task, notes, evidence, grounded=self.check_grounding, answer_only=answer_only,
+                           new_calls_only=new_calls_only)
         if self.native:
-            offered = [] if answer_only else callable_tools(tools, made)
-            choice = "required" if must_call and offered else "auto" if offered else "none"
-            text, calls = yield from self._generate(messages, self._native_answer(held), "act", tool_choice=choice,
+            offered = callable_tools(offer.tools, offer.made)
+            choice = "required" if offer.must_call and offered else "auto" if offered else "none"
+            text, calls = yield from self._generate(messages, self._native_answer(offer.held), "act", tool_choice=choice,
                                                     offered=offered)
             if not calls:
                 if text.strip():
                     conversation.append(Message(role="assistant", content=text))
                 return text.strip() or None, False
-            requested = [(c.name, _arguments(c.arguments)) for c in calls]
+            requested = [(c.name, parse_arguments(c.arguments)) for c in calls]
         else:
-            schema = self._act_schema([] if answer_only else tools, made, must_call, held)
+            schema = self._act_schema(offer.tools, offer.made, offer.must_call, offer.held)
             text, _ = yield from self._generate(messages, Constraint(json_schema=schema), "act")
             try:
                 turn = parse_turn(text)
@@ -425,43 +397,6 @@ class Agent:
         except (TurnError, AttributeError):
             return Verdict(passed=False, reasons=["the check's reply could not be read"], by="model")
 
-    def _offered(self, task: str, notes: list[str], evidence: list[Observation],
-                 new_calls_only: bool) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]], bool]:
-        """What the next act turn may call: the tools' schemas, the calls it may not make again, and
-        whether it must call (no answer yet).
-
-        With the grounding checks on (what they would refuse, the grammar does not offer):
-        - arithmetic uses only numbers the run has seen (calculator("1234567890") is a guess);
-        - a calculation starts from the task's numbers and what the evidence says about its subject,
-          each used as often as given ("250 + 790", not "250*250*250..."), and under way it goes on:
-          "300 + 45" gave 345 and the task's 2 is unused, so the next turn computes from 345 and 2;
-          either by the operations the task names that no step did yet (SeenNumbers.each_once);
-        - tools the task names come first ("Read notes.txt", "use the calculator"): until each has
-          been called, only they are offered, and an answer waits for them.
-        """
-        made = [(o.name, _arguments(o.arguments)) for o in evidence] if new_calls_only else []
-        if not self.check_grounding:
-            return self.tools.schemas(), made, new_calls_only
-        calls = [(o.arguments, o.shown) for o in evidence if o.ok]
-        computing = {tool.name for tool in self.tools if tool.grounded}
-        done = set(operations_done(calls))
-        operators = tuple(s for s, _ in named_operations(task) if s not in done and s in SeenNumbers.operators) \
-            or SeenNumbers.operators
-        if computing and unfinished_calculation(task, calls):
-            carried = {*numbers(calls[-1][1]), *unused_task_numbers(task, calls)}
-            seen = SeenNumbers(tuple(number_texts(carried)), each_once=True, operators=operators)
-            return [s for s in self.tools.schemas(seen) if s["function"]["name"] in computing], made, True
-        start = first_step_numbers(task, calls, notes)
-        if not done and 2 <= len(start) <= 5:  # the first step: the task's numbers and what is told
-            seen = SeenNumbers(tuple(number_texts(start, distinct=False)), each_once=True, operators=operators)
-        else:
-            seen = SeenNumbers(tuple(number_texts(grounded_numbers(task, calls, notes))))
-        schemas = self.tools.schemas(seen)
-        pending = set(tools_asked_for(task, schemas)) - {o.name for o in evidence}
-        if pending:
-            return [s for s in schemas if s["function"]["name"] in pending], made, True
-        return schemas, made, new_calls_only
-
     def _act_schema(self, tools: list[dict[str, Any]], made: list[tuple[str, dict[str, Any]]] = (),
                     must_call: bool = False, held: str | None = None) -> dict[str, Any]:
         """held: a result that answers the task (grounding.answer_in_hand), which the answer must give."""
@@ -524,10 +459,3 @@ class Agent:
 
         return fit(conversation, count, limit, keep_head=keep_head)
 
-
-def _arguments(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
