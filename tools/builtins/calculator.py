@@ -107,17 +107,17 @@ def expression_pattern(number: str = NUMBER_PATTERN) -> str:
     simple = f"{signs}{atom}{closing}"
     call = rf"{function}{simple}(?: *(?:\*\*|//|[-+*/%,]) *{simple})* *\)"  # commas only in here
     operand = f"{signs}(?:{atom}|{call}){closing}"
-    operator = r" *(?:\*\*|//|[-+*/%]) *"
-    rest = f"(?:{operator}{operand})*"  # not "(...)+": llguidance cannot then bound the string's length
+    joiner = r" *(?:\*\*|//|[-+*/%]) *"  # not `operator`: the module of that name is imported here
+    rest = f"(?:{joiner}{operand})*"  # not "(...)+": llguidance cannot then bound the string's length
     # at least one operation or function: a bare number computes nothing ("1000", then "5", then "8")
-    return rf"^ *(?:{operand}{operator}{operand}{rest}|{signs}{call}{closing}{rest}) *$"
+    return rf"^ *(?:{operand}{joiner}{operand}{rest}|{signs}{call}{closing}{rest}) *$"
 
 
 def chain_pattern(values: Sequence[str], operators: Sequence[str]) -> str:
     """Two or more of `values`, each used at most as often as listed, joined by `operators`, with
     parentheses where wanted: one step of a calculation ("345 * 2" after "300 + 45" for "(300 + 45) * 2",
     not "345 - 345"; "250 + 790", not "250*250*250...")."""
-    operator = " *(?:" + "|".join(re.escape(o) for o in sorted(operators, key=len, reverse=True)) + ") *"
+    joiner = " *(?:" + "|".join(re.escape(o) for o in sorted(operators, key=len, reverse=True)) + ") *"
 
     def chains(left: tuple[str, ...], count: int) -> str:
         options = []
@@ -125,7 +125,7 @@ def chain_pattern(values: Sequence[str], operators: Sequence[str]) -> str:
             rest = list(left)
             rest.remove(value)
             operand = rf"(?:\( *)?{re.escape(value)}(?: *\))?"
-            tail = f"(?:{operator}{chains(tuple(rest), count + 1)})" if rest else ""
+            tail = f"(?:{joiner}{chains(tuple(rest), count + 1)})" if rest else ""
             options.append(operand + (tail + "?" if tail and count >= 1 else tail))
         return "(?:" + "|".join(options) + ")"
 
