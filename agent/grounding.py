@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from agent.operations import operations_left, out_of_order, swapped_operands
+from agent.operations import operations_done, operations_left, out_of_order, swapped_operands
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
@@ -46,10 +46,15 @@ def _stems(terms: set[str]) -> set[str]:
 
 
 def numbers(text: str) -> set[float]:
-    out = set()
+    return set(_number_list(text))
+
+
+def _number_list(text: str) -> list[float]:
+    """The numbers of a text in order, repeats kept."""
+    out = []
     for match in _NUMBER.findall(text):
         try:
-            out.add(float(match.replace(",", "")))
+            out.append(float(match.replace(",", "")))
         except ValueError:
             continue
     return out
@@ -92,19 +97,18 @@ def answer_in_hand(task: str, calls: Sequence[tuple[str, str]]) -> bool:
     one number, and the calls used every number of the task. Then the next turn may only answer,
     instead of calling on ("37 * 91" gave 3367, then search_files("37 * 91") and list_files).
     A result that leaves a task number unused is a step on the way ("12 * 12", then "- 44")."""
-    if not calls or not _QUANTITY.search(task):
-        return False
-    last = calls[-1][1].strip()
-    return _NUMBER.fullmatch(last) is not None and not unused_task_numbers(task, calls)
+    return _ends_in_a_number(task, calls) and not unused_task_numbers(task, calls)
 
 
 def unfinished_calculation(task: str, calls: Sequence[tuple[str, str]]) -> bool:
     """Whether a calculation is under way: the last successful call computed one number from numbers,
     and some of the task's numbers are still unused ("300 + 45" gave 345; the 2 of "(300 + 45) * 2" is left)."""
-    if not calls or not _QUANTITY.search(task):
-        return False
-    arguments, last = calls[-1]
-    return bool(numbers(arguments)) and _NUMBER.fullmatch(last.strip()) is not None and bool(unused_task_numbers(task, calls))
+    return _ends_in_a_number(task, calls) and bool(numbers(calls[-1][0])) and bool(unused_task_numbers(task, calls))
+
+
+def _ends_in_a_number(task: str, calls: Sequence[tuple[str, str]]) -> bool:
+    """A question that asks for an amount, and the last successful call gave one number."""
+    return bool(calls) and _QUANTITY.search(task) is not None and _NUMBER.fullmatch(calls[-1][1].strip()) is not None
 
 
 def tools_asked_for(task: str, tool_schemas: Sequence[dict]) -> list[str]:
@@ -137,19 +141,18 @@ def _computed(calls: Sequence[tuple[str, str]]) -> set[float]:
     return out
 
 
-def _sentences_about(task: str, evidence: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The evidence's sentences (lower case), and those about what the task asks: they name one of its key terms."""
-    asked = _stems(key_terms(task))
-    sentences = [s.lower() for e in evidence for line in e.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
-    return sentences, [s for s in sentences if _stems(key_terms(s)) & asked]
+def _sentences(evidence: Sequence[str]) -> list[tuple[str, set[str]]]:
+    """The evidence's sentences (lower case), each with the stems of its key terms."""
+    found = [s.lower() for e in evidence for line in e.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
+    return [(s, _stems(key_terms(s))) for s in found]
 
 
 def first_step_numbers(task: str, calls: Sequence[tuple[str, str]], notes: Sequence[str] = ()) -> list[float]:
     """What a task's calculation starts from: its own numbers, as often as it gives them, and those the
     evidence states about the things it names ("floor 7" for "on which floor is the server room? Add 10")."""
-    given = [float(n.replace(",", "")) for n in _NUMBER.findall(task)]
-    _, about = _sentences_about(task, [*(output for _, output in calls), *notes])
-    told = {n for s in about for n in numbers(s) if not close_to_any(n, set(given))}
+    given, asked = _number_list(task), _stems(key_terms(task))
+    sentences = _sentences([*(output for _, output in calls), *notes])
+    told = {n for s, stems in sentences if stems & asked for n in numbers(s) if not close_to_any(n, set(given))}
     return given + sorted(told)
 
 
@@ -189,7 +192,8 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     if invented:
         problems.append(f"The number {_shown(invented)} appears in no tool result, note or the task; use what the tools found")
     terms, asked = key_terms(answer), key_terms(task)
-    sentences, about = _sentences_about(task, evidence)
+    sentences = _sentences(evidence)
+    about = [s for s, stems in sentences if stems & _stems(asked)]
     # An answer about something else than the task and what the tools found. Only once the evidence
     # is about the task: a direct answer from what the model knows ("Paris", with unrelated notes
     # recalled) need not repeat the question's words.
@@ -233,7 +237,7 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     if found and used and (_COMPUTATION.search(task) or any(close_to_any(n, computed) for n in found)):
         left_out = []
         for term in sorted(_stems(asked)):
-            told = {n for s in about if term in _stems(key_terms(s)) for n in numbers(s) if not close_to_any(n, asked_numbers)}
+            told = {n for s, stems in sentences if term in stems for n in numbers(s) if not close_to_any(n, asked_numbers)}
             if told and not any(close_to_any(n, used) for n in told):
                 left_out.append(term)
         if left_out:
@@ -241,7 +245,7 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     # Words from a sentence about something else ("The orchard is owned by Tomasz" for "What is the
     # backup password hint?", both in the notes).
     new_terms = _stems(terms) - _stems(asked)
-    support = [s for s in sentences if _stems(key_terms(s)) & new_terms]
+    support = [s for s, stems in sentences if stems & new_terms]
     if not found and about and support and not set(support) & set(about):
         problems.append("The answer comes from a sentence about something else; answer from the one about what the task asks")
     # Words the tools never returned, once they returned sentences about the task ("The owner is a user of
@@ -253,7 +257,7 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     # 1000 by 8, then add 5"), or did in another order ("17*25", then "425 + 3" for "Add 17 and 25, then
     # multiply the result by 3").
     chain = _leading_to(found, calls) or list(calls)
-    skipped = operations_left(task, chain)
+    skipped = operations_left(task, chain) if operations_done(chain) else {}  # add(a, b) computes out of sight
     if found and calls and skipped:
         problems.append(f"No calculation did what the task names ({', '.join(skipped.values())}); do every step it names")
     elif found and calls and out_of_order(task, chain):

@@ -29,7 +29,7 @@ from agent.grounding import (
     unfinished_calculation,
     unused_task_numbers,
 )
-from agent.operations import named_operations, operations_done
+from agent.operations import operations_done, operations_left
 from tools import SeenNumbers, ToolRegistry
 
 
@@ -67,15 +67,13 @@ def next_offer(registry: ToolRegistry, task: str, notes: Sequence[str], evidence
     if answer_only:
         return Offer([], made, False, calls[-1][1].strip() if answer_in_hand(task, calls) else None)
     computing = {tool.name for tool in registry if tool.grounded}
-    done = set(operations_done(calls))
-    operators = tuple(s for s, _ in named_operations(task) if s not in done and s in SeenNumbers.operators) \
-        or SeenNumbers.operators
+    operators = tuple(s for s in operations_left(task, calls) if s in SeenNumbers.operators) or SeenNumbers.operators
     if computing and unfinished_calculation(task, calls):
         carried = {*numbers(calls[-1][1]), *unused_task_numbers(task, calls)}
         seen = SeenNumbers(tuple(number_texts(carried)), each_once=True, operators=operators)
         return Offer([s for s in registry.schemas(seen) if s["function"]["name"] in computing], made, True)
     start = first_step_numbers(task, calls, notes)
-    if not done and 2 <= len(start) <= 5:
+    if not operations_done(calls) and 2 <= len(start) <= 5:
         seen = SeenNumbers(tuple(number_texts(start, distinct=False)), each_once=True, operators=operators)
     else:
         seen = SeenNumbers(tuple(number_texts(grounded_numbers(task, calls, notes))))

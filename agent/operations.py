@@ -20,12 +20,18 @@ _SECOND = [("/", re.compile(r"\bdivided? (?:[^.?!]*? )?by (\d+(?:\.\d+)?)", re.I
            ("-", re.compile(r"\b(?:subtract|minus) (\d+(?:\.\d+)?)", re.IGNORECASE))]
 
 
+def _parsed(expression: str) -> ast.Expression | None:
+    try:
+        return ast.parse(expression.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 def evaluation_order(expression: str) -> list[str]:
     """The operators of an arithmetic expression in the order they are evaluated ("3 * (17 + 25)": +, *);
     none for text that is no arithmetic."""
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    tree = _parsed(expression)
+    if tree is None:
         return []
     order: list[str] = []
 
@@ -54,11 +60,8 @@ def named_operations(task: str) -> list[tuple[str, str]]:
 
 def _right_operands(expression: str) -> list[tuple[str, float]]:
     """(operator, the number right of it) for each operation of an expression whose right side is a number."""
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return []
-    return [(_SYMBOLS[type(node.op)], float(node.right.value)) for node in ast.walk(tree)
+    tree = _parsed(expression)
+    return [] if tree is None else [(_SYMBOLS[type(node.op)], float(node.right.value)) for node in ast.walk(tree)
             if isinstance(node, ast.BinOp) and type(node.op) in _SYMBOLS
             and isinstance(node.right, ast.Constant) and type(node.right.value) in (int, float)]
 
@@ -66,9 +69,9 @@ def _right_operands(expression: str) -> list[tuple[str, float]]:
 def swapped_operands(task: str, calls: Sequence[tuple[str, str]]) -> list[str]:
     """What the task divides by or subtracts that no calculation put on the right of its operator
     ("12/42000" for "the budget divided by 12"), as "/ 12"; none when no call wrote arithmetic."""
-    done = [pair for arguments, _ in calls for value in _strings(arguments) for pair in _right_operands(value)]
     if not operations_done(calls):
         return []
+    done = [pair for arguments, _ in calls for value in _strings(arguments) for pair in _right_operands(value)]
     wanted = [(symbol, float(m.group(1))) for symbol, pattern in _SECOND for m in pattern.finditer(task)]
     return [f"{symbol} {n:g}" for symbol, n in wanted if (symbol, n) not in done]
 
@@ -87,10 +90,9 @@ def operations_done(calls: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def operations_left(task: str, calls: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """The operations the task names (operator: how it says it) that no calculation among `calls` did
-    yet; none when no call wrote arithmetic (a tool such as add(a, b) computes out of sight)."""
+    """The operations the task names (operator: how it says it) that no calculation among `calls` did yet."""
     done = set(operations_done(calls))
-    return {symbol: said for symbol, said in named_operations(task) if done and symbol not in done}
+    return {symbol: said for symbol, said in named_operations(task) if symbol not in done}
 
 
 def out_of_order(task: str, calls: Sequence[tuple[str, str]]) -> bool:

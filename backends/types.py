@@ -157,8 +157,7 @@ class GenerationRequest(_Strict):
     def _tool_choice_names_a_tool(self) -> GenerationRequest:
         names = [t.get("function", {}).get("name") for t in self.tools or []]
         if self.callable_tools is not None:
-            unknown = [t.get("function", {}).get("name") for t in self.callable_tools]
-            unknown = [n for n in unknown if n not in names]
+            unknown = [n for t in self.callable_tools if (n := t.get("function", {}).get("name")) not in names]
             if unknown:
                 raise ValueError(f"callable_tools names {unknown}, which are not among the tools {names}")
         if self.tool_choice in (None, "auto", "none"):
