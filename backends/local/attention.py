@@ -25,25 +25,33 @@ def choose(device: torch.device, requested: str | None = None) -> str:
     return name
 
 
-def causal_mask(tq: int, tk: int, device: torch.device) -> Tensor:
-    """Bottom-right aligned: query i sees keys j <= i + (tk - tq)."""
+def causal_mask(tq: int, tk: int, device: torch.device, window: int = 0) -> Tensor:
+    """Bottom-right aligned: query i sees keys j <= i + (tk - tq), and with a window only the last `window` of them."""
     rows = torch.arange(tq, device=device)[:, None] + (tk - tq)
-    return torch.arange(tk, device=device)[None, :] <= rows
+    cols = torch.arange(tk, device=device)[None, :]
+    return (cols <= rows) & (cols > rows - window) if window else cols <= rows
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, impl: str = "torch") -> Tensor:
-    """q [B, Hq, Tq, D]; k, v [B, Hkv, Tk, D] with Tk >= Tq; the queries are the last Tq positions."""
+def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, impl: str = "torch", scale: float | None = None,
+              window: int = 0) -> Tensor:
+    """q [B, Hq, Tq, D]; k, v [B, Hkv, Tk, D] with Tk >= Tq; the queries are the last Tq positions.
+
+    scale: of q·k (default 1/sqrt(D)); window: each query sees only the last `window` positions, itself included."""
     tq, tk = q.shape[2], k.shape[2]
-    if impl == "triton":
+    if window and tq == 1 and tk > window:  # decoding: the window is the cache's tail
+        k, v, tk = k[:, :, -window:], v[:, :, -window:], window
+    windowed = bool(window) and causal and tk > window
+    if impl == "triton" and not windowed:
         from backends.local.kernels import decode_attention, prefill_attention
 
         if tq == 1 and causal:
             seq_lens = torch.full((q.shape[0],), tk, dtype=torch.int32, device=q.device)
-            return decode_attention(q[:, :, 0], k, v, seq_lens).unsqueeze(2)
-        return prefill_attention(q, k, v, causal=causal)
+            return decode_attention(q[:, :, 0], k, v, seq_lens, scale=scale).unsqueeze(2)
+        return prefill_attention(q, k, v, causal=causal, scale=scale)
     gqa = q.shape[1] != k.shape[1]
     if not causal or tq == 1:
-        return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
-    if tq == tk:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(tq, tk, q.device), enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa, scale=scale)
+    if tq == tk and not windowed:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa, scale=scale)
+    mask = causal_mask(tq, tk, q.device, window if windowed else 0)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, scale=scale)

@@ -7,6 +7,7 @@ import operator
 from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateError
@@ -16,6 +17,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from backends.types import Message
 
+TEMPLATES = Path(__file__).parent / "templates"
 MAX_OUTPUT_CHARS = 2_000_000
 MAX_REPEAT = 100_000  # "x" * n and [..] * n beyond this are refused
 
@@ -53,6 +55,12 @@ def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, s
 
 
 @lru_cache(maxsize=16)
+def family_template(family: str) -> str | None:
+    """The chat template a family's models ship, for a file that carries none (Gemma 3 GGUFs often do not)."""
+    path = TEMPLATES / f"{family}.jinja"
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
 def _compile(source: str) -> Any:
     env = _TemplateSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = _tojson

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.local.config import ModelConfig, ModelLoadError
-from backends.local.quant import LoadSummary, Weight
+from backends.local.quant import LoadSummary, Weight, split_rows
 from backends.local.tokenizer import LocalTokenizer
 
 
@@ -22,6 +22,23 @@ class Checkpoint:
     summary: LoadSummary = field(default_factory=LoadSummary)
 
 
+def split_fused(config: ModelConfig, weights: dict[str, Weight]) -> None:
+    """Phi-3's fused qkv_proj and gate_up_proj as the separate projections the model is built from."""
+    q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
+    for i in range(config.n_layers):
+        p = f"model.layers.{i}."
+        for fused, parts, sizes in ((p + "self_attn.qkv_proj.weight", ("q", "k", "v"), (q, kv, kv)),
+                                    (p + "mlp.gate_up_proj.weight", ("gate", "up"), (config.ffn_dim, config.ffn_dim))):
+            if fused not in weights:
+                continue
+            w = weights.pop(fused)
+            if w.shape[0] != sum(sizes):
+                raise ModelLoadError(f"tensor {fused} has {w.shape[0]} rows, the configuration implies {sum(sizes)}")
+            mlp = "gate" in parts
+            for part, piece in zip(parts, split_rows(w, sizes)):
+                weights[p + (f"mlp.{part}_proj.weight" if mlp else f"self_attn.{part}_proj.weight")] = piece
+
+
 def expected_weight_names(config: ModelConfig) -> set[str]:
     names = {"model.embed_tokens.weight", "model.norm.weight"}
     if not config.tie_embeddings:
@@ -32,6 +49,10 @@ def expected_weight_names(config: ModelConfig) -> set[str]:
             "input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
             "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
         )}
+        if config.qk_norm:
+            names |= {prefix + "self_attn.q_norm.weight", prefix + "self_attn.k_norm.weight"}
+        if config.sandwich_norms:
+            names |= {prefix + "pre_feedforward_layernorm.weight", prefix + "post_feedforward_layernorm.weight"}
         if config.qkv_bias:
             names |= {prefix + f"self_attn.{p}_proj.bias" for p in "qkv"}
     return names

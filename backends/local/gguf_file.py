@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from gguf import GGMLQuantizationType
 
-from backends.local.checkpoint import Checkpoint, check_weights
+from backends.local.chat_template import family_template
+from backends.local.checkpoint import Checkpoint, check_weights, split_fused
 from backends.local.config import ModelConfig, ModelLoadError, family_of
 from backends.local.gguf_reader import GGUFFile, TensorInfo
 from backends.local.quant import (
@@ -39,26 +42,47 @@ _LAYER_TENSORS = {
     "attn_k.bias": "self_attn.k_proj.bias",
     "attn_v.bias": "self_attn.v_proj.bias",
     "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
     "ffn_gate.weight": "mlp.gate_proj.weight",
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
 }
+# Gemma's norms around each sublayer: llama.cpp's ffn_norm is its pre-FFN norm.
+_SANDWICH_TENSORS = _LAYER_TENSORS | {
+    "post_attention_norm.weight": "post_attention_layernorm.weight",
+    "ffn_norm.weight": "pre_feedforward_layernorm.weight",
+    "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
+}
+# Phi-3 keeps Q/K/V in one tensor and gate/up in another; split by rows after loading (see _split_fused).
+_FUSED_TENSORS = _LAYER_TENSORS | {"attn_qkv.weight": "self_attn.qkv_proj.weight", "ffn_up.weight": "mlp.gate_up_proj.weight"}
 _GLOBAL_TENSORS = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
     "rope_freqs.weight": "rope_freqs",
+    "rope_factors_short.weight": "rope_freqs",  # Phi-3 LongRoPE, within its original context
+    "rope_factors_long.weight": None,  # beyond it: the context is capped instead
 }
 _BLOCK = re.compile(r"blk\.(\d+)\.(.+)")
+SLIDING_PATTERN = {"gemma3": 6}  # every Nth layer global, as llama.cpp reads these files when no key says
+LOCAL_ROPE_THETA = {"gemma3": 10000.0}  # llama.cpp's fixed base for gemma3's sliding-window layers
 
 
-def hf_name(gguf_name: str) -> str | None:
+def layer_tensor_names(arch: str) -> dict[str, str]:
+    """GGUF name -> Hugging Face name of each tensor of a layer, for an architecture."""
+    return {"gemma3": _SANDWICH_TENSORS, "phi3": _FUSED_TENSORS}.get(arch, _LAYER_TENSORS)
+
+
+def hf_name(gguf_name: str, arch: str = "llama") -> str | None:
+    """The Hugging Face name of a GGUF tensor; None for one not used, "" for one not known."""
     if gguf_name in _GLOBAL_TENSORS:
         return _GLOBAL_TENSORS[gguf_name]
+    layer_tensors = layer_tensor_names(arch)
     match = _BLOCK.fullmatch(gguf_name)
-    if match and match.group(2) in _LAYER_TENSORS:
-        return f"model.layers.{match.group(1)}.{_LAYER_TENSORS[match.group(2)]}"
-    return None
+    if match and match.group(2) in layer_tensors:
+        return f"model.layers.{match.group(1)}.{layer_tensors[match.group(2)]}"
+    return ""
 
 
 def unpermute_rope(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -73,27 +97,62 @@ def permute_rope(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
 
 
+def _family_options(fields: GGUFFile, arch: str, family: str, n_layers: int, dim: int, head_dim: int) -> dict[str, Any]:
+    """What the file's keys (and llama.cpp's fixed choices for the architecture) say beyond the Llama basics."""
+    options: dict[str, Any] = {"qk_norm": family in ("qwen3", "gemma3")}
+    kind = fields.get(f"{arch}.rope.scaling.type")
+    if kind == "linear":
+        options["rope_linear_factor"] = float(fields.require(f"{arch}.rope.scaling.factor"))
+    elif kind not in (None, "none") and not (family == "phi3" and kind in ("longrope", "su")):
+        raise ModelLoadError(f"{fields.path}: RoPE scaling type {kind!r} is not supported (linear and llama3 are)")
+    if fields.get(f"{arch}.rope.dimension_count"):
+        options["rotary_dim"] = int(fields.get(f"{arch}.rope.dimension_count"))
+    if family == "phi3" and fields.get(f"{arch}.rope.scaling.attn_factor"):
+        options["rope_attn_factor"] = float(fields.get(f"{arch}.rope.scaling.attn_factor"))
+    if family == "gemma3":
+        pattern = fields.get(f"{arch}.attention.sliding_window_pattern", SLIDING_PATTERN[arch])
+        if isinstance(pattern, (int, np.integer)):  # every Nth layer global; else one flag per layer, True: sliding
+            pattern = [(i + 1) % int(pattern) != 0 for i in range(n_layers)]
+        options |= {
+            "sandwich_norms": True, "activation": "gelu_tanh", "embed_scale": math.sqrt(dim),
+            "attn_scale": float(fields.get(f"{arch}.attention.scale", head_dim ** -0.5)),
+            "sliding_window": int(fields.require(f"{arch}.attention.sliding_window")),
+            "sliding_layers": tuple(bool(x) for x in pattern),
+            "rope_local_theta": LOCAL_ROPE_THETA[arch],
+        }
+    softcap = fields.get(f"{arch}.final_logit_softcapping")
+    if softcap:
+        options["final_softcap"] = float(softcap)
+    if fields.get(f"{arch}.attn_logit_softcapping"):
+        raise ModelLoadError(f"{fields.path}: attention logit soft-capping (Gemma 2) is not supported")
+    return options
+
+
 def _config(fields: GGUFFile, arch: str, vocab_size: int, has_output: bool) -> ModelConfig:
     family = family_of(arch, str(fields.path))
     n_heads = int(fields.require(f"{arch}.attention.head_count"))
     dim = int(fields.require(f"{arch}.embedding_length"))
-    if fields.get(f"{arch}.rope.scaling.type") not in (None, "none"):
-        kind = fields.get(f"{arch}.rope.scaling.type")
-        raise ModelLoadError(f"{fields.path}: RoPE scaling type {kind!r} is not supported")
+    n_layers = int(fields.require(f"{arch}.block_count"))
+    head_dim = int(fields.get(f"{arch}.attention.key_length", dim // n_heads))
+    context = int(fields.require(f"{arch}.context_length"))
+    if family == "phi3":  # within the original context: short LongRoPE factors, no sliding window reached
+        limits = [fields.get(f"{arch}.rope.scaling.original_context_length"), fields.get(f"{arch}.attention.sliding_window")]
+        context = min([context, *(int(x) for x in limits if x)])
     return ModelConfig(
         family=family,
         vocab_size=int(fields.get(f"{arch}.vocab_size", vocab_size)),
         dim=dim,
-        n_layers=int(fields.require(f"{arch}.block_count")),
+        n_layers=n_layers,
         n_heads=n_heads,
         n_kv_heads=int(fields.get(f"{arch}.attention.head_count_kv", n_heads)),
         ffn_dim=int(fields.require(f"{arch}.feed_forward_length")),
-        context_length=int(fields.require(f"{arch}.context_length")),
+        context_length=context,
         norm_eps=float(fields.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=float(fields.get(f"{arch}.rope.freq_base", 10000.0)),
-        head_dim=int(fields.get(f"{arch}.attention.key_length", dim // n_heads)),
+        head_dim=head_dim,
         tie_embeddings=not has_output,
         qkv_bias=family == "qwen2",
+        **_family_options(fields, arch, family, n_layers, dim, head_dim),
     )
 
 
@@ -157,9 +216,11 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32, quantized: bool = 
     summary = LoadSummary()
     weights: dict[str, Weight] = {}
     for info in file.tensors.values():
-        name = hf_name(info.name)
-        if name is None:
-            raise ModelLoadError(f"{path}: unexpected tensor {info.name!r} for architecture {arch!r}")
+        name = hf_name(info.name, arch)
+        if not name:
+            if name == "":
+                raise ModelLoadError(f"{path}: unexpected tensor {info.name!r} for architecture {arch!r}")
+            continue
         if quantized and info.type not in FLOAT_TYPES:
             weights |= _quantized(file, info, name, config.tie_embeddings, summary)
         else:
@@ -172,6 +233,7 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32, quantized: bool = 
                 if prefix + proj + ".weight" in weights:
                     weights[prefix + proj + ".weight"] = map_rows(
                         weights[prefix + proj + ".weight"], lambda t, h=heads: unpermute_rope(t, h))
+    split_fused(config, weights)
     check_weights(config, weights, path)
 
     eos = fields.get("tokenizer.ggml.eos_token_id")
@@ -183,6 +245,8 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32, quantized: bool = 
         tokens=list(tokens),
         token_types=_int_list(fields.get("tokenizer.ggml.token_type")),
         merges=fields.get("tokenizer.ggml.merges"),
+        scores=fields.get("tokenizer.ggml.scores"),
+        add_space_prefix=bool(fields.get("tokenizer.ggml.add_space_prefix", True)),
         bos_token_id=fields.get("tokenizer.ggml.bos_token_id"),
         eos_token_ids=[int(i) for i in (eos, eot) if i is not None],
         add_bos=bool(fields.get("tokenizer.ggml.add_bos_token", False)),
@@ -191,7 +255,7 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32, quantized: bool = 
         config=config,
         weights=weights,
         tokenizer=tokenizer,
-        chat_template=fields.get("tokenizer.chat_template"),
+        chat_template=fields.get("tokenizer.chat_template") or family_template(config.family),
         source=path,
         name=str(fields.get("general.name", path.stem)),
         summary=summary,

@@ -6,6 +6,7 @@ Pickled checkpoints (*.bin, *.pt) are never loaded: unpickling runs code from th
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from backends.local.checkpoint import Checkpoint, check_weights
+from backends.local.checkpoint import Checkpoint, check_weights, split_fused
 from backends.local.config import ModelConfig, ModelLoadError, RopeScaling, family_of
 from backends.local.tokenizer import LocalTokenizer
 
@@ -32,33 +33,82 @@ def _read_json(path: Path, required: bool = True) -> dict[str, Any]:
     return data
 
 
-def _rope(cfg: dict[str, Any], source: Path) -> tuple[float, RopeScaling | None]:
-    # transformers 5 moved rope_theta and rope_scaling into rope_parameters.
+def _rope_params(cfg: dict[str, Any], layer_type: str = "full_attention") -> dict[str, Any]:
+    # transformers 5 moved rope_theta and rope_scaling into rope_parameters, per layer type for Gemma 3.
     params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    nested = params.get(layer_type)
+    return nested if isinstance(nested, dict) else params
+
+
+def _rope(cfg: dict[str, Any], source: Path) -> tuple[float, RopeScaling | None, dict[str, Any]]:
+    """(theta, Llama 3 scaling, other options) of the global layers."""
+    params = _rope_params(cfg)
     theta = float(cfg.get("rope_theta") or params.get("rope_theta") or 10000.0)
     kind = params.get("rope_type", params.get("type", "default"))
     if kind in (None, "default"):
-        return theta, None
+        return theta, None, {}
+    if kind == "linear":
+        return theta, None, {"rope_linear_factor": float(params["factor"])}
+    if kind in ("longrope", "su") and cfg.get("model_type") == "phi3":  # short factors: see _phi3_options
+        return theta, None, {}
     if kind != "llama3":
-        raise ModelLoadError(f"{source}: RoPE scaling type {kind!r} is not supported (default and llama3 are)")
+        raise ModelLoadError(f"{source}: RoPE scaling type {kind!r} is not supported (default, linear and llama3 are)")
     return theta, RopeScaling(
         factor=float(params["factor"]),
         low_freq_factor=float(params["low_freq_factor"]),
         high_freq_factor=float(params["high_freq_factor"]),
         original_max_position_embeddings=int(params["original_max_position_embeddings"]),
-    )
+    ), {}
+
+
+def _family_options(cfg: dict[str, Any], family: str, dim: int, head_dim: int, n_layers: int,
+                    source: Path) -> dict[str, Any]:
+    """What Qwen3, Gemma 3 and Phi-3 configs say beyond the Llama basics."""
+    options: dict[str, Any] = {"qk_norm": family in ("qwen3", "gemma3")}
+    rotary = cfg.get("partial_rotary_factor")
+    if rotary:
+        options["rotary_dim"] = int(head_dim * float(rotary))
+    params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if family == "phi3" and params.get("short_factor"):
+        original = int(cfg.get("original_max_position_embeddings") or params["original_max_position_embeddings"])
+        factor = int(cfg.get("max_position_embeddings", original)) / original
+        default = math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1 else 1.0
+        options["rope_attn_factor"] = float(params.get("attention_factor") or default)
+    if family == "gemma3":
+        types = cfg.get("layer_types") or [
+            "full_attention" if (i + 1) % int(cfg.get("sliding_window_pattern", 6)) == 0 else "sliding_attention"
+            for i in range(n_layers)]
+        local = cfg.get("rope_local_base_freq") or _rope_params(cfg, "sliding_attention").get("rope_theta", 10000.0)
+        options |= {
+            "sandwich_norms": True, "embed_scale": math.sqrt(dim),
+            "activation": {"gelu_pytorch_tanh": "gelu_tanh"}.get(cfg.get("hidden_activation"), cfg.get("hidden_activation")),
+            "attn_scale": float(cfg.get("query_pre_attn_scalar") or head_dim) ** -0.5,
+            "sliding_window": int(cfg.get("sliding_window") or 0),
+            "sliding_layers": tuple(t == "sliding_attention" for t in types),
+            "rope_local_theta": float(local),
+        }
+    if cfg.get("final_logit_softcapping"):
+        options["final_softcap"] = float(cfg["final_logit_softcapping"])
+    if cfg.get("attn_logit_softcapping"):
+        raise ModelLoadError(f"{source}: attention logit soft-capping (Gemma 2) is not supported")
+    return options
 
 
 def config_from_hf(cfg: dict[str, Any], source: Path) -> ModelConfig:
+    if cfg.get("model_type") == "gemma3" and isinstance(cfg.get("text_config"), dict):
+        cfg = {"model_type": "gemma3_text"} | cfg["text_config"]  # the text model of a multimodal checkpoint
     family = family_of(str(cfg.get("model_type")), str(source))
     try:
         n_heads = int(cfg["num_attention_heads"])
         dim = int(cfg["hidden_size"])
-        theta, scaling = _rope(cfg, source)
+        head_dim = int(cfg.get("head_dim") or dim // n_heads)
+        theta, scaling, rope_options = _rope(cfg, source)
         context = int(cfg.get("max_position_embeddings", 2048))
         window = cfg.get("sliding_window")
-        if window and (cfg.get("model_type") == "mistral" or cfg.get("use_sliding_window")):
-            context = min(context, int(window))  # within the window, full attention is exact
+        if window and (cfg.get("model_type") in ("mistral", "phi3") or cfg.get("use_sliding_window")):
+            context = min(context, int(window) + (cfg.get("model_type") == "phi3"))  # within the window, full attention is exact
+        if family == "phi3" and cfg.get("original_max_position_embeddings"):  # LongRoPE's short factors hold up to here
+            context = min(context, int(cfg["original_max_position_embeddings"]))
         return ModelConfig(
             family=family,
             vocab_size=int(cfg["vocab_size"]),
@@ -71,9 +121,11 @@ def config_from_hf(cfg: dict[str, Any], source: Path) -> ModelConfig:
             norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
             rope_theta=theta,
             rope_scaling=scaling,
-            head_dim=int(cfg.get("head_dim") or dim // n_heads),
+            head_dim=head_dim,
             tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             qkv_bias=family == "qwen2" or bool(cfg.get("attention_bias", False)),
+            **rope_options,
+            **_family_options(cfg, family, dim, head_dim, int(cfg["num_hidden_layers"]), source),
         )
     except KeyError as exc:
         raise ModelLoadError(f"{source}: config.json lacks {exc.args[0]!r}") from exc
@@ -118,6 +170,12 @@ def load_hf_folder(folder: Path, dtype: torch.dtype = torch.float32) -> Checkpoi
     weights = {k: v for k, v in weights.items() if not k.endswith("rotary_emb.inv_freq")}
     if config.tie_embeddings:
         weights.pop("lm_head.weight", None)
+    if config.family == "gemma3":  # Gemma scales by (1 + weight): stored so, as llama.cpp stores it
+        weights = {k: v + 1 if k.endswith("norm.weight") else v for k, v in weights.items()}
+    params = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+    if config.family == "phi3" and params.get("short_factor"):
+        weights["rope_freqs"] = torch.tensor(params["short_factor"], dtype=torch.float32)
+    split_fused(config, weights)
     check_weights(config, weights, folder)
 
     tok_cfg = _read_json(folder / "tokenizer_config.json", required=False)

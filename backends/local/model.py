@@ -1,6 +1,8 @@
-"""The Transformer: RMSNorm, RoPE, grouped-query attention, SwiGLU, a preallocated KV cache.
+"""The Transformer: RMSNorm, RoPE, grouped-query attention, a gated FFN, a preallocated KV cache.
 
-Llama and Qwen2 differ only in flags (QKV bias, tied embeddings), so one model serves both.
+The families differ only in what the config says (QKV bias, tied embeddings, Q/K norms,
+norms around each sublayer, GELU, sliding-window layers with their own RoPE base, an
+embedding scale, logit soft-capping), so one model serves them all.
 Q/K/V and gate/up projections are fused at load time: fewer, larger matmuls per step. The
 linear layers come from `quant.linear`: dense float, or weights that stay quantized.
 """
@@ -33,11 +35,15 @@ from backends.local.quant import (
 PREFIX_CACHE_BYTES = 64 * 2**20  # earlier prompts' K/V kept for reuse (SmolLM2: about 1,400 tokens)
 
 
-def rope_inv_freq(config: ModelConfig, freq_factors: Tensor | None = None) -> Tensor:
-    dim = config.head_dim
-    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-    if freq_factors is not None:  # GGUF's rope_freqs: per-frequency divisors (Llama 3 scaling)
+def rope_inv_freq(config: ModelConfig, freq_factors: Tensor | None = None, theta: float = 0.0) -> Tensor:
+    dim = config.rotary_dim
+    inv_freq = 1.0 / ((theta or config.rope_theta) ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    if freq_factors is not None:  # per-frequency divisors: GGUF's rope_freqs (Llama 3), Phi-3's short factors
         return inv_freq / freq_factors.float()
+    if theta:  # a sliding-window layer's own base, unscaled
+        return inv_freq
+    if config.rope_linear_factor != 1.0:
+        return inv_freq / config.rope_linear_factor
     s = config.rope_scaling
     if s is None:
         return inv_freq
@@ -84,11 +90,22 @@ class KVCache(nn.Module):
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """RoPE in Hugging Face's layout (halves), on the leading cos.shape[-1] dimensions of each head."""
+    r = cos.shape[-1]
+    if r < x.shape[-1]:
+        return torch.cat((rotate(x[..., :r], cos, sin), x[..., r:]), dim=-1)
+    return x * cos + torch.cat((-x[..., r // 2 :], x[..., : r // 2]), dim=-1) * sin
+
+
 class Attention(nn.Module):
-    def __init__(self, c: ModelConfig, wqkv: nn.Module, wo: nn.Module) -> None:
+    def __init__(self, c: ModelConfig, wqkv: nn.Module, wo: nn.Module, qk_norms: tuple[RMSNorm, RMSNorm] | None,
+                 window: int) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = c.n_heads, c.n_kv_heads, c.head_dim
         self.wqkv, self.wo = wqkv, wo
+        self.q_norm, self.k_norm = qk_norms or (None, None)
+        self.scale, self.window = c.attn_scale or None, window
         self.cache: KVCache | None = None
         self.impl = "torch"  # attention implementation, see attention.choose
 
@@ -96,27 +113,30 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         h, hkv, d = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.wqkv(x).view(b, t, h + 2 * hkv, d)
-        qk = qkv[:, :, : h + hkv]  # RoPE on the query and key heads at once
-        qk = qk * cos + torch.cat((-qk[..., d // 2 :], qk[..., : d // 2]), dim=-1) * sin
+        qk = qkv[:, :, : h + hkv]
+        if self.q_norm is not None:
+            qk = torch.cat((self.q_norm(qk[:, :, :h]), self.k_norm(qk[:, :, h:])), dim=2)
+        qk = rotate(qk, cos, sin)  # RoPE on the query and key heads at once
         q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
         v = qkv[:, :, h + hkv :].transpose(1, 2)
         if self.cache is not None:
             k, v = self.cache.update(start, k, v)  # the cache's dtype: a bfloat16 v is promoted here
         else:
             v = v.to(q.dtype)
-        out = attention(q, k, v, impl=self.impl)
+        out = attention(q, k, v, impl=self.impl, scale=self.scale, window=self.window)
         return self.wo(out.transpose(1, 2).reshape(b, t, h * d))
 
 
 class FeedForward(nn.Module):
-    def __init__(self, ffn_dim: int, w13: nn.Module, w2: nn.Module) -> None:
+    def __init__(self, ffn_dim: int, w13: nn.Module, w2: nn.Module, activation: str = "silu") -> None:
         super().__init__()
         self.ffn_dim = ffn_dim
         self.w13, self.w2 = w13, w2  # gate and up, fused; down
+        self.gelu = activation == "gelu_tanh"
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.w13(x).split(self.ffn_dim, dim=-1)
-        return self.w2(F.silu(gate) * up)
+        return self.w2((F.gelu(gate, approximate="tanh") if self.gelu else F.silu(gate)) * up)
 
 
 def _take(weights: dict[str, Weight], name: str, dtype: torch.dtype) -> Weight:
@@ -125,23 +145,38 @@ def _take(weights: dict[str, Weight], name: str, dtype: torch.dtype) -> Weight:
 
 
 class Block(nn.Module):
-    def __init__(self, c: ModelConfig, w: dict[str, Weight], prefix: str, dtype: torch.dtype) -> None:
+    """Pre-norm attention and FFN; with `sandwich_norms` (Gemma) each output is normed before the residual add.
+
+    Hugging Face names the pre-FFN norm `post_attention_layernorm` in Llama and `pre_feedforward_layernorm`
+    in Gemma, where `post_attention_layernorm` is the norm on the attention's output."""
+
+    def __init__(self, c: ModelConfig, w: dict[str, Weight], index: int, dtype: torch.dtype) -> None:
         super().__init__()
+        prefix = f"model.layers.{index}."
         take = lambda name: _take(w, prefix + name, dtype)  # noqa: E731
+        norm = lambda name: RMSNorm(as_float(take(name + ".weight"), dtype), c.norm_eps)  # noqa: E731
         bias = torch.cat([take(f"self_attn.{x}_proj.bias") for x in "qkv"]) if c.qkv_bias else None
-        self.attention_norm = RMSNorm(as_float(take("input_layernorm.weight"), dtype), c.norm_eps)
+        qk_norms = (norm("self_attn.q_norm"), norm("self_attn.k_norm")) if c.qk_norm else None
+        self.sliding = bool(c.sliding_layers and c.sliding_layers[index])
+        self.attention_norm = norm("input_layernorm")
         self.attention = Attention(
-            c, fused_linear([take(f"self_attn.{x}_proj.weight") for x in "qkv"], bias), linear(take("self_attn.o_proj.weight"))
+            c, fused_linear([take(f"self_attn.{x}_proj.weight") for x in "qkv"], bias), linear(take("self_attn.o_proj.weight")),
+            qk_norms, c.sliding_window if self.sliding else 0,
         )
-        self.ffn_norm = RMSNorm(as_float(take("post_attention_layernorm.weight"), dtype), c.norm_eps)
+        sandwich = c.sandwich_norms
+        self.post_attention_norm = norm("post_attention_layernorm") if sandwich else None
+        self.ffn_norm = norm("pre_feedforward_layernorm" if sandwich else "post_attention_layernorm")
+        self.post_ffn_norm = norm("post_feedforward_layernorm") if sandwich else None
         self.feed_forward = FeedForward(
             c.ffn_dim, fused_linear([take("mlp.gate_proj.weight"), take("mlp.up_proj.weight")]),
-            linear(take("mlp.down_proj.weight")),
+            linear(take("mlp.down_proj.weight")), c.activation,
         )
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, start)
-        return h + self.feed_forward(self.ffn_norm(h))
+        a = self.attention(self.attention_norm(x), cos, sin, start)
+        h = x + (a if self.post_attention_norm is None else self.post_attention_norm(a))
+        f = self.feed_forward(self.ffn_norm(h))
+        return h + (f if self.post_ffn_norm is None else self.post_ffn_norm(f))
 
 
 def run_block(layer: Block, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
@@ -162,7 +197,7 @@ class Transformer(nn.Module):
         w = weights
         tied = config.tie_embeddings or "lm_head.weight" not in w
         try:  # layer by layer, each weight dropped from `weights` once it has its final form
-            self.layers = nn.ModuleList(Block(config, w, f"model.layers.{i}.", dtype) for i in range(config.n_layers))
+            self.layers = nn.ModuleList(Block(config, w, i, dtype) for i in range(config.n_layers))
             embedding = _take(w, "model.embed_tokens.weight", dtype)
             self.output = linear(embedding if tied else _take(w, "lm_head.weight", dtype))
         except (KeyError, RuntimeError, ValueError) as exc:
@@ -173,7 +208,10 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(as_float(_take(w, "model.norm.weight", dtype), dtype), config.norm_eps)
         self.tok_embeddings = self._lookup(w.get("model.embed_tokens.rows", embedding), tied)
         self.register_buffer("inv_freq", rope_inv_freq(config, weights.get("rope_freqs")), persistent=False)
-        self.rope_cache: tuple[Tensor, Tensor] | None = None  # cos, sin [positions, 1, head_dim]
+        local = rope_inv_freq(config, theta=config.rope_local_theta) if config.rope_local_theta else self.inv_freq
+        self.register_buffer("inv_freq_local", local, persistent=False)
+        self.rope_cache: tuple[Tensor, ...] | None = None  # cos, sin [positions, 1, rotary_dim]; then the sliding layers'
+        self.embed_scale = config.embed_scale
         self.max_cache_len = 0
         self.compiled_block: Callable[..., Tensor] | None = None  # see compile_decode
         self.cached: list[int] = []  # the tokens whose keys and values row 0 of the cache holds
@@ -196,10 +234,12 @@ class Transformer(nn.Module):
     def embed(self, ids: Tensor) -> Tensor:
         table = self.tok_embeddings
         if isinstance(table, DenseLinear):
-            return F.embedding(ids, table.weight)
-        if isinstance(table, Int8Linear):
-            return table.rows(ids).to(self.dtype)
-        return table(ids).to(self.dtype)  # GGUFRows
+            x = F.embedding(ids, table.weight)
+        elif isinstance(table, Int8Linear):
+            x = table.rows(ids).to(self.dtype)
+        else:
+            x = table(ids).to(self.dtype)  # GGUFRows
+        return x if self.embed_scale == 1.0 else x * torch.tensor(self.embed_scale, dtype=self.dtype)
 
     def setup_cache(self, batch: int, max_len: int) -> None:
         """Preallocates each layer's K/V for `max_len` positions; a bigger cache keeps row 0's contents."""
@@ -252,45 +292,51 @@ class Transformer(nn.Module):
         """
         self.compiled_block = torch.compile(run_block, dynamic=True)
 
-    def _blocks(self, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
+    def _blocks(self, x: Tensor, ropes: tuple[Tensor, ...], start: int) -> Tensor:
+        """ropes: cos, sin of the global layers, then of the sliding-window layers."""
         compiled = self.compiled_block if x.shape[1] == 1 else None
         if compiled is not None:
             try:
                 h = x
                 for layer in self.layers:
-                    h = compiled(layer, h, cos, sin, start)
+                    h = compiled(layer, h, *ropes[2 * layer.sliding : 2 * layer.sliding + 2], start)
                 return h
             except Exception as exc:  # no C++ compiler, an unsupported op: eager from now on (it rewrites the same cache rows)
                 warnings.warn(f"torch.compile failed, decoding without it: {type(exc).__name__}: {exc}",
                               RuntimeWarning, stacklevel=3)
                 self.compiled_block = None
         for layer in self.layers:
-            x = layer(x, cos, sin, start)
+            x = layer(x, *ropes[2 * layer.sliding : 2 * layer.sliding + 2], start)
         return x
 
     def set_attention(self, impl: str) -> None:
         for layer in self.layers:
             layer.attention.impl = impl
 
-    def rope(self, start: int, length: int) -> tuple[Tensor, Tensor]:
-        """cos and sin [length, 1, head_dim] for positions start.., from a table as long as the cache."""
+    def rope(self, start: int, length: int) -> tuple[Tensor, ...]:
+        """cos and sin [length, 1, rotary_dim] for positions start.., global then sliding-window layers',
+        from tables as long as the cache."""
         end = start + length
         if self.rope_cache is None or self.rope_cache[0].shape[0] < end:
             positions = torch.arange(max(end, self.max_cache_len), device=self.device, dtype=torch.float32)
-            freqs = positions[:, None] * self.inv_freq[None, :]
-            emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
-            self.rope_cache = emb.cos().to(self.dtype), emb.sin().to(self.dtype)
-        cos, sin = self.rope_cache
-        return cos[start:end], sin[start:end]
+            tables = []
+            for inv_freq in (self.inv_freq, self.inv_freq_local):
+                freqs = positions[:, None] * inv_freq[None, :]
+                emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
+                factor = self.config.rope_attn_factor
+                tables += [(emb.cos() * factor).to(self.dtype), (emb.sin() * factor).to(self.dtype)]
+            self.rope_cache = tuple(tables)
+        return tuple(t[start:end] for t in self.rope_cache)
 
     def forward(self, ids: Tensor, start: int = 0, last_only: bool = False) -> Tensor:
         """Logits (float32) for token ids [B, T] placed at positions start..start+T-1."""
         if ids.shape[0] == 1 and start < len(self.cached):
             self._keep_cached()
         x = self.embed(ids)
-        cos, sin = self.rope(start, ids.shape[1])
-        x = self._blocks(x, cos, sin, start)
+        x = self._blocks(x, self.rope(start, ids.shape[1]), start)
         if ids.shape[0] == 1 and self.layers[0].attention.cache is not None:
             self._track(start, ids[0].tolist())
         x = self.norm(x[:, -1:] if last_only else x)
-        return self.output(x).float()
+        logits = self.output(x).float()
+        cap = self.config.final_softcap
+        return logits if not cap else torch.tanh(logits / cap) * cap

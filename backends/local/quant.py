@@ -148,6 +148,15 @@ def concat(weights: list[Weight]) -> Weight:
     raise ValueError("concat needs weights of one kind")
 
 
+def split_rows(w: Weight, sizes: tuple[int, ...]) -> list[Weight]:
+    """A weight cut along its output rows into parts of `sizes` rows (views where the kind allows)."""
+    if isinstance(w, Int4Weight):
+        return [Int4Weight(*parts) for parts in zip(*(t.split(sizes) for t in (w.nibbles, w.scale, w.zero)))]
+    if isinstance(w, Int8Weight):
+        return [Int8Weight(q, s) for q, s in zip(w.q.split(sizes), w.scale.split(sizes))]
+    return list(w.split(sizes))
+
+
 def as_float(w: Weight, dtype: torch.dtype = torch.float32) -> Tensor:
     return w.to(dtype) if isinstance(w, Tensor) else w.dequantize().to(dtype)
 

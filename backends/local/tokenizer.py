@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from backends.local.config import ModelLoadError
 
@@ -18,11 +18,18 @@ _QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Mistral Nemo's "tekken": words split at case changes, digits one by one.
+_TEKKEN_SPLIT = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 _BYTE_LEVEL = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
 _DIGITS_THEN_BYTE_LEVEL = ("smollm", "starcoder", "refact", "codeshell", "command-r", "exaone", "minerva")
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<|eom_id|>", "</s>", "<end_of_turn>")
 
-GGUF_CONTROL, GGUF_USER_DEFINED = 3, 4
+GGUF_NORMAL, GGUF_UNKNOWN, GGUF_CONTROL, GGUF_USER_DEFINED = 1, 2, 3, 4
+SPM_SPACE = "\u2581"  # SentencePiece's visible space
 
 
 def _pre_tokenizer(pre: str, source: Path) -> tuple[pre_tokenizers.PreTokenizer, bool]:
@@ -31,7 +38,7 @@ def _pre_tokenizer(pre: str, source: Path) -> tuple[pre_tokenizers.PreTokenizer,
         return _BYTE_LEVEL, False
     if pre in _DIGITS_THEN_BYTE_LEVEL:
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), _BYTE_LEVEL]), False
-    split = {"llama-bpe": _LLAMA3_SPLIT, "llama3": _LLAMA3_SPLIT, "qwen2": _QWEN2_SPLIT}.get(pre)
+    split = {"llama-bpe": _LLAMA3_SPLIT, "llama3": _LLAMA3_SPLIT, "qwen2": _QWEN2_SPLIT, "tekken": _TEKKEN_SPLIT}.get(pre)
     if split is None:
         raise ModelLoadError(f"{source}: unsupported tokenizer pre-tokenizer type {pre!r}")
     sequence = pre_tokenizers.Sequence([
@@ -89,11 +96,19 @@ class LocalTokenizer:
         bos_token_id: int | None,
         eos_token_ids: Sequence[int],
         add_bos: bool,
+        scores: Sequence[float] | None = None,
+        add_space_prefix: bool = True,
     ) -> LocalTokenizer:
+        if model == "llama":
+            if scores is None or len(scores) != len(tokens):
+                raise ModelLoadError(f"{source}: a SentencePiece vocabulary needs tokenizer.ggml.scores, one per token")
+            tokenizer = _sentencepiece(tokens, [float(x) for x in scores], token_types or [GGUF_NORMAL] * len(tokens),
+                                       add_space_prefix, source)
+            return cls(tokenizer, bos_token_id, _with_end_of_turn(tokenizer, eos_token_ids), add_bos)
         if model != "gpt2":
             raise ModelLoadError(
-                f"{source}: tokenizer model {model!r} is not supported from GGUF yet (byte-level BPE 'gpt2' is); "
-                "load the model's Hugging Face folder with its tokenizer.json instead"
+                f"{source}: tokenizer model {model!r} is not supported from GGUF (byte-level BPE 'gpt2' and "
+                "SentencePiece 'llama' are); load the model's Hugging Face folder with its tokenizer.json instead"
             )
         if not merges:
             raise ModelLoadError(f"{source}: the BPE vocabulary has no tokenizer.ggml.merges")
@@ -133,6 +148,44 @@ class LocalTokenizer:
         bos_id = to_id(bos_token) if bos_token is not None else None
         eos_ids = [i for i in (to_id(t) for t in eos_tokens) if i is not None]
         return cls(tokenizer, bos_id, _with_end_of_turn(tokenizer, eos_ids), add_bos)
+
+
+def _sentencepiece(tokens: list[str], scores: list[float], types: list[int], add_space_prefix: bool,
+                   source: Path) -> Tokenizer:
+    """A SentencePiece BPE vocabulary (Llama 2, Mistral v0.1-0.3, Gemma) as a `tokenizers` BPE.
+
+    SentencePiece merges the adjacent pair whose joined piece scores highest; the same ranking
+    written as BPE merges (every split of a piece into two pieces of the vocabulary, best piece
+    first) gives the same tokens. Characters outside the vocabulary fall back to <0xXX> bytes.
+    Control tokens are special; user-defined ones (Gemma's newline and space runs) are matched
+    whole, before the merges, as llama.cpp does.
+    """
+    vocab = {token: i for i, token in enumerate(tokens)}
+    ranked = []
+    for i, (token, score) in enumerate(zip(tokens, scores)):
+        if types[i] != GGUF_NORMAL:
+            continue
+        for k in range(1, len(token)):
+            left, right = vocab.get(token[:k]), vocab.get(token[k:])
+            if left is not None and right is not None:
+                ranked.append((-score, i, left, right))
+    ranked.sort()
+    merges = [(tokens[left], tokens[right]) for _, _, left, right in ranked]
+    unknown = next((t for t, kind in zip(tokens, types) if kind == GGUF_UNKNOWN), None)
+    try:
+        bpe = models.BPE(vocab=vocab, merges=merges, unk_token=unknown, byte_fallback=True, fuse_unk=True)
+    except Exception as exc:
+        raise ModelLoadError(f"{source}: invalid SentencePiece vocabulary: {exc}") from exc
+    tokenizer = Tokenizer(bpe)
+    spaces = [normalizers.Replace(" ", SPM_SPACE)]
+    tokenizer.normalizer = normalizers.Sequence(([normalizers.Prepend(SPM_SPACE)] if add_space_prefix else []) + spaces)
+    steps = [decoders.Replace(SPM_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    tokenizer.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if add_space_prefix else []))
+    tokenizer.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
+                                  for i, kind in enumerate(types) if kind in (GGUF_CONTROL, GGUF_UNKNOWN)])
+    tokenizer.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
+                          for i, kind in enumerate(types) if kind == GGUF_USER_DEFINED])
+    return tokenizer
 
 
 def _with_end_of_turn(tokenizer: Tokenizer, eos_ids: Sequence[int]) -> list[int]:

@@ -76,7 +76,12 @@ def test_models_lists_the_cache(monkeypatch, tmp_path):
     result = run("models")
     assert f"cache: {tmp_path / 'models'}" in result.output
     assert "smollm2" in result.output and "not pulled" in result.output
-    assert run("pull", "nope").exit_code == 1
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines()[2:] if line.strip()}
+    assert rows["qwen2.5-coder-1.5b"][1:5] == ["1,117", "MB", "qwen2", "Q4_K_M"]
+    assert rows["gemma3-270m"][3] == "gemma3" and "qwen2.5-coder-0.5b" in rows
+    assert "hf:OWNER/REPO[:FILE]" in result.output
+    failed = run("pull", "nope")
+    assert failed.exit_code == 1 and "known models: smollm2" in failed.output
 
 
 def test_chat_loop_keeps_the_conversation():

@@ -65,3 +65,25 @@ def test_hugging_face_variables_and_tools():
 
 def test_chatml_fallback():
     assert render_chat(CHATML, USER) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_gemma3_files_without_a_template_get_gemmas_format(tmp_path):
+    from backends.local.chat_template import family_template
+    from backends.local.loader import load_model
+    from tests.fixtures.tiny_models import random_weights, tiny_config, tiny_tokenizer, write_gguf
+
+    template = family_template("gemma3")
+    messages = [Message(role="system", content="Be brief."), Message(role="user", content=" Hi "),
+                Message(role="assistant", content="Hello."), Message(role="tool", content="42", tool_call_id="c1"),
+                Message(role="user", content="And?")]
+    assert render_chat(template, messages, bos_token="<bos>") == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
+        "<start_of_turn>user\n42<end_of_turn>\n<start_of_turn>user\nAnd?<end_of_turn>\n<start_of_turn>model\n")
+    assert family_template("llama") is None
+    tokenizer = tiny_tokenizer(["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"])
+    cfg = tiny_config("gemma3", tokenizer.get_vocab_size(with_added_tokens=True))
+    gguf = write_gguf(tmp_path / "gemma.gguf", cfg, random_weights(cfg), tokenizer, chat_template="", bos="<bos>",
+                      eos="<eos>")
+    loaded = load_model(gguf)
+    assert loaded.chat_template == template
+    assert loaded.tokenizer.eos_token_ids == (1, 4)  # <eos>, and <end_of_turn> ends a turn

@@ -41,12 +41,30 @@ def test_unknown_architecture(tmp_path):
     tokenizer = tiny_tokenizer()
     cfg = tiny_config("llama", tokenizer.get_vocab_size(with_added_tokens=True))
     gguf = write_gguf(tmp_path / "mamba.gguf", cfg, random_weights(cfg), tokenizer, arch="mamba")
-    with pytest.raises(ModelLoadError, match="mamba.gguf: unsupported architecture 'mamba'; supported: llama, mistral, qwen2"):
+    with pytest.raises(ModelLoadError, match="mamba.gguf: unsupported architecture 'mamba'; supported: gemma3, gemma3_text, "
+                                             "llama, mistral, phi3, qwen2, qwen3"):
         load_model(gguf)
     folder = tmp_path / "hf"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(cfg | {"model_type": "gpt_neox"}))
     with pytest.raises(ModelLoadError, match="unsupported architecture 'gpt_neox'"):
+        load_model(folder)
+
+
+def test_a_family_key_that_is_missing_is_named(tmp_path):
+    tokenizer = tiny_tokenizer()
+    cfg = tiny_config("gemma3", tokenizer.get_vocab_size(with_added_tokens=True))
+    weights = random_weights(cfg)
+    gguf = write_gguf(tmp_path / "gemma.gguf", cfg | {"sliding_window": None}, weights, tokenizer)
+    with pytest.raises(ModelLoadError, match="gemma.gguf: GGUF metadata lacks 'gemma3.attention.sliding_window'"):
+        load_model(gguf)
+
+
+def test_gemma2_attention_softcapping_is_refused_by_name(tmp_path, tiny_models):
+    folder = shutil.copytree(tiny_models["gemma3"][0], tmp_path / "gemma2ish")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"attn_logit_softcapping": 50.0}))
+    with pytest.raises(ModelLoadError, match="attention logit soft-capping .* not supported"):
         load_model(folder)
 
 
@@ -124,5 +142,5 @@ def test_prompt_longer_than_context_window(tiny_models):
 def test_hub_repo_id_offline_fails_clearly(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(BackendError, match="could not fetch 'someorg/some-model' from the Hugging Face Hub.*Offline"):
+    with pytest.raises(BackendError, match="could not fetch hf:someorg/some-model from the Hugging Face Hub.*Offline"):
         load_backend("local", model="someorg/some-model")

@@ -6,7 +6,7 @@ import torch
 from gguf.quants import dequantize, quantize
 
 from backends.local.loader import load_model
-from tests.conftest import GOLDENS
+from tests.conftest import GOLDENS, TINY_FAMILIES
 from tests.fixtures.tiny_models import (
     GGMLQuantizationType,
     random_weights,
@@ -16,7 +16,7 @@ from tests.fixtures.tiny_models import (
     write_hf_folder,
 )
 
-FAMILIES = ["llama", "qwen2", "mistral"]
+FAMILIES = list(TINY_FAMILIES)
 
 
 def forward(path, ids):

@@ -37,3 +37,15 @@ def test_special_tokens_and_bos(tiny_models):
     assert tok.display(ids[0]) == "<|im_start|>"
     assert tok.eos_token_id == tok.hf.token_to_id("<|im_end|>")
     assert tok.encode("x", add_special_tokens=True) == tok.encode("x")  # add_bos_token is false
+
+
+def test_tekken_splits_words_at_case_changes_and_digits_one_by_one(tmp_path):
+    """Mistral Nemo's pre-tokenizer, as its GGUF names it."""
+    from tests.fixtures.tiny_models import random_weights, tiny_config, tiny_tokenizer, write_gguf
+
+    hf = tiny_tokenizer()
+    cfg = tiny_config("mistral", hf.get_vocab_size(with_added_tokens=True))
+    tok = load_model(write_gguf(tmp_path / "nemo.gguf", cfg, random_weights(cfg), hf, pre="tekken")).tokenizer
+    pieces = tok.hf.pre_tokenizer.pre_tokenize_str("HelloWorld 2024 it's")
+    assert [p for p, _ in pieces] == ["Hello", "World", "Ġ", "2", "0", "2", "4", "Ġit", "'s"]
+    assert tok.decode(tok.encode("HelloWorld 2024 it's")) == "HelloWorld 2024 it's"
