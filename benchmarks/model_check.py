@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/model_check.py [MODEL ...]   (default: gemma3-270m)
     (transformers is the reference: .venv/bin/pip install -e ".[goldens]")
 
-For each model (a pulled name or a GGUF path): perplexity on a held-out text (the interpreter's
+For each model (a pulled name or a GGUF path): whether the tokenizers agree on texts in
+several scripts, perplexity on a held-out text (the interpreter's
 own documentation of `json` and `functools`, so every machine has the same text), the share of
 positions whose top-1 token agrees with transformers, the largest logit difference, and greedy
 continuations of a few prompts, token for token, for our exact (float32) and fast (quantized)
@@ -27,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backends.local.loader import load_model  # noqa: E402
 from backends.local.model_cache import KNOWN_MODELS, resolve  # noqa: E402
 
+TOKENIZER_TEXTS = ["Hello, world!", "  leading spaces\tand\ttabs\n\n\nnewlines", "naïve café, Straße, Ελληνικά, русский",
+                   "日本語のテキスト, 한국어, हिन्दी", "emoji 😀👍🏽🇫🇷", "def f(x):\n    return x ** 2  # square",
+                   "<start_of_turn>user\nHi<end_of_turn>", "1234567890 3.14159 -42", "JSON: {\"k\": [1, null]}"]
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n", "Die Hauptstadt von Deutschland ist", "1, 2, 3, 4,"]
 GREEDY_TOKENS = 24
 
@@ -62,10 +66,13 @@ def ours(path: Path, precision: str):
     return loaded.tokenizer, forward
 
 
-def reference(path: Path):
-    from transformers import AutoModelForCausalLM
+def reference(path: Path, tokenizer) -> tuple:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    theirs = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    same = sum(theirs(t, add_special_tokens=False)["input_ids"] == tokenizer.encode(t) for t in TOKENIZER_TEXTS)
+    print(f"  tokenizer: the same ids as transformers' for {same} of {len(TOKENIZER_TEXTS)} texts")
 
     def forward(ids: list[int]) -> torch.Tensor:
         with torch.inference_mode():
@@ -83,7 +90,7 @@ def check(name: str) -> None:
         start = time.perf_counter()
         try:
             if way == "transformers":
-                forward = reference(path)
+                forward = reference(path, tokenizer)
             else:
                 tokenizer, forward = ours(path, way)
         except ImportError:

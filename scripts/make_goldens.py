@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from backends.local.model_cache import pull  # noqa: E402
 from tests.fixtures.tiny_models import build  # noqa: E402
 
-TINY_FAMILIES = ["llama", "qwen2", "mistral", "llama3.2", "qwen3", "gemma3", "phi3"]
+TINY_FAMILIES = ["llama", "qwen2", "mistral", "llama3.2", "qwen3", "gemma3", "phi3", "phi3.5", "gemma3-4b"]
 TINY_IDS = [5, 17, 100, 3, 250, 42, 7, 300, 1, 2, 64, 128, 9, 77, 201, 33]
 
 CONVERSATIONS = [

@@ -12,7 +12,7 @@ if not torch.cuda.is_available():
 
 from tests.fixtures.tiny_models import build  # noqa: E402
 
-TINY_FAMILIES = ("llama", "qwen2", "mistral", "llama3.2", "qwen3", "gemma3", "phi3")
+TINY_FAMILIES = ("llama", "qwen2", "mistral", "llama3.2", "qwen3", "gemma3", "phi3", "phi3.5", "gemma3-4b")
 GOLDENS = Path(__file__).resolve().parent / "test_backends" / "goldens"
 
 

@@ -320,12 +320,12 @@ class Transformer(nn.Module):
         if self.rope_cache is None or self.rope_cache[0].shape[0] < end:
             positions = torch.arange(max(end, self.max_cache_len), device=self.device, dtype=torch.float32)
             tables = []
-            for inv_freq in (self.inv_freq, self.inv_freq_local):
+            for inv_freq in (self.inv_freq, self.inv_freq_local) if self.config.rope_local_theta else (self.inv_freq,):
                 freqs = positions[:, None] * inv_freq[None, :]
                 emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
                 factor = self.config.rope_attn_factor
                 tables += [(emb.cos() * factor).to(self.dtype), (emb.sin() * factor).to(self.dtype)]
-            self.rope_cache = tuple(tables)
+            self.rope_cache = tuple(tables) if len(tables) == 4 else tuple(tables) * 2
         return tuple(t[start:end] for t in self.rope_cache)
 
     def forward(self, ids: Tensor, start: int = 0, last_only: bool = False) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
 from backends.local.config import ModelLoadError
 
@@ -26,7 +26,7 @@ _TEKKEN_SPLIT = (
 )
 _BYTE_LEVEL = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
 _DIGITS_THEN_BYTE_LEVEL = ("smollm", "starcoder", "refact", "codeshell", "command-r", "exaone", "minerva")
-_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<|eom_id|>", "</s>", "<end_of_turn>")
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<|eom_id|>", "</s>", "<end_of_turn>", "<|end|>")
 
 GGUF_NORMAL, GGUF_UNKNOWN, GGUF_CONTROL, GGUF_USER_DEFINED = 1, 2, 3, 4
 SPM_SPACE = "\u2581"  # SentencePiece's visible space
@@ -158,7 +158,9 @@ def _sentencepiece(tokens: list[str], scores: list[float], types: list[int], add
     written as BPE merges (every split of a piece into two pieces of the vocabulary, best piece
     first) gives the same tokens. Characters outside the vocabulary fall back to <0xXX> bytes.
     Control tokens are special; user-defined ones (Gemma's newline and space runs) are matched
-    whole, before the merges, as llama.cpp does.
+    whole, before the merges, as llama.cpp does. With a space prefix (Llama 2, Phi-3) only the
+    text's start gets one, not the text after each special token: transformers' non-legacy
+    behaviour, which the chat templates of these models are written for.
     """
     vocab = {token: i for i, token in enumerate(tokens)}
     ranked = []
@@ -177,8 +179,8 @@ def _sentencepiece(tokens: list[str], scores: list[float], types: list[int], add
     except Exception as exc:
         raise ModelLoadError(f"{source}: invalid SentencePiece vocabulary: {exc}") from exc
     tokenizer = Tokenizer(bpe)
-    spaces = [normalizers.Replace(" ", SPM_SPACE)]
-    tokenizer.normalizer = normalizers.Sequence(([normalizers.Prepend(SPM_SPACE)] if add_space_prefix else []) + spaces)
+    scheme = "first" if add_space_prefix else "never"
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPM_SPACE, prepend_scheme=scheme, split=False)
     steps = [decoders.Replace(SPM_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
     tokenizer.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if add_space_prefix else []))
     tokenizer.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)

@@ -3,27 +3,17 @@
 from pathlib import Path
 
 import pytest
-from tokenizers import SentencePieceBPETokenizer
 
 from backends.local.config import ModelLoadError
 from backends.local.tokenizer import LocalTokenizer
-from tests.fixtures.tiny_models import CORPUS
-
-SPECIALS = [("<pad>", 3), ("<eos>", 3), ("<bos>", 3), ("<unk>", 2), ("<start_of_turn>", 3), ("<end_of_turn>", 3),
-            ("\n", 4), ("\n\n", 4)]
+from tests.fixtures.spm_models import GEMMA_SPECIALS, spm_vocab
 
 
 @pytest.fixture(scope="module")
 def trained():
-    """A SentencePiece-style BPE trained here, and the GGUF vocabulary llama.cpp's converter would write for it:
-    special and user-defined tokens, 256 byte tokens, then the pieces, each scored by its merge rank."""
-    reference = SentencePieceBPETokenizer()
-    reference.train_from_iterator(CORPUS, vocab_size=200, show_progress=False)
-    pieces = sorted(reference.get_vocab().items(), key=lambda kv: kv[1])
-    tokens = [t for t, _ in SPECIALS] + [f"<0x{b:02X}>" for b in range(256)] + [p for p, _ in pieces]
-    types = [k for _, k in SPECIALS] + [6] * 256 + [1] * len(pieces)
-    scores = [0.0] * (len(SPECIALS) + 256) + [-float(i) for i in range(len(pieces))]
-    return reference, tokens, types, scores
+    """A SentencePiece-style BPE trained here, and the GGUF vocabulary llama.cpp's converter would write for it."""
+    vocab = spm_vocab(GEMMA_SPECIALS)
+    return vocab.reference, vocab.tokens, vocab.types, vocab.scores
 
 
 def spm(tokens, types, scores, add_space_prefix=True) -> LocalTokenizer:
@@ -48,8 +38,9 @@ def test_bytes_specials_and_user_defined_tokens(trained):
     pieces = [tokens[i] for i in ids]
     assert pieces[0] == "<start_of_turn>" and pieces[-1] == "<end_of_turn>" and "\n\n" in pieces
     assert "<0xC3>" in pieces and "<0xAF>" in pieces and "<0xF0>" in pieces  # ï and the emoji as UTF-8 bytes
-    # as llama.cpp and SentencePiece do, text after a special or user-defined token gets the space prefix too
-    assert ours.decode(ids) == "<start_of_turn> user\n\n naïve 😀<end_of_turn>"
+    # only the text's start gets the space prefix, not what follows a special token (transformers, legacy=False)
+    assert ours.decode(ids) == "<start_of_turn>user\n\nnaïve 😀<end_of_turn>"
+    assert [tokens[i] for i in ours.encode("hello<end_of_turn>hello")] == ["\u2581hello", "<end_of_turn>", "he", "llo"]
     gemma_like = spm(tokens, types, scores, add_space_prefix=False)
     ids = gemma_like.encode("<start_of_turn>user\n\nnaïve 😀<end_of_turn>")
     assert gemma_like.decode(ids) == "<start_of_turn>user\n\nnaïve 😀<end_of_turn>"
