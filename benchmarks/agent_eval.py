@@ -1,6 +1,6 @@
 """Agent quality on the default model: success rate on 36 tasks with checkable answers.
 
-    .venv/bin/python benchmarks/agent_eval.py [--limit N] [--only react|agent|native|smolagents] [--model PATH.gguf]
+    .venv/bin/python benchmarks/agent_eval.py [--limit N] [--every N] [--only react|agent|native|smolagents] [--model M]
         [--adapter DIR ...]
 
 Ways to run the same model on the same tasks, tools, memory and workspace:
@@ -172,6 +172,7 @@ def smolagents_run(registry: ToolRegistry, model: Path | None) -> Callable[[str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=len(TASKS))
+    parser.add_argument("--every", type=int, default=1, help="every Nth task only: a sample of every group, for slow models")
     parser.add_argument("--only", choices=["react", "agent", "native", "smolagents"], default=None)
     parser.add_argument("--model", default=None, help="a GGUF file (default: the default model)")
     parser.add_argument("--adapter", action="append", default=[],
@@ -208,7 +209,7 @@ def evaluate(backend: LocalBackend, args: argparse.Namespace) -> None:
             runners["native"] = agent_run(native=True)
         if importlib.util.find_spec("smolagents") and args.only in (None, "smolagents") and backend.adapter is None:
             runners["smolagents"] = smolagents_run(registry, Path(args.model) if args.model else None)
-        tasks = TASKS[: args.limit]
+        tasks = TASKS[: args.limit : args.every]
         for label, run in runners.items():
             if args.only and label != args.only:
                 continue
@@ -222,7 +223,8 @@ def evaluate(backend: LocalBackend, args: argparse.Namespace) -> None:
                 print(f"  [{label}] {'PASS' if ok else 'fail'}{' V' if verified else '  '}  {task[:60]:60}  "
                       f"-> {str(answer)[:60]!r}", flush=True)
             elapsed = time.perf_counter() - start
-            groups = ", ".join(f"{name} {sum(t in solved for t, _ in group)}/{len(group)}" for name, group in GROUPS.items())
+            groups = ", ".join(f"{name} {sum(t in solved for t, _ in group)}/{sum((t, e) in tasks for t, e in group)}"
+                               for name, group in GROUPS.items())
             print(f"{label}: {len(solved)}/{len(tasks)} tasks ({groups}); {calls} tool calls ran; "
                   f"{verified_wrong} wrong answers verified; {elapsed:.0f} s", flush=True)
 

@@ -23,6 +23,8 @@ def check_precision(precision: str) -> str:
     return precision
 
 # Hugging Face model_type / GGUF general.architecture -> the family that runs it.
+# gemma3 is a GGUF architecture (the text model; llama.cpp puts the vision tower in another file),
+# gemma3_text the model_type of a text-only Hugging Face checkpoint.
 FAMILIES: dict[str, Family] = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
                                "gemma3": "gemma3", "gemma3_text": "gemma3", "phi3": "phi3"}
 

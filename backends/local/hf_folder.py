@@ -49,7 +49,7 @@ def _rope(cfg: dict[str, Any], source: Path) -> tuple[float, RopeScaling | None,
         return theta, None, {}
     if kind == "linear":
         return theta, None, {"rope_linear_factor": float(params["factor"])}
-    if kind in ("longrope", "su") and cfg.get("model_type") == "phi3":  # short factors: see _phi3_options
+    if kind in ("longrope", "su") and cfg.get("model_type") == "phi3":  # short factors: see _family_options
         return theta, None, {}
     if kind != "llama3":
         raise ModelLoadError(f"{source}: RoPE scaling type {kind!r} is not supported (default, linear and llama3 are)")
@@ -95,8 +95,9 @@ def _family_options(cfg: dict[str, Any], family: str, dim: int, head_dim: int, n
 
 
 def config_from_hf(cfg: dict[str, Any], source: Path) -> ModelConfig:
-    if cfg.get("model_type") == "gemma3" and isinstance(cfg.get("text_config"), dict):
-        cfg = {"model_type": "gemma3_text"} | cfg["text_config"]  # the text model of a multimodal checkpoint
+    if "text_config" in cfg:
+        raise ModelLoadError(f"{source}: a multimodal checkpoint ({cfg.get('model_type')}); its text model loads from "
+                             "a GGUF file or a text-only folder")
     family = family_of(str(cfg.get("model_type")), str(source))
     try:
         n_heads = int(cfg["num_attention_heads"])

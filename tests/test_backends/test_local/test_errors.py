@@ -144,3 +144,11 @@ def test_hub_repo_id_offline_fails_clearly(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(BackendError, match="could not fetch hf:someorg/some-model from the Hugging Face Hub.*Offline"):
         load_backend("local", model="someorg/some-model")
+
+
+def test_a_multimodal_checkpoint_says_what_loads_instead(tmp_path, tiny_models):
+    folder = shutil.copytree(tiny_models["gemma3"][0], tmp_path / "gemma3-4b-it")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": config, "vision_config": {}}))
+    with pytest.raises(ModelLoadError, match="a multimodal checkpoint \\(gemma3\\); its text model loads from a GGUF file"):
+        load_model(folder)
