@@ -129,20 +129,23 @@ class LocalBackend:
         return len(self._encoded(self._with_tools(request)[0]))
 
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
+        names = tool_calls.callable_names(request)
         request, calls, prompt = self._prepared(request)
         if request.sampling.beam_width > 1:
             return iter(self._beam_search(prompt, request).events)
-        return self._stream(prompt, request, calls)
+        return self._stream(prompt, request, calls, names)
 
     def generate(self, request: GenerationRequest) -> Generation:
+        names = tool_calls.callable_names(request)
         request, calls, prompt = self._prepared(request)
         if request.sampling.beam_width > 1:
             return self._beam_search(prompt, request)
-        return collect(self._stream(prompt, request, calls), len(prompt))
+        return collect(self._stream(prompt, request, calls, names), len(prompt))
 
-    def _stream(self, prompt: list[int], request: GenerationRequest, calls: ToolFormat | None = None) -> Iterator[TokenEvent]:
+    def _stream(self, prompt: list[int], request: GenerationRequest, calls: ToolFormat | None = None,
+                names: Sequence[str] = ()) -> Iterator[TokenEvent]:
         events = self._events(self._sampled(prompt, request), request.sampling, self._budget(prompt, request))
-        return tool_calls.with_parsed_calls(events, calls) if calls else events
+        return tool_calls.with_parsed_calls(events, calls, names) if calls else events
 
     def _budget(self, prompt: list[int], request: GenerationRequest) -> int:
         return min(request.sampling.max_tokens, self.context_window - len(prompt))

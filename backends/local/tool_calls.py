@@ -16,7 +16,7 @@ from typing import Any
 from backends.base import BackendError
 from backends.local.constraints import COMPACT_JSON
 from backends.local.tokenizer import LocalTokenizer
-from backends.local.tool_formats import Hermes, Spell, ToolFormat, native_format
+from backends.local.tool_formats import Hermes, Spell, ToolFormat, may_be_untagged, native_format, untagged_calls
 from backends.schemas import call_parameters
 from backends.types import Constraint, GenerationRequest, Message, TokenEvent, ToolCall
 
@@ -97,6 +97,12 @@ def call_grammar(fmt: ToolFormat, tools: list[dict[str, Any]], choice: str, para
     return "\n".join(rules) + "\n"
 
 
+def callable_names(request: GenerationRequest) -> list[str]:
+    """The names of the tools the reply may call."""
+    tools = request.tools if request.callable_tools is None else request.callable_tools
+    return [_name(t) for t in tools or []]
+
+
 def prepare(request: GenerationRequest, template: str, tokenizer: LocalTokenizer) -> tuple[GenerationRequest, ToolFormat | None]:
     """The request as the engine should run it, and the format of the calls its output may hold (None: no calls)."""
     tools = request.tools or []
@@ -131,13 +137,14 @@ def _key(call: ToolCall) -> tuple[str, str]:
     return call.name, json.dumps(_arguments(call), sort_keys=True)
 
 
-def with_parsed_calls(events: Iterator[TokenEvent], fmt: ToolFormat) -> Iterator[TokenEvent]:
+def with_parsed_calls(events: Iterator[TokenEvent], fmt: ToolFormat, names: Sequence[str] = ()) -> Iterator[TokenEvent]:
     """Holds back the text of a reply that opens with a tool call; the last event carries the calls.
 
     A reply ends at the first call that repeats an earlier one of the same reply (small models
     loop on one call until max_tokens), and one cut off by max_tokens keeps its whole calls. A
     reply that turns out not to be calls (or is cut off before any call is whole) releases its
-    text instead, so nothing is lost.
+    text instead, so nothing is lost. Calls of the tools `names` written without the format's
+    tags (bare or fenced JSON, see untagged_calls) are calls too.
     """
     seen: list[str] = []
     holding = True
@@ -147,11 +154,13 @@ def with_parsed_calls(events: Iterator[TokenEvent], fmt: ToolFormat) -> Iterator
         if not holding:
             yield event
             continue
-        if reply and not fmt.may_open(reply):
+        if reply and not fmt.may_open(reply) and not (names and may_be_untagged(reply)):
             holding = False
             yield event.model_copy(update={"text": reply})
             continue
         calls = fmt.parse(reply) if event.finish_reason or fmt.closes_call(reply) else []
+        if event.finish_reason and not calls and names:
+            calls = untagged_calls(reply, names)
         if len(calls) > 1 and _key(calls[-1]) in {_key(c) for c in calls[:-1]}:
             close = getattr(events, "close", None)
             if close is not None:

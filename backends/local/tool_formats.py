@@ -56,6 +56,52 @@ def _json_values(text: str) -> list[Any]:
         values.append(value)
 
 
+_FENCED = re.compile(r"```[A-Za-z]*[ \t]*\n(.*?)\n?```", re.DOTALL)
+
+
+def _whole_json_values(text: str) -> list[Any] | None:
+    """The JSON values that make up all of `text` (separated by whitespace, ',' or ';'), or None if anything else is there."""
+    decoder, values, at = json.JSONDecoder(), [], 0
+    while True:
+        while at < len(text) and text[at] in " \t\r\n;,":
+            at += 1
+        if at >= len(text):
+            return values
+        try:
+            value, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            return None
+        values.append(value)
+
+
+def untagged_calls(text: str, names: Sequence[str]) -> list[ToolCall]:
+    """Calls of the offered tools written without the format's tags, the way small models often write them:
+    bare JSON objects (or an array of them), alone or in ```json fences, and nothing else in the reply.
+    Qwen2.5-Coder-0.5B answers `tool_choice="auto"` so; llama.cpp's Hermes parser takes these shapes too."""
+    fenced = _FENCED.findall(text)
+    if fenced and not _FENCED.sub("", text).strip():
+        text = "\n".join(fenced)
+    values = _whole_json_values(text.strip())
+    if not values:
+        return []
+    flat = [v for value in values for v in (value if isinstance(value, list) else [value])]
+    calls = []
+    for data in flat:
+        if not isinstance(data, dict):
+            return []
+        arguments = data.get("arguments", data.get("parameters"))
+        if not (data.get("name") in names and isinstance(arguments, dict)):
+            return []  # one value that is not a call of an offered tool: the reply is an answer
+        calls.append(ToolCall.create(ToolFormat.new_id(), data["name"], arguments))
+    return calls[:MAX_CALLS]
+
+
+def may_be_untagged(reply: str) -> bool:
+    """Whether a reply that starts like this may be calls without tags (see untagged_calls)."""
+    start = reply.lstrip()
+    return bool(start) and (start[0] in "{[" or start.startswith("```") or "```".startswith(start))
+
+
 class ToolFormat:
     opening = ""  # the text a reply of calls starts with
     tags: tuple[str, ...] = ()  # texts that a vocabulary may hold as single tokens

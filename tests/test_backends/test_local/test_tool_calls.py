@@ -53,6 +53,46 @@ def test_with_parsed_calls_passes_plain_text_and_releases_a_cut_off_call():
     assert "".join(e.text for e in cut) == '<tool_call>\n{"name": "a' and cut[-1].finish_reason == "length"
 
 
+# Qwen2.5-Coder-0.5B-Instruct's own replies to tool_choice="auto" (greedy, through this engine): no <tool_call> tag.
+REAL_UNTAGGED = [
+    ('```json\n{\n  "name": "get_weather",\n  "arguments": {\n    "city": "Hanoi"\n  }\n}\n```',
+     [("get_weather", {"city": "Hanoi"})]),
+    ('{"name": "days_between", "arguments": {"start": "2024-01-01", "end": "2024-03-01"}}',
+     [("days_between", {"start": "2024-01-01", "end": "2024-03-01"})]),
+    ('{"name": "add", "arguments": {"a": 1, "b": 2}}\n{"name": "add", "arguments": {"a": 3, "b": 4}}',
+     [("add", {"a": 1, "b": 2}), ("add", {"a": 3, "b": 4})]),
+    ('[{"name": "get_weather", "arguments": {"city": "Oslo"}}]', [("get_weather", {"city": "Oslo"})]),
+]
+NAMES = ["get_weather", "days_between", "add"]
+
+
+@pytest.mark.parametrize("text, expected", REAL_UNTAGGED)
+def test_calls_written_without_their_tag_are_calls(text, expected):
+    pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
+    out = list(with_parsed_calls(_events(pieces, "eos"), Hermes(), NAMES))
+    assert all(e.text == "" for e in out)
+    assert out[-1].finish_reason == "tool_calls"
+    assert [(c.name, json.loads(c.arguments)) for c in out[-1].tool_calls] == expected
+
+
+@pytest.mark.parametrize("text", [
+    '{"name": "Ana", "arguments": {"x": 1}}',  # not an offered tool: a JSON answer
+    '{"city": "Hanoi", "temperature": 31}',  # JSON, no call
+    'Here is the call: {"name": "get_weather", "arguments": {"city": "Hanoi"}}',  # prose around it: an answer
+    '```json\n{"name": "get_weather", "arguments": {"city": "Hanoi"}}\n```\nThen I will answer.',
+    '{"name": "get_weather", "arguments": {"city": "Ha',  # cut off
+    "[1, 2, 3]",
+])
+def test_text_that_is_not_only_calls_of_offered_tools_stays_text(text):
+    out = list(with_parsed_calls(_events([text[:5], text[5:]], "eos"), Hermes(), NAMES))
+    assert "".join(e.text for e in out) == text and not out[-1].tool_calls and out[-1].finish_reason == "eos"
+
+
+def test_untagged_calls_are_read_only_when_tools_are_named():
+    text = '{"name": "add", "arguments": {"a": 1, "b": 2}}'
+    assert "".join(e.text for e in with_parsed_calls(_events([text], "eos"), Hermes())) == text
+
+
 def test_prepare_writes_tools_into_a_template_that_knows_none():
     history = [Message(role="user", content="add 1 and 2"),
                Message(role="assistant", tool_calls=[ToolCall.create("c1", "add", {"a": 1, "b": 2})]),
