@@ -54,7 +54,7 @@ _SANDWICH_TENSORS = _LAYER_TENSORS | {
     "ffn_norm.weight": "pre_feedforward_layernorm.weight",
     "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
 }
-# Phi-3 keeps Q/K/V in one tensor and gate/up in another; split by rows after loading (see _split_fused).
+# Phi-3 keeps Q/K/V in one tensor and gate/up in another; split by rows after loading (checkpoint.split_fused).
 _FUSED_TENSORS = _LAYER_TENSORS | {"attn_qkv.weight": "self_attn.qkv_proj.weight", "ffn_up.weight": "mlp.gate_up_proj.weight"}
 _GLOBAL_TENSORS = {
     "token_embd.weight": "model.embed_tokens.weight",

@@ -107,7 +107,7 @@ def config_from_hf(cfg: dict[str, Any], source: Path) -> ModelConfig:
         context = int(cfg.get("max_position_embeddings", 2048))
         window = cfg.get("sliding_window")
         if window and (cfg.get("model_type") in ("mistral", "phi3") or cfg.get("use_sliding_window")):
-            context = min(context, int(window) + (cfg.get("model_type") == "phi3"))  # within the window, full attention is exact
+            context = min(context, int(window))  # within the window, full attention is exact
         if family == "phi3" and cfg.get("original_max_position_embeddings"):  # LongRoPE's short factors hold up to here
             context = min(context, int(cfg["original_max_position_embeddings"]))
         return ModelConfig(

@@ -41,8 +41,9 @@ def _repeat(first: str, separator: str, parallel: bool) -> str:
     return first + (f" ({json.dumps(separator)} {first})~0..{MAX_CALLS - 1}" if parallel else "")
 
 
-def _json_values(text: str) -> list[Any]:
-    """The JSON values written one after another in `text`, split by whitespace, ',' or ';'; stops at the first bad one."""
+def _json_values(text: str, whole: bool = False) -> list[Any] | None:
+    """The JSON values written one after another in `text`, split by whitespace, ',' or ';'; stops at the first bad
+    one, or with `whole` gives None unless the values are all there is."""
     decoder, values, at = json.JSONDecoder(), [], 0
     while True:
         while at < len(text) and text[at] in " \t\r\n;,":
@@ -52,26 +53,11 @@ def _json_values(text: str) -> list[Any]:
         try:
             value, at = decoder.raw_decode(text, at)
         except json.JSONDecodeError:
-            return values
+            return None if whole else values
         values.append(value)
 
 
 _FENCED = re.compile(r"```[A-Za-z]*[ \t]*\n(.*?)\n?```", re.DOTALL)
-
-
-def _whole_json_values(text: str) -> list[Any] | None:
-    """The JSON values that make up all of `text` (separated by whitespace, ',' or ';'), or None if anything else is there."""
-    decoder, values, at = json.JSONDecoder(), [], 0
-    while True:
-        while at < len(text) and text[at] in " \t\r\n;,":
-            at += 1
-        if at >= len(text):
-            return values
-        try:
-            value, at = decoder.raw_decode(text, at)
-        except json.JSONDecodeError:
-            return None
-        values.append(value)
 
 
 def untagged_calls(text: str, names: Sequence[str]) -> list[ToolCall]:
@@ -81,7 +67,7 @@ def untagged_calls(text: str, names: Sequence[str]) -> list[ToolCall]:
     fenced = _FENCED.findall(text)
     if fenced and not _FENCED.sub("", text).strip():
         text = "\n".join(fenced)
-    values = _whole_json_values(text.strip())
+    values = _json_values(text.strip(), whole=True)
     if not values:
         return []
     flat = [v for value in values for v in (value if isinstance(value, list) else [value])]
