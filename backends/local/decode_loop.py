@@ -12,6 +12,7 @@ from backends.local.model import Transformer
 PickToken = Callable[[Tensor], tuple[int, Tensor]]
 
 
+@torch.inference_mode()  # the cache's tensors are inference tensors: updating them outside fails
 def prepare_cache(model: Transformer, prompt_ids: Sequence[int], max_new_tokens: int) -> int:
     """Sizes the KV cache for the request; returns how many prompt tokens it already holds."""
     model.setup_cache(1, len(prompt_ids) + max_new_tokens)

@@ -16,7 +16,7 @@ from typing import Any
 from backends.base import BackendError
 from backends.local.constraints import COMPACT_JSON
 from backends.local.tokenizer import LocalTokenizer
-from backends.local.tool_formats import Hermes, Spell, ToolFormat, may_be_untagged, native_format, untagged_calls
+from backends.local.tool_formats import Hermes, Spell, ToolFormat, may_be_untagged, native_format, untagged_calls, untagged_rules
 from backends.schemas import call_parameters
 from backends.types import Constraint, GenerationRequest, Message, TokenEvent, ToolCall
 
@@ -90,10 +90,11 @@ def call_grammar(fmt: ToolFormat, tools: list[dict[str, Any]], choice: str, para
     offered = tools if choice in ("auto", "required") else [t for t in tools if _name(t) == choice]
     variants = [fmt.call_schema(_name(tool), call_parameters(tool)) for tool in offered]
     rules = [*fmt.calls_rules(parallel, spell), "body: " + _json_rule({"anyOf": variants})]
-    if choice == "auto":
-        rules = ["start: answer | calls", f"answer: {_answer_rule(fmt, answer)}", *rules]
+    if choice == "auto":  # a free answer cannot open like a call: calls written either way keep to the schemas
+        rules = ["start: answer | calls | untagged", f"answer: {_answer_rule(fmt, answer)}", *rules]
     else:
-        rules = ["start: calls", *rules]
+        rules = ["start: calls | untagged", *rules]
+    rules += untagged_rules(parallel)
     return "\n".join(rules) + "\n"
 
 
@@ -159,8 +160,8 @@ def with_parsed_calls(events: Iterator[TokenEvent], fmt: ToolFormat, names: Sequ
             yield event.model_copy(update={"text": reply})
             continue
         calls = fmt.parse(reply) if event.finish_reason or fmt.closes_call(reply) else []
-        if event.finish_reason and not calls and names:
-            calls = untagged_calls(reply, names)
+        if not calls and names and (event.finish_reason or reply.rstrip().endswith(("}", "]", "```"))):
+            calls = untagged_calls(reply, names, cut=event.finish_reason == "length")
         if len(calls) > 1 and _key(calls[-1]) in {_key(c) for c in calls[:-1]}:
             close = getattr(events, "close", None)
             if close is not None:

@@ -41,34 +41,37 @@ def _repeat(first: str, separator: str, parallel: bool) -> str:
     return first + (f" ({json.dumps(separator)} {first})~0..{MAX_CALLS - 1}" if parallel else "")
 
 
-def _json_values(text: str, whole: bool = False) -> list[Any] | None:
-    """The JSON values written one after another in `text`, split by whitespace, ',' or ';'; stops at the first bad
-    one, or with `whole` gives None unless the values are all there is."""
+def _json_values(text: str) -> tuple[list[Any], str]:
+    """The JSON values written one after another at the start of `text`, split by whitespace, ',' or ';',
+    and the text after them (from the first thing that is not one)."""
     decoder, values, at = json.JSONDecoder(), [], 0
     while True:
         while at < len(text) and text[at] in " \t\r\n;,":
             at += 1
-        if at >= len(text):
-            return values
         try:
             value, at = decoder.raw_decode(text, at)
         except json.JSONDecodeError:
-            return None if whole else values
+            return values, text[at:]
         values.append(value)
 
 
+_FENCE = "```json"
 _FENCED = re.compile(r"```[A-Za-z]*[ \t]*\n(.*?)\n?```", re.DOTALL)
+_FENCE_OPENING = re.compile(r"\s*```[A-Za-z]*[ \t]*\n")
 
 
-def untagged_calls(text: str, names: Sequence[str]) -> list[ToolCall]:
+def untagged_calls(text: str, names: Sequence[str], cut: bool = False) -> list[ToolCall]:
     """Calls of the offered tools written without the format's tags, the way small models often write them:
     bare JSON objects (or an array of them), alone or in ```json fences, and nothing else in the reply.
-    Qwen2.5-Coder-0.5B answers `tool_choice="auto"` so; llama.cpp's Hermes parser takes these shapes too."""
+    Qwen2.5-Coder-0.5B answers `tool_choice="auto"` so; llama.cpp's Hermes parser takes these shapes too.
+    A reply `cut` off by max_tokens keeps the calls that are whole."""
     fenced = _FENCED.findall(text)
     if fenced and not _FENCED.sub("", text).strip():
         text = "\n".join(fenced)
-    values = _json_values(text.strip(), whole=True)
-    if not values:
+    elif cut and (opening := _FENCE_OPENING.match(text)) and "```" not in text[opening.end():]:
+        text = text[opening.end():]
+    values, rest = _json_values(text.strip())
+    if not values or (rest and not (cut and rest[0] in "{[")):
         return []
     flat = [v for value in values for v in (value if isinstance(value, list) else [value])]
     calls = []
@@ -80,6 +83,15 @@ def untagged_calls(text: str, names: Sequence[str]) -> list[ToolCall]:
             return []  # one value that is not a call of an offered tool: the reply is an answer
         calls.append(ToolCall.create(ToolFormat.new_id(), data["name"], arguments))
     return calls[:MAX_CALLS]
+
+
+def untagged_rules(parallel: bool) -> list[str]:
+    """The Lark rule `untagged` over `body`: calls as untagged_calls reads them, bare or in one ```json fence.
+
+    Offered beside the format's own shape when a call is forced, so that a model that opens its calls
+    so (Qwen2.5-Coder-0.5B does) writes them as it would unforced, and ends its turn after them
+    the way it would there, instead of going on from a tag it did not choose with call after call."""
+    return ["untagged: bare | fenced", "bare: " + _repeat("body", "\n", parallel), 'fenced: "```json\\n" bare "\\n```"']
 
 
 def may_be_untagged(reply: str) -> bool:
@@ -104,8 +116,13 @@ class ToolFormat:
         raise NotImplementedError
 
     def answer_rule(self) -> str:
-        """A free-text answer, which cannot be mistaken for the opening of a call."""
-        return "/[^%s](.|\\n)*/" % re.escape(self.opening[0]).replace("/", "\\/")
+        """A free-text answer, which cannot be mistaken for the opening of a call, tagged or not (a JSON object
+        or array, a ```json fence), so that the grammar holds every call to the tools' schemas."""
+        excluded = "".join(dict.fromkeys(self.opening[0] + "{[`"))
+        rule = "[^%s](.|\\n)*" % re.escape(excluded)
+        # a fence of anything but JSON is an answer (code, a table)
+        rule += "".join(f"|{re.escape(_FENCE[:k])}([^{re.escape(_FENCE[k])}](.|\\n)*)?" for k in range(1, len(_FENCE)))
+        return "/%s/" % rule.replace("/", "\\/")
 
     def call_schema(self, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
         return {"type": "object", "additionalProperties": False, "required": ["name", self.arguments_key],
@@ -174,7 +191,7 @@ class Llama3(ToolFormat):
         return ["calls: " + _repeat("body", "; ", parallel)]
 
     def _objects(self, text: str) -> list[Any]:
-        return _json_values(text)
+        return _json_values(text)[0]
 
     def conversation(self, messages: Sequence[Message]) -> list[Message]:
         """Llama's templates render one call per assistant turn: parallel calls become turns in a row."""
@@ -203,7 +220,7 @@ class Mistral(ToolFormat):
         if start == -1:
             return []
         rest = text[start + len(self.opening):].lstrip()
-        return _json_values(rest[1:]) if rest.startswith("[") else []  # item by item: a cut-off array keeps its whole calls
+        return _json_values(rest[1:])[0] if rest.startswith("[") else []  # item by item: a cut-off array keeps its whole calls
 
     @staticmethod
     def new_id() -> str:

@@ -3,7 +3,9 @@ import json
 import pytest
 
 from backends import BackendError, Constraint, GenerationRequest, Message, SamplingParams, TokenEvent, ToolCall
+from backends.base import GenerationError
 from backends.local.chat_template import CHATML
+from backends.local.constraints import GrammarMask
 from backends.local.tokenizer import LocalTokenizer
 from backends.local.tool_calls import call_grammar, prepare, with_parsed_calls
 from backends.local.tool_formats import Hermes
@@ -174,9 +176,65 @@ def test_a_reply_ends_at_a_repeated_call():
     assert [json.loads(c.arguments) for c in out[-1].tool_calls] == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
 
 
+@pytest.mark.parametrize("text", [
+    '```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n{"name": "add", "arguments": {"a": 3, "b": 4}}\n{"na',
+    '{"name": "add", "arguments": {"a": 1, "b": 2}}\n{"name": "add", "arguments": {"a": 3, "b": 4}}\n{"name": "add", "a',
+])
+def test_untagged_calls_cut_off_by_max_tokens_keep_the_whole_ones(text):
+    out = list(with_parsed_calls(_events([text[:9], text[9:]], "length"), Hermes(), NAMES))
+    assert out[-1].finish_reason == "tool_calls"
+    assert [json.loads(c.arguments) for c in out[-1].tool_calls] == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+
+
+def test_an_untagged_reply_ends_at_a_repeated_call():
+    call = '{"name": "add", "arguments": {"a": 1, "b": 2}}'
+    pieces = [call, "\n", call, "\n", "{"]
+    out = list(with_parsed_calls(_events(pieces, "length"), Hermes(), NAMES))
+    assert out[-1].finish_reason == "tool_calls" and len(out) == 3 and len(out[-1].tool_calls) == 1
+
+
+@pytest.mark.parametrize("choice", ["required", "add"])
+@pytest.mark.parametrize("text", [
+    '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>',
+    '{"name": "add", "arguments": {"a": 1, "b": 2}}',
+    '```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n```',
+])
+def test_a_forced_call_may_be_written_with_its_tag_or_without(choice, text):
+    """Qwen2.5-Coder-0.5B opens its calls with ```json: forced into <tool_call> instead, it went on
+    calling (a triangle's area in four units); let its own way, it stops after the one call."""
+    mask = GrammarMask(Constraint(grammar=call_grammar(Hermes(), [WEATHER, ADD], choice, True)), TOKENIZER, 320)
+    for token in TOKENIZER.encode(text):
+        mask.consume(token)
+    assert mask.matcher.is_accepting()
+    assert [c.name for c in with_parsed_calls(_events([text], "eos"), Hermes(), NAMES).__next__().tool_calls] == ["add"]
+
+
 @pytest.mark.model
 def test_parallel_calls_stop_at_a_repeat(smollm2):
     generation = smollm2.generate(_request("required", parallel=True))
     assert generation.finish_reason == "tool_calls" and generation.tool_calls
     keys = [(c.name, c.arguments) for c in generation.tool_calls]
     assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("text, is_call", [
+    ('{"name": "add", "arguments": {"a": 1, "b": 2}}', True),
+    ('```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n```', True),
+    ("```python\nprint(1)\n```", False),
+    ("Ciudad de México: 22 °C, €3", False),
+])
+def test_under_auto_a_reply_that_opens_like_a_call_is_held_to_the_schemas(text, is_call):
+    """A text answer cannot open with '{', '[' or a ```json fence, so an untagged call cannot slip past
+    the schemas as text (Qwen2.5-Coder-0.5B's `{"name": "find_book", "arguments": {... "pages": 200}}`)."""
+    grammar = call_grammar(Hermes(), [WEATHER, ADD], "auto", False)
+    mask = GrammarMask(Constraint(grammar=grammar), TOKENIZER, 320)
+    for token in TOKENIZER.encode(text):
+        mask.consume(token)
+    assert mask.matcher.is_accepting()
+    out = list(with_parsed_calls(_events([text], "eos"), Hermes(), NAMES))
+    assert bool(out[-1].tool_calls) == is_call
+    invented = '{"name": "add", "arguments": {"a": 1, "b": 2, "c": 3}}'  # a parameter add does not have
+    mask = GrammarMask(Constraint(grammar=grammar), TOKENIZER, 320)
+    with pytest.raises(GenerationError):
+        for token in TOKENIZER.encode(invented):
+            mask.consume(token)
