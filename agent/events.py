@@ -77,6 +77,10 @@ class Verdict(BaseModel):
     passed: bool
     reasons: list[str] = Field(default_factory=list)
     by: Literal["checks", "model"] = "checks"
+    answer: str = ""  # the answer judged
+    rules: list[str] = Field(default_factory=list)  # the checks that refused it (agent/checks.py), by name
+    verified: bool = False  # passed, and a check, a verifier, the output type or the model's verdict confirmed it
+    call_next: bool = False  # a check found a reply that should have been a tool call
 
 
 class ContextTrimmed(BaseModel):

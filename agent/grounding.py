@@ -170,16 +170,11 @@ def _leading_to(found: set[float], calls: Sequence[tuple[str, str]]) -> list[tup
     return chain
 
 
-def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]], notes: Sequence[str] = (),
-                       said: Sequence[str] = ()) -> list[str]:
+def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]], notes: Sequence[str] = ()) -> list[str]:
     """Why `answer` is not grounded in `task`, the successful tool calls ((arguments as JSON, output),
-    oldest first) and the recalled `notes`; empty when it is. `said`: messages the model was shown
-    that are not results (tool errors, earlier checks' reasons)."""
+    oldest first) and the recalled `notes`; empty when it is. (An answer that repeats a message is
+    checks.NotAMessage's.)"""
     problems = []
-    # A message copied instead of an answer ("You already made this call; its result was: error: ...",
-    # "The number 1000 appears in no tool result...").
-    if any(len(core := message.removeprefix("error: ")[:24].lower()) >= 12 and core in answer.lower() for message in said):
-        problems.append("The answer repeats an error or a check's message; answer the task")
     results = [output for _, output in calls]
     evidence = [*results, *notes]
     found = numbers(answer)

@@ -12,7 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from agent import checks as answer_checks
 from agent import prompts
+from agent.checks import Check, Evidence, judge
 from agent.context import SHORT_OBSERVATION, ContextOverflow, fit, shorten
 from agent.events import (
     ContextTrimmed,
@@ -30,7 +32,7 @@ from agent.events import (
     ToolReturned,
     Verdict,
 )
-from agent.grounding import answer_in_hand, grounding_problems, numbers, tools_asked_for, unused_task_numbers
+from agent.grounding import answer_in_hand, numbers, unused_task_numbers
 from agent.offers import Observation, next_offer, parse_arguments
 from agent.turns import (
     ANSWER_LINE,
@@ -71,6 +73,13 @@ def _reasons(outcome: bool | str | Sequence[str] | None) -> list[str]:
     return [outcome] if isinstance(outcome, str) else list(outcome)
 
 
+def _tool_turn(calls: list[tuple[str, str, dict[str, Any]]], evidence: list[Observation]) -> list[Message]:
+    """The assistant's calls and their results in the tool role, as chat templates render them."""
+    shown = [o.shown for o in evidence[-len(calls):]]
+    return [Message(role="assistant", tool_calls=[ToolCall.create(i, n, a) for i, n, a in calls]),
+            *(Message(role="tool", tool_call_id=i, content=text) for (i, _, _), text in zip(calls, shown))]
+
+
 class Agent:
     """Plans, acts with tools, verifies its answer; `stream` yields every step as a typed event.
 
@@ -86,13 +95,20 @@ class Agent:
         approver: asks before a tool that needs approval runs (default: the registry's).
         sampling: for every model call (default: greedy, 300 tokens, 5 alternatives per token).
         constrain: force plans, calls and verdicts by grammar (default: when the backend supports constraints).
-        model_verify: let the model check the answer when no verifier or grounding check failed.
-        check_grounding: check the answer against the task and what the tools found (agent/grounding.py)
-            before any model verdict.
+        model_verify: let the model check the answer when no check failed (default: on the plan -> act path,
+            off in the tool conversation, where a tool-free question takes one model call).
+        checks: rules an answer must pass, each a named part (agent/checks.py); default checks.DEFAULT in
+            the tool conversation, checks.SMALL_MODEL on the plan -> act path with check_grounding.
+        check_grounding: on the plan -> act path, narrow what each act turn may call by what the run has
+            seen (agent/offers.py), and check answers with checks.SMALL_MODEL unless `checks` is given.
+        plan: plan before acting (default: on the plan -> act path; in the tool conversation, not: on
+            Qwen2.5-Coder 0.5B and 1.5B a plan turn solved fewer tasks, see docs/agent.md).
         max_plan_steps: at most this many plan steps.
         max_parallel_calls: tool calls one act turn may make; independent calls run at once.
         recall_k: memory hits recalled for the task (0: none; the memory then only records the run).
-        native_tools: act through the model's own tool-call format (default: when the backend's model has one).
+        native_tools: act through the model's own tool-call format (default: when the backend's model has one);
+            without a plan, the run is then the tool conversation the model was trained on: the task, its
+            calls, their results in the tool role, its answer.
     """
 
     def __init__(
@@ -109,8 +125,10 @@ class Agent:
         approver: Approver | None = None,
         sampling: SamplingParams | None = None,
         constrain: bool | None = None,
-        model_verify: bool = True,
+        model_verify: bool | None = None,
+        checks: Sequence[Check] | None = None,
         check_grounding: bool = True,
+        plan: bool | None = None,
         max_plan_steps: int = 5,
         max_parallel_calls: int = 1,
         recall_k: int = 3,
@@ -126,11 +144,19 @@ class Agent:
         self.verifiers, self.output_type = list(verifiers), output_type
         self.sampling = sampling or SamplingParams(temperature=0.0, max_tokens=300, logprobs=5)
         self.constrain = backend.supports_constraints if constrain is None else constrain
-        self.model_verify, self.recall_k, self.max_parallel_calls = model_verify, recall_k, max_parallel_calls
-        self.check_grounding = check_grounding
+        self.recall_k, self.max_parallel_calls = recall_k, max_parallel_calls
         # The act turn in the model's own tool-call format when its chat template has one (the
         # model sees its tools as it was trained to); otherwise the JSON act schema.
         self.native = backend.native_tool_calls if native_tools is None else native_tools
+        if plan is False and not self.native:
+            raise ValueError("plan=False needs a model with its own tool-call format (native_tools); "
+                             "on the JSON act schema the agent always plans")
+        self.plan = not self.native if plan is None else plan
+        conversing = self.native and not self.plan
+        self.check_grounding = check_grounding and not conversing
+        self.model_verify = not conversing if model_verify is None else model_verify
+        small = answer_checks.SMALL_MODEL if self.check_grounding else answer_checks.DEFAULT
+        self.checks = list(small if checks is None else checks)
 
     # public API
 
@@ -210,6 +236,9 @@ class Agent:
                     for h in found]
             yield MemoryRecalled(hits=hits)
         memory_text, notes = prompts.memory_block(hits), [h["text"] for h in hits]
+        if not self.plan:
+            yield from self._converse(task, previous, memory_text, notes)
+            return
         tool_names = ", ".join(s["function"]["name"] for s in self.tools.schemas()) or "(none)"
         plan, direct = yield from self._plan([Message(role="user", content=prompts.PLAN.format(
             task=task, memory=memory_text, tools=tool_names, max_steps=self.max_plan_steps))], replan=False, direct=True)
@@ -220,7 +249,7 @@ class Agent:
             yield verdict
             shown_reasons = list(verdict.reasons)
             if verdict.passed:
-                yield Final(answer=direct, verified=True)
+                yield Final(answer=direct, verified=verdict.verified)
                 return
             plan, _ = yield from self._plan([Message(role="user", content=prompts.PLAN_AFTER_DIRECT.format(
                 task=task, memory=memory_text, answer=direct, reasons=prompts.bullets(verdict.reasons),
@@ -250,7 +279,7 @@ class Agent:
             yield verdict
             shown_reasons += verdict.reasons
             if verdict.passed:
-                yield Final(answer=answer, verified=True)
+                yield Final(answer=answer, verified=verdict.verified)
                 return
             if replans >= self.max_replans:
                 yield Final(answer=answer, verified=False, reason="verification failed: " + "; ".join(verdict.reasons))
@@ -266,6 +295,49 @@ class Agent:
                 conversation.append(said)
             replanned = prompts.REPLANNED.format(reasons=reasons, plan=prompts.numbered(plan))
             conversation.append(Message(role="user", content=replanned))
+
+    def _converse(self, task: str, previous: list[Message], memory_text: str, notes: list[str]) -> Iterator[Event]:
+        """The run as the tool conversation the model was trained on: the task, its calls, their results in
+        the tool role, until a reply without calls, which the checks judge. A refused reply goes back to
+        the model with the reasons, as a retry prompt; one that should have been a call is followed by
+        a forced call (tool_choice "required"), a turn of repeated calls by an answer ("none")."""
+        conversation = [*previous, Message(role="user", content=f"{memory_text}\n\n{task}" if memory_text else task)]
+        evidence: list[Observation] = []
+        said: list[str] = []
+        choice = "auto" if self.tools.schemas() else None
+        for _ in range(self.max_steps):
+            yield PhaseStarted(phase="act")
+            conversation, trims = self._fit(conversation, keep_head=len(previous) + 1)
+            yield from trims
+            # An answer turn leaves the tools out of the prompt: a small model shown them goes on calling.
+            text, calls = yield from self._generate(conversation, self._conversation_answer(), "act",
+                                                    tool_choice=None if choice == "none" else choice)
+            if calls:
+                requested = [(c.name, parse_arguments(c.arguments)) for c in calls]
+                ran = yield from self._run_calls(requested, evidence)
+                conversation += _tool_turn(ran, evidence)
+                choice = "auto"
+                if all(o.repeated for o in evidence[-len(ran):]):  # nothing new learnt: answer from what is known
+                    conversation.append(Message(role="user", content=self._answer_now(task, evidence)))
+                    choice = "none"
+                continue
+            yield PhaseStarted(phase="verify")
+            verdict = yield from self._verify(task, text.strip(), evidence, notes, said)
+            yield verdict
+            if verdict.passed:
+                yield Final(answer=text.strip(), verified=verdict.verified)
+                return
+            said += verdict.reasons
+            conversation += [Message(role="assistant", content=text),
+                             Message(role="user", content=prompts.REFUSED.format(reasons=prompts.bullets(verdict.reasons)))]
+            choice = "required" if verdict.call_next and choice == "auto" else choice
+        yield Final(answer=None, verified=False, reason=f"the step budget of {self.max_steps} turns ran out")
+
+    def _conversation_answer(self) -> Constraint | None:
+        """The typed object when there is an output_type; else the model answers as it would, in any script."""
+        if self.output_type is None:
+            return None
+        return Constraint(json_schema=closed(self.output_type.model_json_schema()))
 
     def _plan(self, messages: list[Message], replan: bool, direct: bool = False,
               avoid: list[list[str]] = ()) -> Generator[Event, None, tuple[list[str], str | None]]:
@@ -298,10 +370,7 @@ class Agent:
         """
         messages = conversation
         if answer_only:  # put what worked in front of the model as it writes the answer
-            found = [o for o in evidence if o.ok] or evidence
-            outputs = [f"- {o.name} gave {o.shown}" for o in found[-4:]]
-            nudge = prompts.ANSWER_NOW.format(results="\n".join(outputs), task=task)
-            messages = [*conversation, Message(role="user", content=nudge)]
+            messages = [*conversation, Message(role="user", content=self._answer_now(task, evidence))]
         offer = next_offer(self.tools, task, notes, evidence, grounded=self.check_grounding, answer_only=answer_only,
                            new_calls_only=new_calls_only)
         if self.native:
@@ -328,6 +397,23 @@ class Agent:
                 conversation.append(Message(role="assistant", content=text))
                 return turn.answer, False
             requested = turn.calls
+        calls = yield from self._run_calls(requested, evidence)
+        if self.native:  # results go back in the template's own tool role
+            conversation += _tool_turn(calls, evidence)
+        else:
+            observed = [(name, args, o.shown) for (_, name, args), o in zip(calls, evidence[-len(calls):])]
+            observation = prompts.OBSERVATION.format(results=prompts.results_block(observed))
+            ok_calls = [(o.arguments, o.shown) for o in evidence if o.ok]
+            if self.check_grounding and any(numbers(a) for a, _ in ok_calls) and (left := unused_task_numbers(task, ok_calls)):
+                observation += prompts.NUMBERS_LEFT.format(numbers=", ".join(f"{n:g}" for n in left))
+            conversation += [Message(role="assistant", content=text), Message(role="user", content=observation)]
+        in_hand = self.check_grounding and answer_in_hand(task, [(o.arguments, o.shown) for o in evidence if o.ok])
+        return None, in_hand or all(o.repeated for o in evidence[-len(calls):])
+
+    def _run_calls(self, requested: list[tuple[str, dict[str, Any]]], evidence: list[Observation]
+                   ) -> Generator[Event, None, list[tuple[str, str, dict[str, Any]]]]:
+        """Runs the calls a turn asked for (each distinct one once, at most max_parallel_calls, at once);
+        their observations go onto `evidence`. Returns (id, name, arguments) of each call that ran."""
         unique = list({json.dumps([name, args], sort_keys=True): (name, args) for name, args in requested}.values())
         if len(unique) > self.max_parallel_calls:  # unconstrained backends may write more than the grammar allows
             yield ErrorEvent(message=f"only the first {self.max_parallel_calls} of {len(unique)} calls ran")
@@ -337,25 +423,18 @@ class Agent:
             yield ToolCalled(id=call_id, name=name, arguments=args)
         with ThreadPoolExecutor(max_workers=len(calls)) as pool:  # independent calls run at once
             results = list(pool.map(lambda c: self._call(c[1], c[2], evidence), calls))
-        observed = []
         for (call_id, name, args), (result, repeated) in zip(calls, results):
             yield ToolReturned(id=call_id, name=name, ok=result.ok, output=result.output, error=result.error,
                                duration=result.duration)
             shown = result.output if result.ok else f"error: {result.error}"
-            observed.append((name, args, shown))
             evidence.append(Observation(name, json.dumps(args), shown, result.ok, repeated))
-        if self.native:  # results go back in the template's own tool role
-            conversation.append(Message(role="assistant", tool_calls=[ToolCall.create(i, n, a) for i, n, a in calls]))
-            conversation += [Message(role="tool", tool_call_id=i, content=shown)
-                             for (i, _, _), (_, _, shown) in zip(calls, observed)]
-        else:
-            observation = prompts.OBSERVATION.format(results=prompts.results_block(observed))
-            ok_calls = [(o.arguments, o.shown) for o in evidence if o.ok]
-            if self.check_grounding and any(numbers(a) for a, _ in ok_calls) and (left := unused_task_numbers(task, ok_calls)):
-                observation += prompts.NUMBERS_LEFT.format(numbers=", ".join(f"{n:g}" for n in left))
-            conversation += [Message(role="assistant", content=text), Message(role="user", content=observation)]
-        in_hand = self.check_grounding and answer_in_hand(task, [(o.arguments, o.shown) for o in evidence if o.ok])
-        return None, in_hand or all(o.repeated for o in evidence[-len(calls):])
+        return calls
+
+    @staticmethod
+    def _answer_now(task: str, evidence: list[Observation]) -> str:
+        """Asks for the answer with what the tools found in front of the model."""
+        found = [o for o in evidence if o.ok] or evidence
+        return prompts.ANSWER_NOW.format(results="\n".join(f"- {o.name} gave {o.shown}" for o in found[-4:]), task=task)
 
     def _call(self, name: str, args: dict[str, Any], evidence: list[Observation]) -> tuple[ToolResult, bool]:
         """Runs a tool, unless this exact call already ran (a small model can loop on one call).
@@ -372,30 +451,35 @@ class Agent:
                 shown_reasons: Sequence[str] = ()) -> Generator[Event, None, Verdict]:
         """shown_reasons: what earlier failed checks told the model (an answer must not parrot them)."""
         reasons = [r for check in self.verifiers for r in _reasons(check(answer))]
-        if self.check_grounding and self.output_type is None:
-            said = [o.shown for o in evidence if not o.ok] + list(shown_reasons)
-            calls = [(o.arguments, o.shown) for o in evidence if o.ok]
-            reasons += grounding_problems(task, answer, calls, notes, said)
-            # An answer without any tool to a task that asks for one ("Read README.md. Who is the owner?"
-            # answered at once with a made-up name; "List the files..." with "The file is a CSV file").
-            if not calls and (asked := tools_asked_for(task, self.tools.schemas())):
-                reasons.append(f"The task asks to use {' and '.join(asked)}; call it before answering")
-        if self.output_type is not None:
+        rules = ["verifier"] * len(reasons)
+        confirmed = call_next = False
+        if self.output_type is None:
+            judgement = judge(self.checks, answer, Evidence(task, evidence, notes, shown_reasons, self.tools.schemas()))
+            reasons += [f.reason for f in judgement.refusals]
+            rules += [f.rule for f in judgement.refusals]
+            confirmed, call_next = judgement.verified, any(f.call_next for f in judgement.refusals)
+        else:
             try:
                 self.output_type.model_validate_json(answer)
+                confirmed = True
             except ValidationError as exc:
                 reasons.append(f"the answer must be JSON for {self.output_type.__name__}: {explain_validation(exc)}")
+                rules.append("output_type")
         if reasons or not self.model_verify:
-            return Verdict(passed=not reasons, reasons=reasons, by="checks")
+            return Verdict(passed=not reasons, reasons=reasons, by="checks", answer=answer, rules=list(dict.fromkeys(rules)),
+                           verified=not reasons and (confirmed or bool(self.verifiers)), call_next=call_next)
         shown = "\n".join(shorten(o.line, SHORT_OBSERVATION) for o in evidence[-6:])
         prompt = prompts.VERIFY.format(task=task, answer=answer, evidence=shown or "(no tools used)")
         text, _ = yield from self._generate([Message(role="user", content=prompt)], Constraint(json_schema=VERDICT_SCHEMA),
                                             "verify")
         try:
             data = parse_json(text)
-            return Verdict(passed=bool(data.get("passed")), reasons=[str(r) for r in data.get("reasons", [])], by="model")
+            passed = bool(data.get("passed"))
+            return Verdict(passed=passed, reasons=[str(r) for r in data.get("reasons", [])], by="model", answer=answer,
+                           rules=[] if passed else ["model_verdict"], verified=passed)
         except (TurnError, AttributeError):
-            return Verdict(passed=False, reasons=["the check's reply could not be read"], by="model")
+            return Verdict(passed=False, reasons=["the check's reply could not be read"], by="model", answer=answer,
+                           rules=["model_verdict"])
 
     def _act_schema(self, tools: list[dict[str, Any]], made: list[tuple[str, dict[str, Any]]] = (),
                     must_call: bool = False, held: str | None = None) -> dict[str, Any]:

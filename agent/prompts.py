@@ -42,6 +42,9 @@ Plan:
 Task: {task}
 Call the tools you need. When you know the answer, reply with it in plain words."""
 
+REFUSED = """That is not the answer yet:
+{reasons}"""
+
 REPLANNED = """Your answer was checked and it failed:
 {reasons}
 New plan:

@@ -94,17 +94,11 @@ def test_a_computation_answered_with_its_own_input_is_not_a_result():
     assert grounding_problems("What is 144 / 12?", "12", [('{"expression": "144 / 12"}', "12")]) == []
 
 
-def test_an_answer_that_restates_the_task_or_parrots_a_message_is_not_grounded():
+def test_an_answer_that_restates_the_task_is_not_grounded():
     listing = [('{"path": "."}', "README.md\ninventory.csv\nnotes.txt")]
     task = "List the files in the workspace. Which file is a CSV file?"
     assert any("restates the task" in p for p in grounding_problems(task, "The file is a CSV file", listing))
     assert grounding_problems(task, "inventory.csv", listing) == []
-    error = "error: you already made this call; its result was: error: WorkspaceError: 'x' is not a folder"
-    copied = "You already made this call; its result was: error: Workspace"
-    assert any("repeats an error" in p for p in grounding_problems("Read notes.txt. Which cable?", copied, [], said=[error]))
-    reason = "The number 4200 appears in no tool result, note or the task; use what the tools found"
-    assert any("repeats an error or a check's message" in p
-               for p in grounding_problems("What is the budget?", reason, [], said=[reason]))
 
 
 def test_a_calculation_must_use_every_number_of_the_task_even_on_a_looked_up_value():

@@ -59,7 +59,7 @@ def test_after_a_replan_a_native_turn_must_make_a_call_not_made_yet():
         "It is sunny in Oslo", json.dumps({"steps": ["Ask for the weather in Paris"]}),
         [ToolCall.create("c2", "get_weather", {"city": "Paris"})], "It is sunny in Paris"])
     in_paris = lambda answer: "Paris" in answer or "the task asks about Paris"  # noqa: E731
-    result = Agent(backend, tools=[get_weather], native_tools=True, model_verify=False, verifiers=[in_paris]).run(
+    result = Agent(backend, tools=[get_weather], native_tools=True, plan=True, model_verify=False, verifiers=[in_paris]).run(
         "What is the weather in Paris?")
     assert result.answer == "It is sunny in Paris" and result.verified
     first, after_replan = (r for r in backend.requests if r.tool_choice in ("auto", "required") and r.callable_tools

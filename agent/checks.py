@@ -1,0 +1,252 @@
+"""Checks of an answer, each a small named part: `Agent(checks=[...])`.
+
+A check looks at a candidate answer and what the run has seen (`Evidence`) and says one of three
+things: it refuses the answer (`Finding.refuse`, with a reason the model is shown), it confirms it
+(`Finding.confirm`: something was checked and holds), or it has nothing to say (None). An answer
+no check refused is the answer; it is "verified" only when some check confirmed it.
+
+DEFAULT holds for any tool, any language and any model size: it refuses only what is never an
+answer. SMALL_MODEL adds the grounding rules written for very small models with the built-in
+calculator, notes and files (agent/grounding.py): they key on English wording and on numbers, so
+they are opt-in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from agent.grounding import grounding_problems, tools_asked_for
+from agent.offers import Observation
+
+# A tool-call tag of any format the engine knows, or the start of one: text that opens a call is no answer.
+_CALL_TAGS = re.compile(r"<tool_call>|</tool_call>|\[TOOL_CALLS\]|<\|python_tag\|>|<function[=>]")
+_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the run has seen when an answer is checked."""
+
+    task: str
+    observations: Sequence[Observation] = ()  # the tool calls so far, oldest first
+    notes: Sequence[str] = ()  # recalled from memory
+    said: Sequence[str] = ()  # what the model was told that is not a result: earlier refusals' reasons
+    tools: Sequence[dict[str, Any]] = ()  # the offered tools' schemas
+
+    @property
+    def results(self) -> list[str]:
+        return [o.shown for o in self.observations if o.ok]
+
+    @property
+    def errors(self) -> list[str]:
+        return [o.shown for o in self.observations if not o.ok]
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [t["function"]["name"] for t in self.tools]
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    passed: bool
+    reason: str
+    call_next: bool = False  # the model should call a tool on its next turn (a forced call)
+
+    @classmethod
+    def refuse(cls, check: Check, reason: str, call_next: bool = False) -> Finding:
+        return cls(check.name, False, reason, call_next)
+
+    @classmethod
+    def confirm(cls, check: Check, what: str) -> Finding:
+        return cls(check.name, True, what)
+
+
+class Check:
+    """A rule about answers. Subclasses name the failure they prevent in their docstring."""
+
+    name: ClassVar[str] = "check"
+
+    def __call__(self, answer: str, evidence: Evidence) -> Finding | Sequence[Finding] | None:
+        raise NotImplementedError
+
+
+class NotACall(Check):
+    """A tool call written as text is not an answer: the raw `<tool_call>{"name": "days_between", ...}`
+    of a call the engine could not read, or the JSON of a call of an offered tool."""
+
+    name = "not_a_call"
+
+    def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
+        if _CALL_TAGS.search(answer) or _names_a_call(answer, evidence.tool_names):
+            return Finding.refuse(self, "That reply is a tool call written as text; make the call itself, "
+                                        "or answer in words", call_next=bool(evidence.tools))
+        return None
+
+
+def _names_a_call(text: str, names: Sequence[str]) -> bool:
+    for match in re.finditer(r"\{", text):
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text, match.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and value.get("name") in names:
+            return True
+    return False
+
+
+class NamesAnUncalledTool(Check):
+    """An answer that talks about a tool the run has not called is a plan to call it, not an answer:
+    "To find the number of pounds in 70 kg, we can use the `convert_units` function...". A tool is
+    named as code: in backticks, followed by "(", or an identifier with "_" or ".", whole."""
+
+    name = "names_an_uncalled_tool"
+
+    def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
+        called = {o.name for o in evidence.observations}
+        named = [n for n in evidence.tool_names if n not in called and _names_tool(answer, n)]
+        if named:
+            return Finding.refuse(self, f"The reply describes calling {', '.join(named)} instead of calling it; "
+                                        "call the tool now", call_next=True)
+        return None
+
+
+def _names_tool(text: str, name: str) -> bool:
+    whole = rf"(?<![\w.]){re.escape(name)}(?![\w])"
+    if re.search(rf"`{re.escape(name)}(\(\))?`|{whole}\s*\(", text):
+        return True
+    return bool(re.search(r"[_.]", name) and re.search(whole, text))
+
+
+class NotAMessage(Check):
+    """A tool's error or a check's own reason repeated as the answer is not an answer ('The shop does not
+    sell "desk lamps, quantity: 3"', Qwen2.5-Coder-1.5B's answer after product_price refused that name).
+    Its first six words, in the answer, in order, whatever the quotes and punctuation."""
+
+    name = "not_a_message"
+
+    def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
+        words = " ".join(re.findall(r"\w+", answer.casefold()))
+        for message in [*evidence.errors, *evidence.said]:
+            core = re.sub(r"^(error: )?(\w+(Error|Exception): )?", "", message)  # "error: KeyError: the shop ..."
+            opening = re.findall(r"\w+", core.casefold())[:6]
+            if len(opening) == 6 and " ".join(opening) in words:
+                return Finding.refuse(self, "The answer repeats an error or a check's message; answer the task")
+        return None
+
+
+class NotEmpty(Check):
+    """A reply with no text (a model that stopped at once, or wrote only whitespace) is no answer."""
+
+    name = "not_empty"
+
+    def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
+        return None if answer.strip() else Finding.refuse(self, "The reply was empty; answer the task")
+
+
+class StatesAResult(Check):
+    """Confirms, never refuses: an answer that states what the last successful call returned (one of its
+    numbers, or a value of its JSON) has something checked behind it. Only the last: a chain's earlier
+    result stated as the answer ("41.25", the toaster's price in euros, for its price in dollars) is
+    where a chain stops short. An answer from the model's own knowledge is left unverified, which is
+    not a failure."""
+
+    name = "states_a_result"
+
+    def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
+        if not evidence.results:
+            return None
+        said = {n.replace(",", "") for n in _NUMBER.findall(answer)} | {w.casefold() for w in re.findall(r"\w{3,}", answer)}
+        last = evidence.results[-1]
+        for value in {n.replace(",", "") for n in _NUMBER.findall(last)} | _json_words(last):
+            if value in said or _same_number(value, said):
+                return Finding.confirm(self, f"the answer states {value}, the last tool result")
+        return None
+
+
+def _json_words(text: str) -> set[str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return set()
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+        elif isinstance(item, str):
+            found |= {w.casefold() for w in re.findall(r"\w{3,}", item)}
+    return found
+
+
+def _same_number(value: str, said: set[str]) -> bool:
+    """1154.3 stated for a result of 1154.324, 86 for 86.0: rounding is no new number."""
+    try:
+        target = float(value)
+    except ValueError:
+        return False
+    for text in said:
+        try:
+            number = float(text)
+        except ValueError:
+            continue
+        decimals = len(text.partition(".")[2])
+        if number != 0 and abs(number - target) <= 0.5 * 10 ** -decimals + 1e-9:
+            return True
+    return False
+
+
+class Grounded(Check):
+    """Opt-in (SMALL_MODEL): the grounding rules of agent/grounding.py, written for very small models with
+    the calculator, notes and files. They refuse a number nothing produced, words from a sentence about
+    something else, a calculation that left out what the evidence says, and a task's named tool not used.
+    They read English wording, so they do not belong in the default set."""
+
+    name = "grounded"
+
+    def __call__(self, answer: str, evidence: Evidence) -> Finding | Sequence[Finding] | None:
+        calls = [(o.arguments, o.shown) for o in evidence.observations if o.ok]
+        problems = grounding_problems(evidence.task, answer, calls, evidence.notes)
+        if not calls and (asked := tools_asked_for(evidence.task, list(evidence.tools))):
+            problems.append(f"The task asks to use {' and '.join(asked)}; call it before answering")
+        if problems:
+            return [Finding.refuse(self, problem) for problem in problems]
+        checked = calls or evidence.notes  # there was something to hold the answer to
+        return Finding.confirm(self, "grounded in the results and the notes") if checked else None
+
+
+DEFAULT: tuple[Check, ...] = (NotEmpty(), NotACall(), NamesAnUncalledTool(), NotAMessage(), StatesAResult())
+SMALL_MODEL: tuple[Check, ...] = (*DEFAULT, Grounded())
+
+
+@dataclass
+class Judgement:
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def refusals(self) -> list[Finding]:
+        return [f for f in self.findings if not f.passed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.refusals
+
+    @property
+    def verified(self) -> bool:
+        return self.passed and any(f.passed for f in self.findings)
+
+
+def judge(checks: Sequence[Check], answer: str, evidence: Evidence) -> Judgement:
+    """Every check's findings on the answer (a check with nothing to say adds none)."""
+    findings: list[Finding] = []
+    for check in checks:
+        found = check(answer, evidence)
+        findings += [] if found is None else [found] if isinstance(found, Finding) else list(found)
+    return Judgement(findings)

@@ -1,0 +1,154 @@
+"""The second agent evaluation: a user's own plain-function tools (benchmarks/user_tools.py), 34 tasks.
+
+    .venv/bin/python benchmarks/user_tools_eval.py [--model NAME_OR_PATH] [--only agent|plain|smolagents]
+        [--every N]
+
+Ways to run the same model on the same tasks and tools (greedy):
+  agent       our Agent with its defaults: Agent(backend, tools=TOOLS).run(task)
+  agent-plan  the same with a plan turn first (plan=True), for a model with its own tool format
+  plain       the tool loop a user writes in twenty lines (plain_loop below): the question, the
+              model with tools (tool_choice="auto"), the calls run and their results sent back in
+              the tool role, until a reply without calls, which is the answer; at most 6 turns
+  smolagents  smolagents' ToolCallingAgent through `tokentrail serve` (pip install smolagents)
+An answer is right when it holds an acceptable number (rounded to as many decimals as the expected
+one has: 26.098 for 26.1) or word (whole, case aside). Printed per
+way: tasks solved by group; for our agent, right answers a check refused (the run ended on a
+wrong answer or none after a refused right one) and wrong answers passed as verified; model calls
+and tool calls per task; seconds per task. Then, per check (agent/checks.py) that fired, how often
+it refused a right answer and how often a wrong one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "benchmarks"))
+
+from user_tools import GROUPS, TOOLS  # noqa: E402
+
+from agent import Agent  # noqa: E402
+from backends import Backend, GenerationRequest, Message, SamplingParams, load_backend  # noqa: E402
+from tools import ToolRegistry  # noqa: E402
+
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def right(answer: str | None, expected: list[Any]) -> bool:
+    if not answer:
+        return False
+    found = [float(n.replace(",", "")) for n in NUMBER.findall(answer) if n.replace(",", "").strip("-.")]
+    for want in expected:
+        decimals = len(repr(want).partition(".")[2]) if isinstance(want, float) else 0
+        if isinstance(want, (int, float)) and any(abs(round(n, decimals) - want) < 1e-9 for n in found):
+            return True
+        if isinstance(want, str) and re.search(rf"(?<!\w){re.escape(want.casefold())}(?!\w)", answer.casefold()):
+            return True
+    return False
+
+
+class Outcome:
+    def __init__(self, answer: str | None, model_calls: int, tool_calls: int, verified: bool = False,
+                 refused: list[tuple[str, list[str]]] = ()) -> None:
+        self.answer, self.model_calls, self.tool_calls = answer, model_calls, tool_calls
+        self.verified, self.refused = verified, list(refused)  # refused: (answer, rules that refused it)
+
+
+def plain_loop(backend: Backend, registry: ToolRegistry, task: str, max_turns: int = 6) -> Outcome:
+    """What a user writes first: ask, run the calls, send the results back, until the model answers."""
+    messages, sampling, calls = [Message(role="user", content=task)], SamplingParams(temperature=0, max_tokens=300), 0
+    for turn in range(1, max_turns + 1):
+        reply = backend.generate(GenerationRequest(messages=messages, tools=registry.schemas(), tool_choice="auto",
+                                                   sampling=sampling))
+        if not reply.tool_calls:
+            return Outcome(reply.text.strip(), turn, calls)
+        messages.append(Message(role="assistant", content=reply.text or None, tool_calls=reply.tool_calls))
+        for call in reply.tool_calls:
+            result = registry.call(call.name, call.arguments)
+            calls += 1
+            messages.append(Message(role="tool", tool_call_id=call.id,
+                                    content=result.output if result.ok else f"error: {result.error}"))
+    return Outcome(None, max_turns, calls)
+
+
+def agent_run(backend: Backend, registry: ToolRegistry, task: str, **options: Any) -> Outcome:
+    result = Agent(backend, tools=registry, **options).run(task)
+    refused = [(e.answer, e.rules) for e in result.events if e.type == "verdict" and not e.passed and e.answer]
+    return Outcome(result.answer, sum(e.type == "model_reply" for e in result.events),
+                   sum(e.type == "tool_result" and e.ok for e in result.events), result.verified, refused)
+
+
+def smolagents_runner(registry: ToolRegistry, model: str | None) -> Callable[[str], Outcome]:
+    from agent_eval import smolagents_run
+
+    run = smolagents_run(registry, model)
+
+    def outcome(task: str) -> Outcome:
+        answer, _, calls = run(task)
+        return Outcome(answer, 0, calls)
+
+    return outcome
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="a model name or path (default: the default model)")
+    parser.add_argument("--only", choices=["agent", "agent-plan", "plain", "smolagents"], action="append", default=[])
+    parser.add_argument("--every", type=int, default=1, help="every Nth task of each group only")
+    parser.add_argument("--verbose", action="store_true", help="print each task's answer")
+    args = parser.parse_args()
+    backend = load_backend("local", model=args.model) if args.model else load_backend("local")
+    registry = ToolRegistry(TOOLS)
+    ways: dict[str, Callable[[str], Outcome]] = {
+        "agent": lambda task: agent_run(backend, registry, task),
+        "agent-plan": lambda task: agent_run(backend, registry, task, plan=True),
+        "plain": lambda task: plain_loop(backend, registry, task),
+    }
+    if not args.only or "smolagents" in args.only:
+        ways["smolagents"] = smolagents_runner(registry, args.model)
+    groups = {name: tasks[:: args.every] for name, tasks in GROUPS.items()}
+    total = sum(len(t) for t in groups.values())
+    print(f"model: {backend.model_name}; {total} tasks\n")
+    print("| way | solved | " + " | ".join(groups) + " | right refused | wrong verified | model calls/task "
+          "| tool calls/task | s/task |\n|" + "---|" * (len(groups) + 7))
+    rules: dict[str, list[int]] = {}
+    for way in [w for w in args.only or ways if w in ways]:
+        solved, by_group, refused, wrong_verified, model_calls, tool_calls = 0, {}, 0, 0, 0, 0
+        fired: dict[str, list[int]] = {}  # rule -> [refusals of a right answer, of a wrong one]
+        start = time.perf_counter()
+        for group, tasks in groups.items():
+            by_group[group] = 0
+            for task, expected in tasks:
+                outcome = ways[way](task)
+                ok = right(outcome.answer, expected)
+                solved, by_group[group] = solved + ok, by_group[group] + ok
+                refused += not ok and any(right(a, expected) for a, _ in outcome.refused)
+                for answer, names in outcome.refused:
+                    for rule in names:
+                        fired.setdefault(rule, [0, 0])[not right(answer, expected)] += 1
+                wrong_verified += outcome.verified and not ok
+                model_calls, tool_calls = model_calls + outcome.model_calls, tool_calls + outcome.tool_calls
+                if args.verbose:
+                    print(f"  [{way}] {'ok ' if ok else 'BAD'} {task} -> {outcome.answer!r}", flush=True)
+        seconds = time.perf_counter() - start
+        cells = " | ".join(f"{by_group[g]}/{len(t)}" for g, t in groups.items())
+        agentic = way.startswith("agent")
+        print(f"| {way} | **{solved}/{total}** | {cells} | {refused if agentic else '-'} | "
+              f"{wrong_verified if agentic else '-'} | {model_calls / total:.1f} | {tool_calls / total:.1f} "
+              f"| {seconds / total:.1f} |", flush=True)
+        rules.update({f"{way}: {rule}": counts for rule, counts in fired.items()})
+    if rules:
+        print("\n| way: rule | refusals | of a right answer | of a wrong one |\n|---|---|---|---|")
+        for rule, (of_right, of_wrong) in rules.items():
+            print(f"| {rule} | {of_right + of_wrong} | {of_right} | {of_wrong} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+import pytest
+
+from agent.checks import (
+    DEFAULT,
+    SMALL_MODEL,
+    Evidence,
+    Grounded,
+    NamesAnUncalledTool,
+    NotACall,
+    NotAMessage,
+    StatesAResult,
+    judge,
+)
+from agent.offers import Observation
+
+
+def schema(name: str) -> dict:
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+
+
+TOOLS = [schema("convert_units"), schema("lookup_employee"), schema("add"), schema("math.factorial")]
+
+
+def seen(*results: tuple[str, str], task: str = "task") -> Evidence:
+    return Evidence(task, [Observation(name, "{}", shown, not shown.startswith("error:"), False) for name, shown in results],
+                    tools=TOOLS)
+
+
+# Right answers from tasks the checks were not written for: none may be refused by the default set.
+RIGHT = [
+    ("What is the temperature in Hanoi in Fahrenheit?", "It is 87.8 °F in Hanoi.", [("convert_units", "87.8")]),
+    ("How many years from 2011 to 2026?", "15 years.", []),
+    ("How many seconds are in an hour?", "There are 3600 seconds in an hour.", []),
+    ("What is the chemical symbol for gold?", "The chemical symbol for gold is Au.", []),
+    ("What is Ana's salary?", "€119,500", [("lookup_employee", '{"name": "Ana", "salary_eur": 119500}')]),
+    ("日本の首都は?", "東京", []),
+    ("Add 2 and 3.", "2 + 3 = 5; I used add to compute it.", [("add", "5")]),
+    ("What is 5 factorial?", "120", [("math.factorial", "120")]),
+]
+
+
+@pytest.mark.parametrize("task, answer, results", RIGHT)
+def test_the_default_checks_refuse_no_right_answer(task, answer, results):
+    assert judge(DEFAULT, answer, seen(*results, task=task)).passed
+
+
+def test_a_call_written_as_text_is_refused_and_asks_for_the_call():
+    for text in ['<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>',
+                 'I will call {"name": "convert_units", "arguments": {"value": 1}}']:
+        finding = NotACall()(text, seen())
+        assert finding and not finding.passed and finding.call_next and finding.rule == "not_a_call"
+    assert NotACall()('{"name": "Ana", "salary": 3}', seen()) is None  # JSON, not a call of an offered tool
+
+
+def test_talk_about_a_tool_not_yet_called_is_refused_but_naming_a_called_one_is_not():
+    preamble = "To find the number of pounds in 70 kg, we can use the `convert_units` function."
+    assert not NamesAnUncalledTool()(preamble, seen()).passed
+    assert NamesAnUncalledTool()(preamble, seen(("convert_units", "154.3"))) is None
+    assert NamesAnUncalledTool()("Call lookup_employee(name) first.", seen()) is not None
+    assert NamesAnUncalledTool()("You can add the two numbers: 5.", seen()) is None  # a word, not a tool named as code
+
+
+def test_a_copied_error_or_reason_is_refused():
+    error = "error: you already made this call; its result was: error: WorkspaceError: 'x' is not a folder"
+    copied = "You already made this call; its result was: error: Workspace"
+    assert NotAMessage()(copied, seen(("read_file", error))).rule == "not_a_message"
+    reason = "The number 4200 appears in no tool result, note or the task; use what the tools found"
+    assert NotAMessage()(reason, Evidence("What is the budget?", said=[reason])) is not None
+    assert NotAMessage()("The budget is 42000 euros.", Evidence("What is the budget?", said=[reason])) is None
+    error = 'error: KeyError: "the shop does not sell \'desk lamps, quantity: 3\'; it sells: desk lamp, kettle"'
+    answer = 'The shop does not sell "desk lamps, quantity: 3"; it sells desk lamp, kettle, toaster.'
+    assert NotAMessage()(answer, seen(("product_price", error))) is not None
+
+
+def test_an_answer_is_verified_when_it_states_a_result_rounded_or_not():
+    assert StatesAResult()("About 154.3 pounds.", seen(("convert_units", "154.324"))).passed
+    assert StatesAResult()("It was written by Mirela Voss.", seen(("find_book", '{"author": "Mirela Voss"}'))).passed
+    assert StatesAResult()("I do not know.", seen(("convert_units", "154.324"))) is None
+    assert StatesAResult()("15 years.", seen()) is None
+    assert judge(DEFAULT, "15 years.", seen()).passed and not judge(DEFAULT, "15 years.", seen()).verified
+
+
+def test_the_small_model_preset_adds_the_grounding_rules():
+    task = "What is 4821 * 367? Use the calculator."
+    guessed = judge(SMALL_MODEL, "1769307", Evidence(task, tools=[schema("calculator")]))
+    assert not guessed.passed and {f.rule for f in guessed.refusals} == {"grounded"}
+    assert judge(DEFAULT, "1769307", Evidence(task, tools=[schema("calculator")])).passed
+    assert Grounded()("math", Evidence(task)) and not judge([Grounded()], "math", Evidence(task)).passed
