@@ -101,8 +101,8 @@ class Agent:
             the tool conversation, checks.SMALL_MODEL on the plan -> act path with check_grounding.
         check_grounding: on the plan -> act path, narrow what each act turn may call by what the run has
             seen (agent/offers.py), and check answers with checks.SMALL_MODEL unless `checks` is given.
-        plan: plan before acting (default: on the plan -> act path; in the tool conversation, not: on
-            Qwen2.5-Coder 0.5B and 1.5B a plan turn solved fewer tasks, see docs/agent.md).
+        plan: plan before acting (default: without a native tool format, yes; with one, no: on
+            Qwen2.5-Coder-0.5B a plan turn solved fewer tasks, see docs/agent.md).
         max_plan_steps: at most this many plan steps.
         max_parallel_calls: tool calls one act turn may make; independent calls run at once.
         recall_k: memory hits recalled for the task (0: none; the memory then only records the run).
