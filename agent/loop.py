@@ -310,7 +310,7 @@ class Agent:
             conversation, trims = self._fit(conversation, keep_head=len(previous) + 1)
             yield from trims
             # An answer turn leaves the tools out of the prompt: a small model shown them goes on calling.
-            text, calls = yield from self._generate(conversation, self._conversation_answer(), "act",
+            text, calls = yield from self._generate(conversation, self._typed_answer(), "act",
                                                     tool_choice=None if choice == "none" else choice)
             if calls:
                 requested = [(c.name, parse_arguments(c.arguments)) for c in calls]
@@ -333,8 +333,8 @@ class Agent:
             choice = "required" if verdict.call_next and choice == "auto" else choice
         yield Final(answer=None, verified=False, reason=f"the step budget of {self.max_steps} turns ran out")
 
-    def _conversation_answer(self) -> Constraint | None:
-        """The typed object when there is an output_type; else the model answers as it would, in any script."""
+    def _typed_answer(self) -> Constraint | None:
+        """The typed object when there is an output_type; else None: the model answers as it would, in any script."""
         if self.output_type is None:
             return None
         return Constraint(json_schema=closed(self.output_type.model_json_schema()))
@@ -494,9 +494,7 @@ class Agent:
 
     def _native_answer(self, held: str | None = None) -> Constraint:
         """What a native act turn's answer must be: the typed object, or a line of text (as in the JSON schema)."""
-        if self.output_type is not None:
-            return Constraint(json_schema=closed(self.output_type.model_json_schema()))
-        return Constraint(regex=ANSWER_LINE if held is None else answer_holding(held, anchored=False))
+        return self._typed_answer() or Constraint(regex=ANSWER_LINE if held is None else answer_holding(held, anchored=False))
 
     def _request(self, messages: list[Message], constraint: Constraint | None, tool_choice: str | None = None,
                  offered: list[dict[str, Any]] | None = None) -> GenerationRequest:
