@@ -10,6 +10,7 @@ from agent.events import (
     PhaseStarted,
     PlanMade,
     RunStarted,
+    Steered,
     TokenChosen,
     ToolCalled,
     ToolReturned,
@@ -18,4 +19,4 @@ from agent.events import (
 from agent.loop import Agent, RunResult
 
 __all__ = ["Agent", "ContextTrimmed", "ErrorEvent", "Event", "Final", "MemoryRecalled", "ModelReplied", "PhaseStarted",
-           "PlanMade", "RunResult", "RunStarted", "TokenChosen", "ToolCalled", "ToolReturned", "Verdict"]
+           "PlanMade", "RunResult", "RunStarted", "Steered", "TokenChosen", "ToolCalled", "ToolReturned", "Verdict"]

@@ -88,7 +88,13 @@ class NotACall(Check):
         return None
 
 
+# A reply that opens as a call, whole or cut off by max_tokens: `{"name": "product_price", "arguments": {...`
+_OPENS_A_CALL = re.compile(r'\s*(?:```\w*\s*)?\[?\s*\{\s*"name"\s*:\s*"([^"]+)"')
+
+
 def _names_a_call(text: str, names: Sequence[str]) -> bool:
+    if (opening := _OPENS_A_CALL.match(text)) and opening.group(1) in names:
+        return True
     for match in re.finditer(r"\{", text):
         try:
             value, _ = json.JSONDecoder().raw_decode(text, match.start())

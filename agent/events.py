@@ -83,6 +83,15 @@ class Verdict(BaseModel):
     call_next: bool = False  # a check found a reply that should have been a tool call
 
 
+class Steered(BaseModel):
+    """A policy (agent/policies.py) decided what the next model turn may do."""
+
+    type: Literal["steer"] = "steer"
+    policy: str
+    tool_choice: Literal["auto", "required", "none"]
+    why: str = ""
+
+
 class ContextTrimmed(BaseModel):
     type: Literal["context"] = "context"
     action: Literal["shortened_observations", "summarized_turns"]
@@ -105,6 +114,6 @@ class ErrorEvent(BaseModel):
 
 Event = Annotated[
     Union[RunStarted, PhaseStarted, TokenChosen, ModelReplied, MemoryRecalled, PlanMade, ToolCalled, ToolReturned,
-          Verdict, ContextTrimmed, Final, ErrorEvent],
+          Verdict, Steered, ContextTrimmed, Final, ErrorEvent],
     Field(discriminator="type"),
 ]

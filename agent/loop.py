@@ -13,9 +13,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agent import checks as answer_checks
+from agent import policies as answer_policies
 from agent import prompts
 from agent.checks import Check, Evidence, judge
 from agent.context import SHORT_OBSERVATION, ContextOverflow, fit, shorten
+from agent.conversation import converse
 from agent.events import (
     ContextTrimmed,
     ErrorEvent,
@@ -24,7 +26,6 @@ from agent.events import (
     MemoryRecalled,
     ModelReplied,
     Phase,
-    PhaseStarted,
     PlanMade,
     RunStarted,
     TokenChosen,
@@ -32,19 +33,13 @@ from agent.events import (
     ToolReturned,
     Verdict,
 )
-from agent.grounding import answer_in_hand, numbers, unused_task_numbers
-from agent.offers import Observation, next_offer, parse_arguments
+from agent.offers import Observation
+from agent.planned import plan_and_act
+from agent.policies import Policy
 from agent.turns import (
-    ANSWER_LINE,
     VERDICT_SCHEMA,
     TurnError,
-    act_schema,
-    answer_holding,
-    answer_text,
-    callable_tools,
     parse_json,
-    parse_turn,
-    plan_schema,
 )
 from backends import Backend, BackendError, Constraint, GenerationRequest, Message, SamplingParams, ToolCall
 from backends.schemas import closed, explain_validation
@@ -73,13 +68,6 @@ def _reasons(outcome: bool | str | Sequence[str] | None) -> list[str]:
     return [outcome] if isinstance(outcome, str) else list(outcome)
 
 
-def _tool_turn(calls: list[tuple[str, str, dict[str, Any]]], evidence: list[Observation]) -> list[Message]:
-    """The assistant's calls and their results in the tool role, as chat templates render them."""
-    shown = [o.shown for o in evidence[-len(calls):]]
-    return [Message(role="assistant", tool_calls=[ToolCall.create(i, n, a) for i, n, a in calls]),
-            *(Message(role="tool", tool_call_id=i, content=text) for (i, _, _), text in zip(calls, shown))]
-
-
 class Agent:
     """Plans, acts with tools, verifies its answer; `stream` yields every step as a typed event.
 
@@ -99,6 +87,8 @@ class Agent:
             off in the tool conversation, where a tool-free question takes one model call).
         checks: rules an answer must pass, each a named part (agent/checks.py); default checks.DEFAULT in
             the tool conversation, checks.SMALL_MODEL on the plan -> act path with check_grounding.
+        policies: what the tool conversation does next after each turn, each a named part (agent/policies.py);
+            default policies.DEFAULT. The plan -> act path's own are check_grounding's offers.
         check_grounding: on the plan -> act path, narrow what each act turn may call by what the run has
             seen (agent/offers.py), and check answers with checks.SMALL_MODEL unless `checks` is given.
         plan: plan before acting (default: without a native tool format, yes; with one, no: on
@@ -128,6 +118,7 @@ class Agent:
         model_verify: bool | None = None,
         checks: Sequence[Check] | None = None,
         check_grounding: bool = True,
+        policies: Sequence[Policy] | None = None,
         plan: bool | None = None,
         max_plan_steps: int = 5,
         max_parallel_calls: int = 1,
@@ -157,6 +148,7 @@ class Agent:
         self.model_verify = not conversing if model_verify is None else model_verify
         small = answer_checks.SMALL_MODEL if self.check_grounding else answer_checks.DEFAULT
         self.checks = list(small if checks is None else checks)
+        self.policies = list(answer_policies.DEFAULT if policies is None else policies)
 
     # public API
 
@@ -236,179 +228,14 @@ class Agent:
                     for h in found]
             yield MemoryRecalled(hits=hits)
         memory_text, notes = prompts.memory_block(hits), [h["text"] for h in hits]
-        if not self.plan:
-            yield from self._converse(task, previous, memory_text, notes)
-            return
-        tool_names = ", ".join(s["function"]["name"] for s in self.tools.schemas()) or "(none)"
-        plan, direct = yield from self._plan([Message(role="user", content=prompts.PLAN.format(
-            task=task, memory=memory_text, tools=tool_names, max_steps=self.max_plan_steps))], replan=False, direct=True)
-        shown_reasons: list[str] = []
-        if direct is not None:  # the model answered at once: checked like any answer, else it plans after all
-            yield PhaseStarted(phase="verify")
-            verdict = yield from self._verify(task, direct, [], notes)
-            yield verdict
-            shown_reasons = list(verdict.reasons)
-            if verdict.passed:
-                yield Final(answer=direct, verified=verdict.verified)
-                return
-            plan, _ = yield from self._plan([Message(role="user", content=prompts.PLAN_AFTER_DIRECT.format(
-                task=task, memory=memory_text, answer=direct, reasons=prompts.bullets(verdict.reasons),
-                max_steps=self.max_plan_steps))], replan=True)
-        act = prompts.ACT_NATIVE if self.native else prompts.ACT
-        act_prompt = act.format(task=task, plan=prompts.numbered(plan), memory=memory_text,
-                                tools=prompts.tool_lines(self.tools.schemas()))
-        conversation = [*previous, Message(role="user", content=act_prompt)]
-        evidence: list[Observation] = []
-        turns_used, replans = 0, 0
-        while True:
-            yield PhaseStarted(phase="act")
-            # After a replan the first turn must find something new: a call, and none already made.
-            answer, answer_only, new_calls_only = None, False, replans > 0
-            while answer is None:
-                if turns_used >= self.max_steps:
-                    yield Final(answer=None, verified=False, reason=f"the step budget of {self.max_steps} turns ran out")
-                    return
-                turns_used += 1
-                conversation, trims = self._fit(conversation, keep_head=len(previous) + 1)
-                yield from trims
-                answer, answer_only = yield from self._act_turn(task, notes, conversation, evidence, answer_only,
-                                                                new_calls_only)
-                new_calls_only = False
-            yield PhaseStarted(phase="verify")
-            verdict = yield from self._verify(task, answer, evidence, notes, shown_reasons)
-            yield verdict
-            shown_reasons += verdict.reasons
-            if verdict.passed:
-                yield Final(answer=answer, verified=verdict.verified)
-                return
-            if replans >= self.max_replans:
-                yield Final(answer=answer, verified=False, reason="verification failed: " + "; ".join(verdict.reasons))
-                return
-            replans += 1
-            reasons = prompts.bullets(verdict.reasons)
-            said = Message(role="assistant", content=answer if self.native else json.dumps({"answer": answer}))
-            found = "\n".join(shorten(o.line, SHORT_OBSERVATION) for o in evidence[-6:]) or "(no tools used yet)"
-            replan = prompts.REPLAN.format(answer=answer, reasons=reasons, evidence=found)
-            asked = [Message(role="user", content=act_prompt), said, Message(role="user", content=replan)]
-            plan, _ = yield from self._plan(asked, replan=True, avoid=[plan])
-            if not conversation or conversation[-1].role != "assistant":  # an act turn's answer is there already
-                conversation.append(said)
-            replanned = prompts.REPLANNED.format(reasons=reasons, plan=prompts.numbered(plan))
-            conversation.append(Message(role="user", content=replanned))
-
-    def _converse(self, task: str, previous: list[Message], memory_text: str, notes: list[str]) -> Iterator[Event]:
-        """The run as the tool conversation the model was trained on: the task, its calls, their results in
-        the tool role, until a reply without calls, which the checks judge. A refused reply goes back to
-        the model with the reasons, as a retry prompt; one that should have been a call is followed by
-        a forced call (tool_choice "required"), a turn of repeated calls by an answer ("none")."""
-        conversation = [*previous, Message(role="user", content=f"{memory_text}\n\n{task}" if memory_text else task)]
-        evidence: list[Observation] = []
-        said: list[str] = []
-        choice = "auto" if self.tools.schemas() else None
-        for _ in range(self.max_steps):
-            yield PhaseStarted(phase="act")
-            conversation, trims = self._fit(conversation, keep_head=len(previous) + 1)
-            yield from trims
-            # An answer turn leaves the tools out of the prompt: a small model shown them goes on calling.
-            text, calls = yield from self._generate(conversation, self._typed_answer(), "act",
-                                                    tool_choice=None if choice == "none" else choice)
-            if calls:
-                requested = [(c.name, parse_arguments(c.arguments)) for c in calls]
-                ran = yield from self._run_calls(requested, evidence)
-                conversation += _tool_turn(ran, evidence)
-                choice = "auto"
-                if all(o.repeated for o in evidence[-len(ran):]):  # nothing new learnt: answer from what is known
-                    conversation.append(Message(role="user", content=self._answer_now(task, evidence)))
-                    choice = "none"
-                continue
-            yield PhaseStarted(phase="verify")
-            verdict = yield from self._verify(task, text.strip(), evidence, notes, said)
-            yield verdict
-            if verdict.passed:
-                yield Final(answer=text.strip(), verified=verdict.verified)
-                return
-            said += verdict.reasons
-            conversation += [Message(role="assistant", content=text),
-                             Message(role="user", content=prompts.REFUSED.format(reasons=prompts.bullets(verdict.reasons)))]
-            choice = "required" if verdict.call_next and choice == "auto" else choice
-        yield Final(answer=None, verified=False, reason=f"the step budget of {self.max_steps} turns ran out")
+        run = plan_and_act if self.plan else converse
+        yield from run(self, task, previous, memory_text, notes)
 
     def _typed_answer(self) -> Constraint | None:
         """The typed object when there is an output_type; else None: the model answers as it would, in any script."""
         if self.output_type is None:
             return None
         return Constraint(json_schema=closed(self.output_type.model_json_schema()))
-
-    def _plan(self, messages: list[Message], replan: bool, direct: bool = False,
-              avoid: list[list[str]] = ()) -> Generator[Event, None, tuple[list[str], str | None]]:
-        """(the plan's steps, or a direct answer when `direct` lets the model answer at once).
-
-        avoid: plans that failed; the grammar refuses them."""
-        yield PhaseStarted(phase="plan")
-        schema = plan_schema(self.max_plan_steps, direct=direct, avoid=avoid)
-        text, _ = yield from self._generate(messages, Constraint(json_schema=schema), "plan")
-        try:
-            data = parse_json(text)
-            steps = [str(s) for s in data.get("steps", [])][: self.max_plan_steps]
-        except (TurnError, AttributeError):
-            data, steps = {}, []
-        if direct and "answer" in data and not steps:
-            yield PlanMade(steps=[], replan=replan, direct=True)
-            return [], answer_text(data["answer"])
-        if not steps:
-            yield ErrorEvent(message="the plan could not be read; acting without one")
-        yield PlanMade(steps=steps, replan=replan)
-        return steps, None
-
-    def _act_turn(self, task: str, notes: list[str], conversation: list[Message], evidence: list[Observation],
-                  answer_only: bool, new_calls_only: bool = False) -> Generator[Event, None, tuple[str | None, bool]]:
-        """One model turn: runs the tool calls it asks for, or returns its answer.
-
-        Returns (answer or None, whether the next turn may only answer): it must when every call
-        repeated an earlier one (nothing new was learnt), or when the answer is in hand
-        (grounding.answer_in_hand: a quantity computed from all the task's numbers).
-        """
-        messages = conversation
-        if answer_only:  # put what worked in front of the model as it writes the answer
-            messages = [*conversation, Message(role="user", content=self._answer_now(task, evidence))]
-        offer = next_offer(self.tools, task, notes, evidence, grounded=self.check_grounding, answer_only=answer_only,
-                           new_calls_only=new_calls_only)
-        if self.native:
-            offered = callable_tools(offer.tools, offer.made)
-            choice = "required" if offer.must_call and offered else "auto" if offered else "none"
-            text, calls = yield from self._generate(messages, self._native_answer(offer.held), "act", tool_choice=choice,
-                                                    offered=offered)
-            if not calls:
-                if text.strip():
-                    conversation.append(Message(role="assistant", content=text))
-                return text.strip() or None, False
-            requested = [(c.name, parse_arguments(c.arguments)) for c in calls]
-        else:
-            schema = self._act_schema(offer.tools, offer.made, offer.must_call, offer.held)
-            text, _ = yield from self._generate(messages, Constraint(json_schema=schema), "act")
-            try:
-                turn = parse_turn(text)
-            except TurnError as exc:
-                yield ErrorEvent(message=f"could not read the reply: {exc}")
-                conversation += [Message(role="assistant", content=text),
-                                 Message(role="user", content=prompts.PARSE_ERROR.format(error=exc))]
-                return None, False
-            if turn.answer is not None:
-                conversation.append(Message(role="assistant", content=text))
-                return turn.answer, False
-            requested = turn.calls
-        calls = yield from self._run_calls(requested, evidence)
-        if self.native:  # results go back in the template's own tool role
-            conversation += _tool_turn(calls, evidence)
-        else:
-            observed = [(name, args, o.shown) for (_, name, args), o in zip(calls, evidence[-len(calls):])]
-            observation = prompts.OBSERVATION.format(results=prompts.results_block(observed))
-            ok_calls = [(o.arguments, o.shown) for o in evidence if o.ok]
-            if self.check_grounding and any(numbers(a) for a, _ in ok_calls) and (left := unused_task_numbers(task, ok_calls)):
-                observation += prompts.NUMBERS_LEFT.format(numbers=", ".join(f"{n:g}" for n in left))
-            conversation += [Message(role="assistant", content=text), Message(role="user", content=observation)]
-        in_hand = self.check_grounding and answer_in_hand(task, [(o.arguments, o.shown) for o in evidence if o.ok])
-        return None, in_hand or all(o.repeated for o in evidence[-len(calls):])
 
     def _run_calls(self, requested: list[tuple[str, dict[str, Any]]], evidence: list[Observation]
                    ) -> Generator[Event, None, list[tuple[str, str, dict[str, Any]]]]:
@@ -429,12 +256,6 @@ class Agent:
             shown = result.output if result.ok else f"error: {result.error}"
             evidence.append(Observation(name, json.dumps(args), shown, result.ok, repeated))
         return calls
-
-    @staticmethod
-    def _answer_now(task: str, evidence: list[Observation]) -> str:
-        """Asks for the answer with what the tools found in front of the model."""
-        found = [o for o in evidence if o.ok] or evidence
-        return prompts.ANSWER_NOW.format(results="\n".join(f"- {o.name} gave {o.shown}" for o in found[-4:]), task=task)
 
     def _call(self, name: str, args: dict[str, Any], evidence: list[Observation]) -> tuple[ToolResult, bool]:
         """Runs a tool, unless this exact call already ran (a small model can loop on one call).
@@ -480,21 +301,6 @@ class Agent:
         except (TurnError, AttributeError):
             return Verdict(passed=False, reasons=["the check's reply could not be read"], by="model", answer=answer,
                            rules=["model_verdict"])
-
-    def _act_schema(self, tools: list[dict[str, Any]], made: list[tuple[str, dict[str, Any]]] = (),
-                    must_call: bool = False, held: str | None = None) -> dict[str, Any]:
-        """held: a result that answers the task (grounding.answer_in_hand), which the answer must give."""
-        schema = act_schema(tools, self.max_parallel_calls, made, must_call)
-        for option in schema["anyOf"]:  # the answer itself must be the typed object
-            if self.output_type is not None and "answer" in option["properties"]:
-                option["properties"]["answer"] = closed(self.output_type.model_json_schema())
-            elif held is not None and "answer" in option["properties"]:
-                option["properties"]["answer"] = answer_holding(held)
-        return schema
-
-    def _native_answer(self, held: str | None = None) -> Constraint:
-        """What a native act turn's answer must be: the typed object, or a line of text (as in the JSON schema)."""
-        return self._typed_answer() or Constraint(regex=ANSWER_LINE if held is None else answer_holding(held, anchored=False))
 
     def _request(self, messages: list[Message], constraint: Constraint | None, tool_choice: str | None = None,
                  offered: list[dict[str, Any]] | None = None) -> GenerationRequest:

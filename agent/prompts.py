@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.offers import Observation
 
 SYSTEM = "You are a careful assistant that solves tasks step by step and uses tools when they help."
 
@@ -109,3 +113,9 @@ def memory_block(hits: list[dict[str, Any]]) -> str:
 
 def results_block(results: list[tuple[str, dict[str, Any], str]]) -> str:
     return "\n".join(f"- {name}({json.dumps(args, ensure_ascii=False)}) -> {text}" for name, args, text in results)
+
+
+def answer_now(task: str, evidence: Sequence[Observation]) -> str:
+    """Asks for the answer with what the tools found (the last four results) in front of the model."""
+    found = [o for o in evidence if o.ok] or list(evidence)
+    return ANSWER_NOW.format(results="\n".join(f"- {o.name} gave {o.shown}" for o in found[-4:]), task=task)

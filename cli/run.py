@@ -104,6 +104,8 @@ def _print_event(event: Any) -> None:
     elif kind == "verdict":
         click.secho(f"verdict ({event.by}): {'passed' if event.passed else 'failed'} {'; '.join(event.reasons)}",
                     fg="green" if event.passed else "yellow")
+    elif kind == "steer":
+        click.echo(f"(next turn: {event.tool_choice}, {event.policy}: {event.why})")
     elif kind == "context":
         click.echo(f"(context: {event.action.replace('_', ' ')}, {event.tokens_before} -> {event.tokens_after} tokens)")
     elif kind == "error":

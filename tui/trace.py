@@ -17,6 +17,7 @@ from agent.events import (
     MemoryRecalled,
     PlanMade,
     RunStarted,
+    Steered,
     ToolCalled,
     ToolReturned,
     Verdict,
@@ -71,6 +72,8 @@ class TraceTree(Tree):
             node = turn.add(label, expand=True)
             for reason in event.reasons:
                 node.add_leaf(_short(reason))
+        elif isinstance(event, Steered):
+            turn.add_leaf(Text(f"next turn {event.tool_choice} ({event.policy}): {_short(event.why)}", style="dim"))
         elif isinstance(event, ContextTrimmed):
             turn.add_leaf(f"context: {event.action.replace('_', ' ')}, {event.tokens_before} → {event.tokens_after} tokens")
         elif isinstance(event, ErrorEvent):

@@ -1,0 +1,64 @@
+"""The run on a model with its own tool format, without a plan: the tool conversation the model
+was trained on. The task as the user's message, the model's calls, their results in the tool role,
+until a reply without calls, which the checks judge (agent/checks.py). A refused reply goes back
+to the model with the reasons, as a retry prompt; what the next turn may do after each turn is
+the policies' say (agent/policies.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from agent import prompts
+from agent.events import Event, Final, PhaseStarted, Steered
+from agent.offers import Observation, parse_arguments
+from agent.policies import Choice, Turn, next_turn
+from backends import Message, ToolCall
+
+if TYPE_CHECKING:
+    from agent.loop import Agent
+
+
+def tool_turn(calls: list[tuple[str, str, dict[str, Any]]], evidence: list[Observation]) -> list[Message]:
+    """The assistant's calls and their results in the tool role, as chat templates render them."""
+    shown = [o.shown for o in evidence[-len(calls):]]
+    return [Message(role="assistant", tool_calls=[ToolCall.create(i, n, a) for i, n, a in calls]),
+            *(Message(role="tool", tool_call_id=i, content=text) for (i, _, _), text in zip(calls, shown))]
+
+
+def converse(agent: Agent, task: str, previous: list[Message], memory_text: str, notes: list[str]) -> Iterator[Event]:
+    conversation = [*previous, Message(role="user", content=f"{memory_text}\n\n{task}" if memory_text else task)]
+    evidence: list[Observation] = []
+    turns: list[Turn] = []
+    said: list[str] = []  # the reasons of refusals so far: an answer must not parrot them
+    can_call = bool(agent.tools.schemas())
+    choice: Choice | None = "auto" if can_call else None
+    for _ in range(agent.max_steps):
+        yield PhaseStarted(phase="act")
+        conversation, trims = agent._fit(conversation, keep_head=len(previous) + 1)
+        yield from trims
+        # An answer turn ("none") leaves the tools out of the prompt: a small model shown them goes on calling.
+        text, calls = yield from agent._generate(conversation, agent._typed_answer(), "act",
+                                                 tool_choice=None if choice == "none" else choice)
+        if calls:
+            ran = yield from agent._run_calls([(c.name, parse_arguments(c.arguments)) for c in calls], evidence)
+            conversation += tool_turn(ran, evidence)
+            turns.append(Turn(calls=evidence[-len(ran):]))
+        else:
+            yield PhaseStarted(phase="verify")
+            verdict = yield from agent._verify(task, text.strip(), evidence, notes, said)
+            yield verdict
+            if verdict.passed:
+                yield Final(answer=text.strip(), verified=verdict.verified)
+                return
+            said += verdict.reasons
+            conversation += [Message(role="assistant", content=text),
+                             Message(role="user", content=prompts.REFUSED.format(reasons=prompts.bullets(verdict.reasons)))]
+            turns.append(Turn(reply=text, verdict=verdict))
+        choice = "auto" if can_call else None
+        if (steer := next_turn(agent.policies, task, turns, evidence, can_call)) is not None:
+            yield Steered(policy=steer.policy, tool_choice=steer.tool_choice, why=steer.why)
+            choice = steer.tool_choice if can_call else None
+            if steer.message:
+                conversation.append(Message(role="user", content=steer.message))
+    yield Final(answer=None, verified=False, reason=f"the step budget of {agent.max_steps} turns ran out")

@@ -1,0 +1,102 @@
+"""Policies of the tool conversation (agent/policies.py): named parts that decide what the next turn
+may do, each decision shown as a Steered event."""
+
+from agent import Agent
+from agent.checks import NotACall, NotAMessage
+from agent.events import Steered, ToolReturned
+from agent.policies import DEFAULT, Next, Policy
+from backends import ToolCall
+from backends.scripted import ScriptedBackend
+
+
+def product_price(product: str) -> float:
+    """The shop's price of a product, in euros."""
+    if product != "desk lamp":
+        raise KeyError(f"the shop does not sell {product!r}; it sells: desk lamp")
+    return 34.5
+
+
+def converse(replies, **options) -> tuple[Agent, ScriptedBackend]:
+    backend = ScriptedBackend(replies=replies)
+    return Agent(backend, tools=[product_price], native_tools=True, **options), backend
+
+
+def call(**arguments):
+    return [ToolCall.create("c", "product_price", arguments)]
+
+
+def test_a_refused_reply_written_again_is_followed_by_a_forced_call():
+    """Qwen2.5-Coder-1.5B wrote a tool's error as its answer four times in a row under greedy decoding."""
+    error_again = "The shop does not sell 'desk lamps, quantity: 3'; it sells desk lamp"
+    agent, backend = converse([call(product="desk lamps, quantity: 3"), error_again, error_again,
+                               call(product="desk lamp"), "3 desk lamps cost 103.5 euros."])
+    result = agent.run("How much do 3 desk lamps cost?")
+    assert [r.tool_choice for r in backend.requests] == ["auto", "auto", "auto", "required", "auto"]
+    (steer,) = [e for e in result.events if isinstance(e, Steered)]
+    assert steer.policy == "not_the_same_refusal" and steer.tool_choice == "required"
+    assert result.answer == "3 desk lamps cost 103.5 euros."
+
+
+def test_without_policies_the_model_keeps_its_own_choice():
+    preamble = "To find it, use the `product_price` function."
+    agent, backend = converse([preamble, call(product="desk lamp"), "34.5 euros"], policies=[])
+    result = agent.run("What does a desk lamp cost?")
+    assert [r.tool_choice for r in backend.requests] == ["auto", "auto", "auto"]
+    assert not [e for e in result.events if isinstance(e, Steered)] and result.answer == "34.5 euros"
+
+
+class AnswerAfterOneResult(Policy):
+    """A user's own policy: one lookup is enough; answer from it."""
+
+    name = "answer_after_one_result"
+
+    def __call__(self, task, turns, evidence):
+        if turns[-1].calls and any(o.ok for o in evidence):
+            return Next(self.name, "none", "Answer now from the price found.", "one result is enough")
+        return None
+
+
+def test_a_user_policy_steers_the_next_turn_and_is_named_in_the_run():
+    agent, backend = converse([call(product="desk lamp"), "34.5 euros"], policies=[AnswerAfterOneResult(), *DEFAULT])
+    result = agent.run("What does a desk lamp cost?")
+    answer_turn = backend.requests[-1]
+    assert answer_turn.tools is None and answer_turn.messages[-1].content == "Answer now from the price found."
+    (steer,) = [e for e in result.events if isinstance(e, Steered)]
+    assert (steer.policy, steer.tool_choice, steer.why) == ("answer_after_one_result", "none", "one result is enough")
+
+
+def test_without_tools_no_policy_forces_a_call():
+    backend = ScriptedBackend(replies=["x", "x", "y"])
+    agent = Agent(backend, native_tools=True, checks=[RefuseX()])
+    result = agent.run("?")
+    assert all(r.tool_choice is None for r in backend.requests) and result.answer == "y"
+
+
+class RefuseX(NotAMessage):
+    name = "refuse_x"
+
+    def __call__(self, answer, evidence):
+        from agent.checks import Finding
+
+        return Finding.refuse(self, "not x", call_next=True) if answer == "x" else None
+
+
+def test_a_call_cut_off_by_max_tokens_is_not_an_answer():
+    """Qwen2.5-Coder-0.5B, its string argument never closed: the reply ran to max_tokens as text."""
+    cut = '{"name": "product_price", "arguments": {"product": "desk lamp}}.0000000000'
+    fenced = '```json\n{\n  "name": "product_price",\n  "arguments": {\n    "product": "T'
+    agent, _ = converse([])
+    from agent.checks import Evidence
+
+    evidence = Evidence("What does a desk lamp cost?", tools=agent.tools.schemas())
+    for reply in (cut, fenced):
+        assert NotACall()(reply, evidence) is not None
+    assert NotACall()('{"name": "Ana", "age": 3}', evidence) is None  # a JSON answer that names no tool
+
+
+def test_repeats_are_not_run_again_and_the_answer_turn_names_its_policy():
+    agent, backend = converse([call(product="desk lamp"), call(product="desk lamp"), "34.5 euros"])
+    result = agent.run("What does a desk lamp cost?")
+    assert [e.ok for e in result.events if isinstance(e, ToolReturned)] == [True, False]
+    (steer,) = [e for e in result.events if isinstance(e, Steered)]
+    assert steer.policy == "answer_when_nothing_new" and backend.requests[-1].tool_choice is None
