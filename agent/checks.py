@@ -158,20 +158,33 @@ class StatesAResult(Check):
     """Confirms, never refuses: an answer that states what the last successful call returned (one of its
     numbers, or a value of its JSON) has something checked behind it. Only the last: a chain's earlier
     result stated as the answer ("41.25", the toaster's price in euros, for its price in dollars) is
-    where a chain stops short. An answer from the model's own knowledge is left unverified, which is
-    not a failure."""
+    where a chain stops short. So is a number of the task that no call took ("34.5", a desk lamp's
+    price, for what 3 of them cost): then nothing is confirmed. What the task itself says is no result
+    ("Night Harbor", the title find_book was asked for, in its JSON). An answer from the model's own
+    knowledge is left unverified, which is not a failure."""
 
     name = "states_a_result"
 
     def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
         if not evidence.results:
             return None
-        said = {n.replace(",", "") for n in _NUMBER.findall(answer)} | {w.casefold() for w in re.findall(r"\w{3,}", answer)}
+        taken = {v for o in evidence.observations if o.ok for v in _numbers(o.arguments)}
+        if _numbers(evidence.task) - taken:
+            return None
+        said = _stated(answer) - _stated(evidence.task)  # "Night Harbor" from find_book's JSON is no result of it
         last = evidence.results[-1]
         for value in {n.replace(",", "") for n in _NUMBER.findall(last)} | _json_words(last):
             if value in said or _same_number(value, said):
                 return Finding.confirm(self, f"the answer states {value}, the last tool result")
         return None
+
+
+def _stated(text: str) -> set[str]:
+    return {n.replace(",", "") for n in _NUMBER.findall(text)} | {w.casefold() for w in re.findall(r"\w{3,}", text)}
+
+
+def _numbers(text: str) -> set[float]:
+    return {float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)}
 
 
 def _json_words(text: str) -> set[str]:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from agent import prompts
 from agent.events import Event, Final, PhaseStarted, Steered
 from agent.offers import Observation, parse_arguments
-from agent.policies import Choice, Turn, next_turn
-from backends import Message, ToolCall
+from agent.policies import Choice, RunSoFar, Turn, next_turn
+from agent.turns import TEXT_ANSWER
+from backends import Constraint, Message, ToolCall
 
 if TYPE_CHECKING:
     from agent.loop import Agent
@@ -27,21 +28,25 @@ def tool_turn(calls: list[tuple[str, str, dict[str, Any]]], evidence: list[Obser
 
 
 def converse(agent: Agent, task: str, previous: list[Message], memory_text: str, notes: list[str]) -> Iterator[Event]:
+    """Turns until an answer the checks pass or the step budget; every turn, a call or a reply, counts."""
     conversation = [*previous, Message(role="user", content=f"{memory_text}\n\n{task}" if memory_text else task)]
     evidence: list[Observation] = []
     turns: list[Turn] = []
     said: list[str] = []  # the reasons of refusals so far: an answer must not parrot them
     can_call = bool(agent.tools.schemas())
     choice: Choice | None = "auto" if can_call else None
-    for _ in range(agent.max_steps):
+    for turns_left in range(agent.max_steps - 1, -1, -1):
         yield PhaseStarted(phase="act")
         conversation, trims = agent._fit(conversation, keep_head=len(previous) + 1)
         yield from trims
-        # An answer turn ("none") leaves the tools out of the prompt: a small model shown them goes on calling.
-        text, calls = yield from agent._generate(conversation, agent._typed_answer(), "act",
-                                                 tool_choice=None if choice == "none" else choice)
+        # An answer turn ("none") leaves the tools out of the prompt: a small model shown them goes on calling,
+        # and without them writes the call as text (Qwen2.5-Coder-0.5B), which the grammar then refuses.
+        answer = agent._typed_answer() or (Constraint(regex=TEXT_ANSWER) if choice == "none" else None)
+        text, calls = yield from agent._generate(conversation, answer, "act", tool_choice=None if choice == "none" else choice)
         if calls:
             ran = yield from agent._run_calls([(c.name, parse_arguments(c.arguments)) for c in calls], evidence)
+            # Only the calls: kept with the words before them ("Here's how you can do it: ```json..."), the result
+            # read to Qwen2.5-Coder-1.5B as the user's, and it answered "Thank you for providing the response."
             conversation += tool_turn(ran, evidence)
             turns.append(Turn(calls=evidence[-len(ran):]))
         else:
@@ -56,7 +61,7 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
                              Message(role="user", content=prompts.REFUSED.format(reasons=prompts.bullets(verdict.reasons)))]
             turns.append(Turn(reply=text, verdict=verdict))
         choice = "auto" if can_call else None
-        if (steer := next_turn(agent.policies, task, turns, evidence, can_call)) is not None:
+        if (steer := next_turn(agent.policies, RunSoFar(task, turns, evidence, turns_left), can_call)) is not None:
             yield Steered(policy=steer.policy, tool_choice=steer.tool_choice, why=steer.why)
             choice = steer.tool_choice if can_call else None
             if steer.message:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 
 def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: str, notes: list[str]) -> Iterator[Event]:
+    """A plan (or a direct answer, checked like any), act turns until an answer, its verdict; a failed
+    verdict sends the run back to plan once more (max_replans), the failed plan refused by grammar."""
     tool_names = ", ".join(s["function"]["name"] for s in agent.tools.schemas()) or "(none)"
     plan, direct = yield from make_plan(agent, [Message(role="user", content=prompts.PLAN.format(
         task=task, memory=memory_text, tools=tool_names, max_steps=agent.max_plan_steps))], replan=False, direct=True)
@@ -93,7 +95,7 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
 
 
 def make_plan(agent: Agent, messages: list[Message], replan: bool, direct: bool = False,
-          avoid: list[list[str]] = ()) -> Generator[Event, None, tuple[list[str], str | None]]:
+              avoid: list[list[str]] = ()) -> Generator[Event, None, tuple[list[str], str | None]]:
     """(the plan's steps, or a direct answer when `direct` lets the model answer at once).
 
     avoid: plans that failed; the grammar refuses them."""
@@ -115,7 +117,7 @@ def make_plan(agent: Agent, messages: list[Message], replan: bool, direct: bool 
 
 
 def act_turn(agent: Agent, task: str, notes: list[str], conversation: list[Message], evidence: list[Observation],
-              answer_only: bool, new_calls_only: bool = False) -> Generator[Event, None, tuple[str | None, bool]]:
+             answer_only: bool, new_calls_only: bool = False) -> Generator[Event, None, tuple[str | None, bool]]:
     """One model turn: runs the tool calls it asks for, or returns its answer.
 
     Returns (answer or None, whether the next turn may only answer): it must when every call

@@ -32,6 +32,16 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class RunSoFar:
+    """What a policy sees after a turn."""
+
+    task: str
+    turns: Sequence[Turn]  # every model turn so far, the last one last
+    evidence: Sequence[Observation]  # every tool call so far
+    turns_left: int  # of the step budget (max_steps)
+
+
+@dataclass(frozen=True)
 class Next:
     """What the next model turn may do, and why."""
 
@@ -46,7 +56,7 @@ class Policy:
 
     name: ClassVar[str] = "policy"
 
-    def __call__(self, task: str, turns: Sequence[Turn], evidence: Sequence[Observation]) -> Next | None:
+    def __call__(self, run: RunSoFar) -> Next | None:
         raise NotImplementedError
 
 
@@ -58,11 +68,12 @@ class AnswerWhenNothingNew(Policy):
 
     name = "answer_when_nothing_new"
 
-    def __call__(self, task: str, turns: Sequence[Turn], evidence: Sequence[Observation]) -> Next | None:
-        last = turns[-1]
+    def __call__(self, run: RunSoFar) -> Next | None:
+        last = run.turns[-1]
         if not last.calls or not all(o.repeated for o in last.calls):
             return None
-        return Next(self.name, "none", prompts.answer_now(task, evidence), "every call of the last turn repeated an earlier one")
+        return Next(self.name, "none", prompts.answer_now(run.task, run.evidence),
+                    "every call of the last turn repeated an earlier one")
 
 
 class CallWhenAsked(Policy):
@@ -72,8 +83,8 @@ class CallWhenAsked(Policy):
 
     name = "call_when_asked"
 
-    def __call__(self, task: str, turns: Sequence[Turn], evidence: Sequence[Observation]) -> Next | None:
-        verdict = turns[-1].verdict
+    def __call__(self, run: RunSoFar) -> Next | None:
+        verdict = run.turns[-1].verdict
         if verdict is None or verdict.passed or not verdict.call_next:
             return None
         return Next(self.name, "required", why=f"{', '.join(verdict.rules)} asked for a call")
@@ -86,24 +97,37 @@ class NotTheSameRefusal(Policy):
 
     name = "not_the_same_refusal"
 
-    def __call__(self, task: str, turns: Sequence[Turn], evidence: Sequence[Observation]) -> Next | None:
-        last = turns[-1]
+    def __call__(self, run: RunSoFar) -> Next | None:
+        last = run.turns[-1]
         if last.verdict is None or last.verdict.passed:
             return None
-        earlier = {t.reply.strip() for t in turns[:-1] if t.verdict is not None and not t.verdict.passed}
+        earlier = {t.reply.strip() for t in run.turns[:-1] if t.verdict is not None and not t.verdict.passed}
         if last.reply.strip() not in earlier:
             return None
         return Next(self.name, "required", why="the model wrote a refused reply again")
 
 
-DEFAULT: tuple[Policy, ...] = (AnswerWhenNothingNew(), CallWhenAsked(), NotTheSameRefusal())
+class AnswerOnTheLastTurn(Policy):
+    """A model that goes on calling after it has what it needs (Qwen2.5-Coder-0.5B converted 30 °C to
+    86 °F, then priced an apple, a desk lamp, and converted 34.5 °C, 94.1 °C, ...) would end at the
+    step budget with no answer. The budget's last turn, when some call has succeeded, answers, with
+    what the tools found in front of it, and no tools."""
+
+    name = "answer_on_the_last_turn"
+
+    def __call__(self, run: RunSoFar) -> Next | None:
+        if run.turns_left != 1 or not run.turns[-1].calls or not any(o.ok for o in run.evidence):
+            return None
+        return Next(self.name, "none", prompts.answer_now(run.task, run.evidence), "one turn of the budget is left")
 
 
-def next_turn(policies: Sequence[Policy], task: str, turns: Sequence[Turn], evidence: Sequence[Observation],
-              can_call: bool) -> Next | None:
+DEFAULT: tuple[Policy, ...] = (AnswerWhenNothingNew(), AnswerOnTheLastTurn(), CallWhenAsked(), NotTheSameRefusal())
+
+
+def next_turn(policies: Sequence[Policy], run: RunSoFar, can_call: bool) -> Next | None:
     """The first policy's say, or None. Without tools a policy cannot force a call."""
     for policy in policies:
-        decision = policy(task, turns, evidence)
+        decision = policy(run)
         if decision is not None and (can_call or decision.tool_choice != "required"):
             return decision
     return None

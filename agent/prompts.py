@@ -116,6 +116,6 @@ def results_block(results: list[tuple[str, dict[str, Any], str]]) -> str:
 
 
 def answer_now(task: str, evidence: Sequence[Observation]) -> str:
-    """Asks for the answer with what the tools found (the last four results) in front of the model."""
+    """Asks for the answer with what the tools found (the last four calls that worked, with their arguments)."""
     found = [o for o in evidence if o.ok] or list(evidence)
-    return ANSWER_NOW.format(results="\n".join(f"- {o.name} gave {o.shown}" for o in found[-4:]), task=task)
+    return ANSWER_NOW.format(results="\n".join(f"- {o.line}" for o in found[-4:]), task=task)

@@ -19,13 +19,19 @@ MAX_STRING = 160  # an answer line
 ARGUMENT_CHARS = 240  # shared by a call's free string arguments
 STEP_CHARS, REASON_CHARS = 50, 80
 
-ANSWER_LINE = r"[A-Za-z0-9$(\-][^\n]{0,%d}" % (MAX_STRING - 1)
+# Any script: \p{..} are Unicode classes (llguidance's regex; Python's re has none, and never sees these).
+_OPENING = r"[\p{L}\p{N}\p{Sc}$(¿¡\-\u2212]"  # a letter, digit or currency sign of any script, "(", "¿", a minus
+ANSWER_LINE = _OPENING + r"[^\n]{0,%d}" % (MAX_STRING - 1)
 ANSWER_PATTERN = f"^{ANSWER_LINE}$"
-# A step or a reason reads as a sentence: a capitalized word, then words. Without this a small model
-# fills a plan with fragments ("./37 * 91", "10.00") that then mislead the act phase.
-_WORD = r"[A-Za-z0-9*+/.,?'%=()-]{1,24}"
-STEP_PATTERN = rf"^[A-Z][a-z]{{1,23}}( {_WORD}){{1,12}}$"
-REASON_PATTERN = rf"^[A-Z][a-z]{{0,23}}( {_WORD}){{1,16}}$"
+# A reply in words, which does not open like a call (a JSON object or array, a tag, a ```json fence).
+TEXT_ANSWER = r"([^{\[<`\s]|`[^`]|``[^`]|```[^j])[\s\S]*"
+# A step or a reason reads as a sentence: a capitalized word, then words (or, in a script without
+# case, a run of its letters). Without this a small model fills a plan with fragments ("./37 * 91",
+# "10.00") that then mislead the act phase.
+_WORD = r"[\p{L}\p{N}\p{Sc}*+/.,?'%=()°\-]{1,24}"
+_CASELESS = r"\p{Lo}[^\n\"\\]{1,%d}"
+STEP_PATTERN = rf"^(\p{{Lu}}\p{{Ll}}{{1,23}}( {_WORD}){{1,12}}|{_CASELESS % (STEP_CHARS - 1)})$"
+REASON_PATTERN = rf"^(\p{{Lu}}\p{{Ll}}{{0,23}}( {_WORD}){{1,16}}|{_CASELESS % (REASON_CHARS - 1)})$"
 # An answer in the model's own type: a number (at most 4 decimals: an unbounded fraction never
 # ends), a boolean, or a line of text. A string-only answer bent "1769307" into "math".
 ANSWER_VALUE = {"anyOf": [{"type": "string", "pattern": ANSWER_PATTERN, "maxLength": MAX_STRING},

@@ -16,7 +16,7 @@ from backends.base import BackendError, collect
 from backends.stops import StopMatcher
 from backends.types import Generation, GenerationRequest, Message, TokenEvent, ToolCall
 
-Reply = str | list[ToolCall] | Callable[[GenerationRequest], str]
+Reply = str | list[ToolCall] | Message | Callable[[GenerationRequest], str]  # a Message: its words, then its calls
 
 _PIECE = re.compile(r"\s*[\w]+|\s*[^\w\s]|\s+", re.UNICODE)
 
@@ -117,7 +117,7 @@ class ScriptedBackend:
     def _render_calls(message: Message) -> str:
         return "".join(f"\n<call {c.name} {c.arguments}>" for c in message.tool_calls or [])
 
-    def _next_reply(self, request: GenerationRequest) -> str | list[ToolCall]:
+    def _next_reply(self, request: GenerationRequest) -> str | list[ToolCall] | Message:
         if self._replies:
             reply = self._replies.pop(0)
             return reply(request) if callable(reply) else reply
@@ -139,7 +139,11 @@ class ScriptedBackend:
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
         return self._start(request)[1]
 
-    def _events(self, reply: str | list[ToolCall], request: GenerationRequest) -> Iterator[TokenEvent]:
+    def _events(self, reply: str | list[ToolCall] | Message, request: GenerationRequest) -> Iterator[TokenEvent]:
+        if isinstance(reply, Message):  # what the model says before its calls, then the calls
+            for piece in self.tokenizer.split(reply.content or ""):
+                yield TokenEvent(text=piece, token_id=self.tokenizer.piece_id(piece), token=piece, logprob=0.0)
+            reply = list(reply.tool_calls or [])
         if isinstance(reply, list):  # a reply of tool calls, as a backend that parses them returns it
             yield TokenEvent(text="", token_id=0, token=self.tokenizer.eos_token, logprob=0.0,
                              finish_reason="tool_calls", tool_calls=reply)

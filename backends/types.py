@@ -7,9 +7,9 @@ models and validate what they are given.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from backends.schemas import closed
@@ -83,9 +83,9 @@ class Constraint(_Strict):
         if len(given) != 1:
             raise ValueError(f"a Constraint takes exactly one of json_schema, regex, grammar; got {given or 'none'}")
         if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
+            try:  # the `regex` module reads Unicode classes (\p{L}) as llguidance does; `re` does not
+                regex.compile(self.regex)
+            except regex.error as exc:
                 raise ValueError(f"regex does not compile: {exc}") from exc
         return self
 

@@ -1,6 +1,7 @@
 """Agent quality on the default model: success rate on 36 tasks with checkable answers.
 
-    .venv/bin/python benchmarks/agent_eval.py [--limit N] [--every N] [--only react|agent|native|smolagents] [--model M]
+    .venv/bin/python benchmarks/agent_eval.py [--limit N] [--every N] [--only react|agent|native|plain|smolagents]
+        [--model M]
         [--adapter DIR ...]
 
 Ways to run the same model on the same tasks, tools, memory and workspace:
@@ -8,8 +9,10 @@ Ways to run the same model on the same tasks, tools, memory and workspace:
           which are parsed and repaired; no plan, no verification
   agent   our plan -> act -> verify loop with grammar-constrained plans, calls (the JSON act
           schema) and verdicts
-  native  the same loop, its act turn in the model's own tool-call format (only for a model
-          whose chat template has one, e.g. --model of a Qwen2.5, Llama 3.1 or Mistral GGUF)
+  native  our agent with the model's own tool-call format (only for a model whose chat template
+          has one, e.g. --model qwen2.5-coder-0.5b): the tool conversation, no plan
+  plain   the tool loop a user writes in twenty lines (plain_loop), on the same backend (a model
+          with its own tool format only)
   smolagents  a peer: smolagents' ToolCallingAgent (pip install smolagents; a benchmark-only
           dependency) on the same model through `tokentrail serve`, with the same tools; it
           recalls notes only through the recall tool, where our agent also recalls before planning
@@ -35,7 +38,7 @@ sys.path.insert(1, str(ROOT / "benchmarks"))
 
 from agent import Agent, prompts  # noqa: E402
 from agent.turns import TurnError, parse_turn  # noqa: E402
-from backends import GenerationRequest, Message, SamplingParams  # noqa: E402
+from backends import Backend, GenerationRequest, Message, SamplingParams  # noqa: E402
 from backends.local.backend import LocalBackend  # noqa: E402
 from memory import Memory  # noqa: E402
 from tools import ToolRegistry  # noqa: E402
@@ -125,6 +128,31 @@ def react(backend: LocalBackend, registry: ToolRegistry, task: str, max_steps: i
     return None
 
 
+def plain_loop(backend: Backend, registry: ToolRegistry, task: str, max_turns: int = 6) -> tuple[str | None, int, int]:
+    """What a user writes first, in twenty lines: ask with the tools (tool_choice="auto"), run the calls,
+    send the results back in the tool role, until the model answers. (answer, model calls, tool calls)."""
+    messages, sampling, calls = [Message(role="user", content=task)], SamplingParams(temperature=0, max_tokens=300), 0
+    for turn in range(1, max_turns + 1):
+        reply = backend.generate(GenerationRequest(messages=messages, tools=registry.schemas(), tool_choice="auto",
+                                                   sampling=sampling))
+        if not reply.tool_calls:
+            return reply.text.strip(), turn, calls
+        messages.append(Message(role="assistant", content=reply.text or None, tool_calls=reply.tool_calls))
+        for call in reply.tool_calls:
+            result = registry.call(call.name, call.arguments)
+            calls += result.ok
+            messages.append(Message(role="tool", tool_call_id=call.id,
+                                    content=result.output if result.ok else f"error: {result.error}"))
+    return None, max_turns, calls
+
+
+def plain_run(backend: Backend, registry: ToolRegistry) -> Callable[[str], tuple[str | None, bool, int]]:
+    def run(task: str) -> tuple[str | None, bool, int]:
+        answer, _, calls = plain_loop(backend, registry, task)
+        return answer, False, calls
+    return run
+
+
 def smolagents_run(registry: ToolRegistry, model: Path | None) -> Callable[[str], tuple[str | None, bool, int]]:
     """smolagents' ToolCallingAgent through `tokentrail serve` (started here, stopped at exit)."""
     import atexit
@@ -173,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=len(TASKS))
     parser.add_argument("--every", type=int, default=1, help="every Nth task only: a sample of every group, for slow models")
-    parser.add_argument("--only", choices=["react", "agent", "native", "smolagents"], default=None)
+    parser.add_argument("--only", choices=["react", "agent", "native", "plain", "smolagents"], default=None)
     parser.add_argument("--model", default=None, help="a GGUF file (default: the default model)")
     parser.add_argument("--adapter", action="append", default=[],
                         help="a LoRA adapter folder from `tokentrail train` (repeatable; the model alone runs first)")
@@ -207,6 +235,7 @@ def evaluate(backend: LocalBackend, args: argparse.Namespace) -> None:
         }
         if backend.tool_format is not None:
             runners["native"] = agent_run(native=True)
+            runners["plain"] = plain_run(backend, registry)
         if importlib.util.find_spec("smolagents") and args.only in (None, "smolagents") and backend.adapter is None:
             runners["smolagents"] = smolagents_run(registry, Path(args.model) if args.model else None)
         tasks = TASKS[: args.limit : args.every]

@@ -1,7 +1,7 @@
 """The second agent evaluation: a user's own plain-function tools (benchmarks/user_tools.py), 34 tasks.
 
-    .venv/bin/python benchmarks/user_tools_eval.py [--model NAME_OR_PATH] [--only agent|plain|smolagents]
-        [--every N]
+    .venv/bin/python benchmarks/user_tools_eval.py [--model NAME_OR_PATH] [--only agent|agent-plan|plain|smolagents]
+        [--every N] [--group lookup|conversion|date|chain|no tool] [--verbose]
 
 Ways to run the same model on the same tasks and tools (greedy):
   agent       our Agent with its defaults: Agent(backend, tools=TOOLS).run(task)
@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "benchmarks"))
 
+from agent_eval import plain_loop  # noqa: E402
 from user_tools import GROUPS, TOOLS  # noqa: E402
 
 from agent import Agent  # noqa: E402
-from backends import Backend, GenerationRequest, Message, SamplingParams, load_backend  # noqa: E402
+from backends import Backend, load_backend  # noqa: E402
 from tools import ToolRegistry  # noqa: E402
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -61,21 +62,9 @@ class Outcome:
         self.verified, self.refused = verified, list(refused)  # refused: (answer, rules that refused it)
 
 
-def plain_loop(backend: Backend, registry: ToolRegistry, task: str, max_turns: int = 6) -> Outcome:
-    """What a user writes first: ask, run the calls, send the results back, until the model answers."""
-    messages, sampling, calls = [Message(role="user", content=task)], SamplingParams(temperature=0, max_tokens=300), 0
-    for turn in range(1, max_turns + 1):
-        reply = backend.generate(GenerationRequest(messages=messages, tools=registry.schemas(), tool_choice="auto",
-                                                   sampling=sampling))
-        if not reply.tool_calls:
-            return Outcome(reply.text.strip(), turn, calls)
-        messages.append(Message(role="assistant", content=reply.text or None, tool_calls=reply.tool_calls))
-        for call in reply.tool_calls:
-            result = registry.call(call.name, call.arguments)
-            calls += 1
-            messages.append(Message(role="tool", tool_call_id=call.id,
-                                    content=result.output if result.ok else f"error: {result.error}"))
-    return Outcome(None, max_turns, calls)
+def plain_run(backend: Backend, registry: ToolRegistry, task: str) -> Outcome:
+    answer, model_calls, tool_calls = plain_loop(backend, registry, task)
+    return Outcome(answer, model_calls, tool_calls)
 
 
 def agent_run(backend: Backend, registry: ToolRegistry, task: str, **options: Any) -> Outcome:
@@ -102,6 +91,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="a model name or path (default: the default model)")
     parser.add_argument("--only", choices=["agent", "agent-plan", "plain", "smolagents"], action="append", default=[])
     parser.add_argument("--every", type=int, default=1, help="every Nth task of each group only")
+    parser.add_argument("--group", choices=list(GROUPS), action="append", default=[], help="only these groups")
     parser.add_argument("--verbose", action="store_true", help="print each task's answer")
     args = parser.parse_args()
     backend = load_backend("local", model=args.model) if args.model else load_backend("local")
@@ -109,11 +99,11 @@ def main() -> None:
     ways: dict[str, Callable[[str], Outcome]] = {
         "agent": lambda task: agent_run(backend, registry, task),
         "agent-plan": lambda task: agent_run(backend, registry, task, plan=True),
-        "plain": lambda task: plain_loop(backend, registry, task),
+        "plain": lambda task: plain_run(backend, registry, task),
     }
     if not args.only or "smolagents" in args.only:
         ways["smolagents"] = smolagents_runner(registry, args.model)
-    groups = {name: tasks[:: args.every] for name, tasks in GROUPS.items()}
+    groups = {name: tasks[:: args.every] for name, tasks in GROUPS.items() if not args.group or name in args.group}
     total = sum(len(t) for t in groups.values())
     print(f"model: {backend.model_name}; {total} tasks\n")
     print("| way | solved | " + " | ".join(groups) + " | right refused | wrong verified | model calls/task "
@@ -136,7 +126,8 @@ def main() -> None:
                 wrong_verified += outcome.verified and not ok
                 model_calls, tool_calls = model_calls + outcome.model_calls, tool_calls + outcome.tool_calls
                 if args.verbose:
-                    print(f"  [{way}] {'ok ' if ok else 'BAD'} {task} -> {outcome.answer!r}", flush=True)
+                    print(f"  [{way}] {'ok ' if ok else 'BAD'}{' verified' if outcome.verified else ''} {task} -> "
+                          f"{outcome.answer!r}", flush=True)
         seconds = time.perf_counter() - start
         cells = " | ".join(f"{by_group[g]}/{len(t)}" for g, t in groups.items())
         agentic = way.startswith("agent")

@@ -16,7 +16,16 @@ from typing import Any
 from backends.base import BackendError
 from backends.local.constraints import COMPACT_JSON
 from backends.local.tokenizer import LocalTokenizer
-from backends.local.tool_formats import Hermes, Spell, ToolFormat, may_be_untagged, native_format, untagged_calls, untagged_rules
+from backends.local.tool_formats import (
+    Hermes,
+    Spell,
+    ToolFormat,
+    last_fence,
+    may_be_untagged,
+    native_format,
+    untagged_calls,
+    untagged_rules,
+)
 from backends.schemas import call_parameters
 from backends.types import Constraint, GenerationRequest, Message, TokenEvent, ToolCall
 
@@ -145,18 +154,29 @@ def with_parsed_calls(events: Iterator[TokenEvent], fmt: ToolFormat, names: Sequ
     loop on one call until max_tokens), and one cut off by max_tokens keeps its whole calls. A
     reply that turns out not to be calls (or is cut off before any call is whole) releases its
     text instead, so nothing is lost. Calls of the tools `names` written without the format's
-    tags (bare or fenced JSON, see untagged_calls) are calls too.
+    tags (bare or fenced JSON, see untagged_calls) are calls too, and so is a fence of such calls
+    that ends a reply of words (last_fence): the words are the reply's text, the fence is held back.
     """
     seen: list[str] = []
-    holding = True
+    holding, released = True, 0
     for event in events:
         seen.append(event.text)
         reply = "".join(seen)
-        if not holding:
-            yield event
+        if not holding:  # words; a ```json fence at their end may still be calls (see last_fence)
+            fence = last_fence(reply) if names else None
+            end = len(reply) if fence is None or fence < released else fence
+            ended = event.finish_reason is not None and end < len(reply)
+            calls = untagged_calls(reply[end:], names, cut=event.finish_reason == "length") if ended else []
+            if calls:
+                yield event.model_copy(update={"text": reply[released:end], "finish_reason": "tool_calls",
+                                               "tool_calls": calls})
+                return
+            end = len(reply) if event.finish_reason else end
+            yield event.model_copy(update={"text": reply[released:end]})
+            released = end
             continue
         if reply and not fmt.may_open(reply) and not (names and may_be_untagged(reply)):
-            holding = False
+            holding, released = False, len(reply)
             yield event.model_copy(update={"text": reply})
             continue
         calls = fmt.parse(reply) if event.finish_reason or fmt.closes_call(reply) else []

@@ -94,6 +94,23 @@ def untagged_rules(parallel: bool) -> list[str]:
     return ["untagged: bare | fenced", "bare: " + _repeat("body", "\n", parallel), 'fenced: "```json\\n" bare "\\n```"']
 
 
+def last_fence(text: str) -> int | None:
+    """Where the reply's last ``` fence begins, when it may be calls after the model's own words: it opens
+    a line, and is still open or is the end of the reply. Its text is held back until that is known.
+    Qwen2.5-Coder-1.5B says what it will do, then writes the call in a ```json fence."""
+    start = text.rfind("```")
+    tail = len(text) - len(text.rstrip("`"))  # "`" or "``" at the end: a fence being written
+    if tail and (start == -1 or start < len(text) - tail):
+        start = len(text) - tail
+    if start <= 0 or text[:start].rstrip(" \t")[-1:] not in ("\n", ""):
+        return None
+    if text.count("```", 0, start) % 2:  # it closes a fence that opened before
+        opening = text.rfind("```", 0, start)
+        after = text[start + 3:]
+        return opening if not after.strip() and text[:opening].rstrip(" \t")[-1:] == "\n" else None
+    return start
+
+
 def may_be_untagged(reply: str) -> bool:
     """Whether a reply that starts like this may be calls without tags (see untagged_calls)."""
     start = reply.lstrip()

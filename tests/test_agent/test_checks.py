@@ -77,6 +77,21 @@ def test_an_answer_is_verified_when_it_states_a_result_rounded_or_not():
     assert StatesAResult()("It was written by Mirela Voss.", seen(("find_book", '{"author": "Mirela Voss"}'))).passed
     assert StatesAResult()("I do not know.", seen(("convert_units", "154.324"))) is None
     assert StatesAResult()("15 years.", seen()) is None
+
+
+def test_a_result_is_not_confirmed_when_a_number_of_the_task_went_into_no_call():
+    """Qwen2.5-Coder-0.5B answered "34.5", one desk lamp's price, for what 3 of them cost."""
+    task = "How much do 3 desk lamps cost in the shop, in euros?"
+    price = Observation("product_price", '{"product": "desk lamp"}', "34.5", True)
+    assert StatesAResult()("34.5", Evidence(task, [price])) is None
+    times = Observation("multiply", '{"a": 34.5, "b": 3}', "103.5", True)
+    assert StatesAResult()("103.5 euros", Evidence(task, [price, times])).passed
+    book = Observation("find_book", '{"title": "Night Harbor"}', '{"title": "Night Harbor", "pages": 352}', True)
+    wrong = "The Copper Orchard has 62 pages more than Night Harbor."  # Qwen2.5-Coder-1.5B's, verified before
+    assert StatesAResult()(wrong, Evidence("How many more pages does 'The Copper Orchard' have than 'Night Harbor'?",
+                                           [book])) is None
+    dates = Observation("days_between", '{"start": "2026-01-01", "end": "2026-12-25"}', "358", True)
+    assert StatesAResult()("358 days", Evidence("How many days from 2026-01-01 to 2026-12-25?", [dates])).passed
     assert judge(DEFAULT, "15 years.", seen()).passed and not judge(DEFAULT, "15 years.", seen()).verified
 
 

@@ -6,7 +6,7 @@ import time
 from agent import Agent
 from agent.checks import Check, Finding
 from agent.events import Final, ToolReturned, Verdict
-from backends import ToolCall
+from backends import Message, ToolCall
 from backends.scripted import ScriptedBackend
 
 
@@ -133,5 +133,17 @@ def test_a_turn_that_only_repeats_a_call_is_followed_by_an_answer_turn_without_t
     result = agent.run("How much does a kettle cost?")
     answer_turn = backend.requests[-1]
     assert answer_turn.tools is None and answer_turn.tool_choice is None
-    assert "product_price gave 27.0" in answer_turn.messages[-1].content
+    assert "product_price({\"product\": \"kettle\"}) -> 27.0" in answer_turn.messages[-1].content
     assert result.answer == "A kettle costs 27 euros." and result.verified
+
+
+def test_the_calls_of_a_reply_that_said_something_first_go_back_alone():
+    """Qwen2.5-Coder-1.5B says what it will do, then calls. Kept with those words ("Here's how you can
+    do it: ..."), the result read to it as the user's, and it answered "Thank you for providing the response."."""
+    said = "To find the price of a kettle, you can use the `product_price` function. Here's how you can do it:"
+    reply = Message(role="assistant", content=said, tool_calls=[ToolCall.create("c1", "product_price", {"product": "kettle"})])
+    agent, backend = converse([reply, "A kettle costs 27 euros."])
+    result = agent.run("How much does a kettle cost?")
+    turn = backend.requests[-1].messages[-2]
+    assert turn.role == "assistant" and turn.content is None and turn.tool_calls[0].name == "product_price"
+    assert result.answer == "A kettle costs 27 euros." and not [e for e in result.events if e.type == "verdict" and not e.passed]

@@ -54,7 +54,7 @@ def test_plan_tool_call_answer_verified():
     assert any(e.type == "token" and e.phase == "act" for e in result.events)  # decoding is streamed too
     observation, nudge = (m.content for m in backend.requests[2].messages[-2:])
     assert "add" in observation and "-> 5" in observation
-    assert "add gave 5" in nudge  # a quantity computed from all the task's numbers: the answer is in hand
+    assert "add({\"a\": 2, \"b\": 3}) -> 5" in nudge  # a quantity computed from all the task's numbers: the answer is in hand
 
 
 def test_tool_error_then_recovery():

@@ -5,6 +5,7 @@ from agent import Agent
 from agent.checks import NotACall, NotAMessage
 from agent.events import Steered, ToolReturned
 from agent.policies import DEFAULT, Next, Policy
+from agent.turns import TEXT_ANSWER
 from backends import ToolCall
 from backends.scripted import ScriptedBackend
 
@@ -50,8 +51,8 @@ class AnswerAfterOneResult(Policy):
 
     name = "answer_after_one_result"
 
-    def __call__(self, task, turns, evidence):
-        if turns[-1].calls and any(o.ok for o in evidence):
+    def __call__(self, run):
+        if run.turns[-1].calls and any(o.ok for o in run.evidence):
             return Next(self.name, "none", "Answer now from the price found.", "one result is enough")
         return None
 
@@ -92,6 +93,18 @@ def test_a_call_cut_off_by_max_tokens_is_not_an_answer():
     for reply in (cut, fenced):
         assert NotACall()(reply, evidence) is not None
     assert NotACall()('{"name": "Ana", "age": 3}', evidence) is None  # a JSON answer that names no tool
+
+
+def test_a_model_that_goes_on_calling_answers_on_the_last_turn_of_the_budget():
+    """Qwen2.5-Coder-0.5B converted 30 °C to 86 °F, then went on calling until the budget ran out."""
+    calls = [call(product="desk lamp"), call(product="kettle"), call(product="toaster")]
+    agent, backend = converse([*calls, "A desk lamp costs 34.5 euros."], max_steps=4, constrain=True)
+    result = agent.run("What does a desk lamp cost?")
+    steers = [e for e in result.events if isinstance(e, Steered)]
+    assert [s.policy for s in steers] == ["answer_on_the_last_turn"] and backend.requests[-1].tool_choice is None
+    assert 'product_price({"product": "desk lamp"}) -> 34.5' in backend.requests[-1].messages[-1].content
+    assert backend.requests[-1].constraint.regex == TEXT_ANSWER  # it cannot write a call as text instead
+    assert result.answer == "A desk lamp costs 34.5 euros."
 
 
 def test_repeats_are_not_run_again_and_the_answer_turn_names_its_policy():

@@ -90,6 +90,30 @@ def test_text_that_is_not_only_calls_of_offered_tools_stays_text(text):
     assert "".join(e.text for e in out) == text and not out[-1].tool_calls and out[-1].finish_reason == "eos"
 
 
+# Qwen2.5-Coder-1.5B-Instruct's own reply to tool_choice="auto" (greedy, through this engine).
+SAID_THEN_CALLED = ("To find the price of a toaster from the shop in US dollars, you can use the `product_price` "
+                    "function. Here's how you can do it:\n\n")
+FENCED_CALL = '```json\n{\n  "name": "product_price",\n  "arguments": {\n    "product": "Toaster"\n  }\n}\n```'
+
+
+def test_words_then_a_fenced_call_are_a_call_and_the_fence_is_not_streamed_as_text():
+    text = SAID_THEN_CALLED + FENCED_CALL
+    pieces = [text[i : i + 5] for i in range(0, len(text), 5)]
+    out = list(with_parsed_calls(_events(pieces, "eos"), Hermes(), [*NAMES, "product_price"]))
+    assert "".join(e.text for e in out) == SAID_THEN_CALLED
+    assert out[-1].finish_reason == "tool_calls"
+    assert [(c.name, json.loads(c.arguments)) for c in out[-1].tool_calls] == [("product_price", {"product": "Toaster"})]
+
+
+@pytest.mark.parametrize("fence", ["```python\nprint(1)\n```", FENCED_CALL + "\nThen I will answer.",
+                                   '```json\n{"city": "Hanoi"}\n```', FENCED_CALL[:30]])
+def test_words_then_a_fence_that_is_not_calls_stay_text(fence):
+    text = SAID_THEN_CALLED + fence
+    pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
+    out = list(with_parsed_calls(_events(pieces, "eos"), Hermes(), [*NAMES, "product_price"]))
+    assert "".join(e.text for e in out) == text and not out[-1].tool_calls and out[-1].finish_reason == "eos"
+
+
 def test_untagged_calls_are_read_only_when_tools_are_named():
     text = '{"name": "add", "arguments": {"a": 1, "b": 2}}'
     assert "".join(e.text for e in with_parsed_calls(_events([text], "eos"), Hermes())) == text
