@@ -160,8 +160,10 @@ class StatesAResult(Check):
     result stated as the answer ("41.25", the toaster's price in euros, for its price in dollars) is
     where a chain stops short. So is a number of the task that no call took ("34.5", a desk lamp's
     price, for what 3 of them cost): then nothing is confirmed. What the task itself says is no result
-    ("Night Harbor", the title find_book was asked for, in its JSON). An answer from the model's own
-    knowledge is left unverified, which is not a failure."""
+    ("Night Harbor", the title find_book was asked for, in its JSON), and an answer with a number that
+    neither the task nor any result holds worked something out itself ("12 + 7 + 30 = 59" from a file
+    that says 12, 7 and 30): the result it states is not what it concludes. An answer from the model's
+    own knowledge is left unverified, which is not a failure."""
 
     name = "states_a_result"
 
@@ -171,12 +173,21 @@ class StatesAResult(Check):
         taken = {v for o in evidence.observations if o.ok for v in _numbers(o.arguments)}
         if _numbers(evidence.task) - taken:
             return None
+        if _worked_out(answer, [evidence.task, *evidence.results]):
+            return None
         said = _stated(answer) - _stated(evidence.task)  # "Night Harbor" from find_book's JSON is no result of it
         last = evidence.results[-1]
         for value in {n.replace(",", "") for n in _NUMBER.findall(last)} | _json_words(last):
             if value in said or _same_number(value, said):
                 return Finding.confirm(self, f"the answer states {value}, the last tool result")
         return None
+
+
+def _worked_out(answer: str, sources: Sequence[str]) -> bool:
+    """Whether the answer has a number that no source has, even rounded (signs aside: "2026-10-17")."""
+    known = {n.replace(",", "").lstrip("-") for text in sources for n in _NUMBER.findall(text)}
+    return any(n not in known and not any(_same_number(k, {n}) for k in known)
+               for n in {n.replace(",", "").lstrip("-") for n in _NUMBER.findall(answer)})
 
 
 def _stated(text: str) -> set[str]:

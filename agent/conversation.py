@@ -61,7 +61,8 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
                              Message(role="user", content=prompts.REFUSED.format(reasons=prompts.bullets(verdict.reasons)))]
             turns.append(Turn(reply=text, verdict=verdict))
         choice = "auto" if can_call else None
-        if (steer := next_turn(agent.policies, RunSoFar(task, turns, evidence, turns_left), can_call)) is not None:
+        steer = next_turn(agent.policies, RunSoFar(task, turns, evidence, turns_left), can_call) if turns_left else None
+        if steer is not None:
             yield Steered(policy=steer.policy, tool_choice=steer.tool_choice, why=steer.why)
             choice = steer.tool_choice if can_call else None
             if steer.message:

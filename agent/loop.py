@@ -1,4 +1,6 @@
-"""The agent: plan, act, verify, with every step streamed as a typed event."""
+"""The agent: its public API (run, stream, arun, astream), and the parts both ways of running share
+(model calls, tool calls, verification, the context budget). The ways themselves are
+agent/conversation.py (a model with its own tool format) and agent/planned.py (plan, act, verify)."""
 
 from __future__ import annotations
 

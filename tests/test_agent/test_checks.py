@@ -90,6 +90,11 @@ def test_a_result_is_not_confirmed_when_a_number_of_the_task_went_into_no_call()
     wrong = "The Copper Orchard has 62 pages more than Night Harbor."  # Qwen2.5-Coder-1.5B's, verified before
     assert StatesAResult()(wrong, Evidence("How many more pages does 'The Copper Orchard' have than 'Night Harbor'?",
                                            [book])) is None
+    inventory = Observation("read_file", '{"path": "inventory.csv"}', "fruit,count\napples,12\npears,7\nplums,30", True)
+    summed = "The total of apples, pears and plums is 12 + 7 + 30 = 59"  # Qwen2.5-Coder-0.5B's, verified before
+    assert StatesAResult()(summed, Evidence("Read inventory.csv. What is the total?", [inventory])) is None
+    assert StatesAResult()("12 + 7 + 30 = 49", Evidence("Read inventory.csv. What is the total?",
+                                                        [inventory, Observation("add", "{}", "49", True)])).passed
     dates = Observation("days_between", '{"start": "2026-01-01", "end": "2026-12-25"}', "358", True)
     assert StatesAResult()("358 days", Evidence("How many days from 2026-01-01 to 2026-12-25?", [dates])).passed
     assert judge(DEFAULT, "15 years.", seen()).passed and not judge(DEFAULT, "15 years.", seen()).verified

