@@ -177,7 +177,7 @@ class StatesAResult(Check):
             return None
         said = _stated(answer) - _stated(evidence.task)  # "Night Harbor" from find_book's JSON is no result of it
         last = evidence.results[-1]
-        for value in {n.replace(",", "") for n in _NUMBER.findall(last)} | _json_words(last):
+        for value in _number_texts(last) | _json_words(last):
             if value in said or _same_number(value, said):
                 return Finding.confirm(self, f"the answer states {value}, the last tool result")
         return None
@@ -185,13 +185,17 @@ class StatesAResult(Check):
 
 def _worked_out(answer: str, sources: Sequence[str]) -> bool:
     """Whether the answer has a number that no source has, even rounded (signs aside: "2026-10-17")."""
-    known = {n.replace(",", "").lstrip("-") for text in sources for n in _NUMBER.findall(text)}
+    known = {n.lstrip("-") for text in sources for n in _number_texts(text)}
     return any(n not in known and not any(_same_number(k, {n}) for k in known)
-               for n in {n.replace(",", "").lstrip("-") for n in _NUMBER.findall(answer)})
+               for n in {n.lstrip("-") for n in _number_texts(answer)})
+
+
+def _number_texts(text: str) -> set[str]:
+    return {n.replace(",", "") for n in _NUMBER.findall(text)}
 
 
 def _stated(text: str) -> set[str]:
-    return {n.replace(",", "") for n in _NUMBER.findall(text)} | {w.casefold() for w in re.findall(r"\w{3,}", text)}
+    return _number_texts(text) | {w.casefold() for w in re.findall(r"\w{3,}", text)}
 
 
 def _numbers(text: str) -> set[float]:
