@@ -109,7 +109,7 @@ class CachedBeams:
 
     @torch.inference_mode()
     def start(self) -> Tensor:
-        logits = self.model(torch.tensor([self.prompt], device=self.device), start=0, last_only=True)[0, -1]
+        logits = self.model.prefill(self.prompt, self.model.reusable_prefix(self.prompt))
         for layer in self.model.layers:  # the prompt is prefilled once, then copied to every beam
             layer.attention.cache.repeat(self.width)
         return logits

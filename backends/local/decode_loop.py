@@ -26,9 +26,7 @@ def decode(model: Transformer, prompt_ids: Sequence[int], pick: PickToken, max_n
     The prompt's prefix that the cache already holds (an earlier turn of the same
     conversation, a shared system prompt) is not computed again.
     """
-    start = prepare_cache(model, prompt_ids, max_new_tokens)
-    ids = torch.tensor([list(prompt_ids[start:])], device=model.device)
-    logits = model(ids, start=start, last_only=True)[0, -1]
+    logits = model.prefill(prompt_ids, prepare_cache(model, prompt_ids, max_new_tokens))
     position = len(prompt_ids)
     for step in range(max_new_tokens):
         token, logprobs = pick(logits)

@@ -33,6 +33,12 @@ from backends.local.quant import (
 )
 
 PREFIX_CACHE_BYTES = 64 * 2**20  # earlier prompts' K/V kept for reuse (SmolLM2: about 1,400 tokens)
+# Prompts are computed in chunks of this many tokens at fixed absolute positions, and only whole
+# chunks are reused. A row's keys and values depend on the shape of the forward that made it (one
+# float32 ulp in attention flips a bfloat16 rounding, and 24 layers on it moves a logit by 0.5);
+# on the grid, a chunk is always made by the same forward, so a reused prompt samples the same
+# tokens as a cold one. 64 costs 2-5% of prefill speed in fast precision (see docs/engine.md).
+PREFILL_CHUNK = 64
 
 
 def rope_inv_freq(config: ModelConfig, freq_factors: Tensor | None = None, theta: float = 0.0) -> Tensor:
@@ -214,7 +220,7 @@ class Transformer(nn.Module):
         self.embed_scale = config.embed_scale
         self.max_cache_len = 0
         self.compiled_block: Callable[..., Tensor] | None = None  # see compile_decode
-        self.cached: list[int] = []  # the tokens whose keys and values row 0 of the cache holds
+        self.cached: list[int] = []  # the tokens whose keys and values row 0 of the cache holds, as whole prefill chunks
         self.snapshots = PrefixSnapshots(PREFIX_CACHE_BYTES)
 
     def _lookup(self, table: Weight | nn.Module, tied: bool) -> nn.Module:
@@ -259,30 +265,37 @@ class Transformer(nn.Module):
         self.max_cache_len = size
 
     def reusable_prefix(self, ids: Sequence[int]) -> int:
-        """How many leading tokens of `ids` row 0 of the cache holds (at most all but the last), after
-        bringing back an earlier prompt's keys and values when they share more (see prefix_cache.py)."""
-        held = common_prefix(self.cached, ids)
+        """How many leading tokens of `ids` row 0 of the cache holds in whole prefill chunks (never the last
+        token), after bringing back an earlier prompt's keys and values when they share more (see prefix_cache.py)."""
+        whole = lambda n: n - n % PREFILL_CHUNK  # noqa: E731
+        held = whole(common_prefix(self.cached, ids))
         found = self.snapshots.best(ids) if self.layers[0].attention.cache.k.shape[0] == 1 else None
-        if found is not None and found[1] > held:
-            snapshot, held = found
+        if found is not None and whole(found[1]) > held:
+            snapshot, held = found[0], whole(found[1])
             self._keep_cached()
             for layer, (k, v) in zip(self.layers, snapshot.layers):
                 layer.attention.cache.update(0, k[:, :, :held], v[:, :, :held])
             self.cached = snapshot.tokens[:held]
         return held
 
+    def prefill(self, ids: Sequence[int], start: int) -> Tensor:
+        """Logits [vocab] of the last of `ids`, computing positions start.. chunk by chunk on the grid.
+
+        start: a multiple of PREFILL_CHUNK (what reusable_prefix returns); rows before it are in the cache."""
+        if start % PREFILL_CHUNK:
+            raise ValueError(f"prefill starts on a chunk boundary, not at {start}")
+        for begin in range(start, len(ids), PREFILL_CHUNK):
+            chunk = list(ids[begin : begin + PREFILL_CHUNK])
+            logits = self(torch.tensor([chunk], device=self.device), start=begin, last_only=True)
+            if len(chunk) == PREFILL_CHUNK and len(self.cached) == begin and self.layers[0].attention.cache.k.shape[0] == 1:
+                self.cached += chunk
+        return logits[0, -1]
+
     def _keep_cached(self) -> None:
         """Copies what row 0 of the cache holds into the snapshots, before it is overwritten."""
         n = len(self.cached)
         self.snapshots.save(self.cached, [(layer.attention.cache.k[:1, :, :n], layer.attention.cache.v[:1, :, :n])
                                           for layer in self.layers])
-
-    def _track(self, start: int, ids: list[int]) -> None:
-        if start > len(self.cached):  # a gap: what the cache holds is no longer known
-            self.cached = []
-            return
-        del self.cached[start:]
-        self.cached += ids
 
     def compile_decode(self) -> None:
         """Compiles one block's decode step with torch.compile; every layer shares the compiled code.
@@ -330,12 +343,11 @@ class Transformer(nn.Module):
 
     def forward(self, ids: Tensor, start: int = 0, last_only: bool = False) -> Tensor:
         """Logits (float32) for token ids [B, T] placed at positions start..start+T-1."""
-        if ids.shape[0] == 1 and start < len(self.cached):
+        if start < len(self.cached):  # rows from start on are overwritten: their chunks are no longer whole
             self._keep_cached()
+            del self.cached[start - start % PREFILL_CHUNK :]
         x = self.embed(ids)
         x = self._blocks(x, self.rope(start, ids.shape[1]), start)
-        if ids.shape[0] == 1 and self.layers[0].attention.cache is not None:
-            self._track(start, ids[0].tolist())
         x = self.norm(x[:, -1:] if last_only else x)
         logits = self.output(x).float()
         cap = self.config.final_softcap

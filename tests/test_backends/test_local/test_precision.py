@@ -6,6 +6,7 @@ import torch
 from backends import BackendError, GenerationRequest, Message, SamplingParams, load_backend
 from backends.local import loader
 from backends.local.loader import load_model
+from backends.local.model import PREFILL_CHUNK
 from backends.local.quant import DenseLinear, GGUFRows, Int4Linear, Int8Linear, OutputHead
 from tests.fixtures.tiny_models import (
     GGMLQuantizationType as QT,
@@ -19,6 +20,11 @@ from tests.fixtures.tiny_models import (
 )
 
 IDS = [5, 17, 100, 3, 250, 42, 7, 9, 11, 13, 200, 64]
+
+
+def whole_chunks(prompt_tokens: int) -> int:
+    """What a prompt met again reuses: its prefill chunks that are whole, never its last token."""
+    return (prompt_tokens - 1) // PREFILL_CHUNK * PREFILL_CHUNK
 
 
 def logits(loaded):
@@ -133,7 +139,7 @@ def test_a_shared_prefix_is_not_computed_again(tmp_path, precision):
     cold = load_backend("local", model=str(path), precision=precision)
     assert chat(cold, "hello tokens").token_ids == second.token_ids  # reuse changes nothing
     again = chat(warm, "hello tokens")
-    assert again.usage.cached_prompt_tokens == again.usage.prompt_tokens - 1  # all but the last token
+    assert again.usage.cached_prompt_tokens == whole_chunks(again.usage.prompt_tokens)
     assert again.token_ids == second.token_ids
 
 
@@ -148,11 +154,11 @@ def test_beam_search_and_logits_overwrite_the_cache_and_the_prompt_comes_back(tm
         reference.generate(GenerationRequest(messages=messages, sampling=beam)).token_ids
     after_beam = chat(backend, "the quick brown fox")
     # the beams overwrote the cache rows; the chat's keys and values come back from their copy
-    assert after_beam.usage.cached_prompt_tokens == after_beam.usage.prompt_tokens - 1
+    assert after_beam.usage.cached_prompt_tokens == whole_chunks(after_beam.usage.prompt_tokens)
     assert after_beam.token_ids == chat(reference, "the quick brown fox").token_ids
     assert torch.allclose(backend.logits(IDS), reference.logits(IDS), atol=1e-5)
     again = chat(backend, "the quick brown fox")  # logits() wrote other tokens over it: back again
-    assert again.usage.cached_prompt_tokens == again.usage.prompt_tokens - 1 and again.token_ids == after_beam.token_ids
+    assert again.usage.cached_prompt_tokens == whole_chunks(again.usage.prompt_tokens) and again.token_ids == after_beam.token_ids
 
 
 @pytest.mark.parametrize("precision", ["exact", "fast"])
@@ -165,7 +171,7 @@ def test_prompts_taking_turns_each_find_their_prefix_again(tmp_path, precision):
     assert first_act.usage.cached_prompt_tokens < first_act.usage.prompt_tokens - 50  # only the system prompt is shared
     second_plan, second_act = chat(backend, plan), chat(backend, act)
     for second in (second_plan, second_act):
-        assert second.usage.cached_prompt_tokens == second.usage.prompt_tokens - 1
+        assert second.usage.cached_prompt_tokens == whole_chunks(second.usage.prompt_tokens)
     assert second_plan.token_ids == first_plan.token_ids == chat(cold, plan).token_ids
     assert second_act.token_ids == first_act.token_ids
 
