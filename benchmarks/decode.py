@@ -1,19 +1,26 @@
 """Load time, prefill and decode speed, and memory: ours beside transformers and llama.cpp.
 
-    .venv/bin/python benchmarks/decode.py [--model PATH.gguf ...] [--new-tokens 64] [--repeats 3] [--compile]
+    .venv/bin/python benchmarks/decode.py [--pulled NAME ...] [--model PATH.gguf ...] [--kernels avx2]
+                                          [--new-tokens 64] [--repeats 3] [--compile] [--no-agent]
 
 Models: SmolLM2-135M-Instruct Q4_1 (pulled), a qwen2-family Q4_K_M-like file built from
-SmolLM2's weights (tests/fixtures/tiny_models.py), and any --model you pass. Each engine runs in its
-own process (peak memory is per process) on the same GGUF, the same token ids, the same
-number of threads, greedy. transformers (pip install -e ".[goldens]") and llama-cpp-python
-are optional peers: their rows appear when they are installed. Then the agent: one
-`tokentrail run` task, each model call's prefill with the cache cold and with its prefix reused.
+SmolLM2's weights (tests/fixtures/tiny_models.py), pulled models named by --pulled
+(qwen2.5-coder-0.5b, qwen2.5-coder-1.5b: a real Q4_K_M) and any --model you pass. Each engine
+runs in its own process (peak memory is per process) on the same GGUF, the same token ids, the
+same number of threads, greedy. tokentrail fast loads twice: first (the converted model is
+written to an empty cache folder) and cached (mapped from it). The table names the CPU;
+--kernels avx2 forces torch's AVX2 kernels on an AVX-512 machine (ATEN_CPU_CAPABILITY; llama.cpp
+keeps its own choice). transformers (pip install -e ".[goldens]") and llama-cpp-python (pip
+install llama-cpp-python: it compiles llama.cpp, about 40 minutes on two cores) are optional
+peers: their rows appear when they are installed. Then the agent: one `tokentrail run` task,
+each model call's prefill with the cache cold and with its prefix reused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -105,7 +112,7 @@ def llama_cpp(path: Path, threads: int) -> Run:
     return run
 
 
-def worker(engine: str, path: Path, ids: list[int], repeats: int) -> dict[str, float]:
+def worker(engine: str, path: Path, ids: list[int], repeats: int, timings: bool = True) -> dict[str, float]:
     """Runs in a process of its own: load, then best-of-`repeats` timings, then peak memory."""
     import torch
 
@@ -121,13 +128,24 @@ def worker(engine: str, path: Path, ids: list[int], repeats: int) -> dict[str, f
         run = transformers_cache_loop(path)
     else:
         run = llama_cpp(path, threads)
-    result = {"load_s": time.perf_counter() - start, "model_mb": rss_mb() - base}
+    result = {"load_s": time.perf_counter() - start, "base_mb": base, "after_mb": rss_mb(), "peak_mb": rss_mb("VmHWM")}
+    if not timings:
+        return result
     run(ids[:8], 4)  # warm-up (and the compilation, with --compile)
     for n in (50, 500):
         result[f"prefill{n}"] = max(n / run(ids[:n], 2)[0] for _ in range(repeats))
     result["decode"] = max((NEW_TOKENS - 1) / run(ids[:50], NEW_TOKENS)[1] for _ in range(repeats))
-    result["peak_over_base_mb"] = rss_mb("VmHWM") - base
     return result
+
+
+def in_process(engine: str, path: Path, ids: str, repeats: int, env: dict[str, str], timings: bool = True
+               ) -> dict[str, float] | str:
+    """The worker's result, or the last line of its error."""
+    cmd = [sys.executable, __file__, "--worker", engine, str(path), ids, "--repeats", str(repeats)]
+    proc = subprocess.run(cmd + ([] if timings else ["--load-only"]), capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def engines(compile: bool) -> list[str]:
@@ -168,40 +186,53 @@ def agent_prefill() -> list[tuple[int, int, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", type=Path, default=[], help="a GGUF file to measure too")
+    parser.add_argument("--pulled", action="append", default=[], help="a pulled model's name to measure too")
+    parser.add_argument("--kernels", choices=["avx2", "avx512", "default"], default=None,
+                        help="force torch's CPU kernels (ATEN_CPU_CAPABILITY) in every worker")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also measure fast mode with torch.compile")
+    parser.add_argument("--no-agent", action="store_true", help="skip the agent's prefill table")
+    parser.add_argument("--no-builtin", action="store_true", help="only the models named by --pulled and --model")
     parser.add_argument("--worker", nargs=3, metavar=("ENGINE", "PATH", "IDS"), help=argparse.SUPPRESS)
+    parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         engine, path, ids = args.worker
-        print(json.dumps(worker(engine, Path(path), json.loads(ids), args.repeats)))
+        print(json.dumps(worker(engine, Path(path), json.loads(ids), args.repeats, timings=not args.load_only)))
         return
+    if args.kernels:
+        os.environ["ATEN_CPU_CAPABILITY"] = args.kernels
 
-    import torch
-
-    from backends.local.model_cache import pull
+    from backends.local.model_cache import model_path, pull
+    from benchmarks.machine import cpu_line
     from tests.fixtures.tiny_models import write_smollm2_as_qwen2
 
-    qwen2 = write_smollm2_as_qwen2(Path(tempfile.mkdtemp()) / "smollm2-as-qwen2-q4_k_m.gguf")
-    models = {"SmolLM2-135M Q4_1": pull("smollm2"), "qwen2-family Q4_K_M-like (SmolLM2 weights)": qwen2}
-    models |= {path.name: path for path in args.model}
-    print(f"batch 1, {torch.get_num_threads()} threads, greedy, {NEW_TOKENS} new tokens after the 50-token prompt, "
-          f"best of {args.repeats}; memory: resident MB over the process before loading (torch imported), "
-          "peak / after the load\n")
-    header = f"{'engine':32} {'load s':>7} {'prefill 50':>10} {'prefill 500':>11} {'decode':>7} {'peak MB':>8} {'model MB':>9}"
+    models: dict[str, Path] = {}
+    if not args.no_builtin:
+        qwen2 = write_smollm2_as_qwen2(Path(tempfile.mkdtemp()) / "smollm2-as-qwen2-q4_k_m.gguf")
+        models = {"SmolLM2-135M Q4_1": pull("smollm2"), "qwen2-family Q4_K_M-like (SmolLM2 weights)": qwen2}
+    models |= {name: model_path(name) for name in args.pulled} | {path.name: path for path in args.model}
+    print(f"CPU: {cpu_line()}")
+    print(f"batch 1, greedy, {NEW_TOKENS} new tokens after the 50-token prompt, best of {args.repeats}; "
+          "memory: resident MB of the process (base: after importing the engine, before loading)\n")
+    header = (f"{'engine':32} {'load s':>7} {'cached s':>8} {'prefill 50':>10} {'prefill 500':>11} {'decode':>7} "
+              f"{'base MB':>8} {'peak MB':>8} {'after MB':>8}")
     for label, path in models.items():
         print(f"{label}: {path.name}, {path.stat().st_size / 2**20:.0f} MB file (tokens/s)\n{header}")
         ids = json.dumps(prompt_ids(path))
         for engine in engines(args.compile):
-            cmd = [sys.executable, __file__, "--worker", engine, str(path), ids, "--repeats", str(args.repeats)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"{engine:32} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            env = os.environ | {"TOKENTRAIL_PACKED_CACHE": tempfile.mkdtemp(prefix="packed-")}
+            first = in_process(engine, path, ids, args.repeats, env, timings=False)
+            r = in_process(engine, path, ids, args.repeats, env)
+            if isinstance(r, str) or isinstance(first, str):
+                print(f"{engine:32} failed: {r if isinstance(r, str) else first}")
                 continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"{engine:32} {r['load_s']:7.2f} {r['prefill50']:10.1f} {r['prefill500']:11.1f} {r['decode']:7.1f} "
-                  f"{r['peak_over_base_mb']:8.0f} {r['model_mb']:9.0f}")
+            cached = f"{r['load_s']:8.2f}" if engine.startswith("tokentrail fast") else f"{'-':>8}"
+            print(f"{engine:32} {first['load_s']:7.2f} {cached} {r['prefill50']:10.1f} {r['prefill500']:11.1f} "
+                  f"{r['decode']:7.1f} {first['base_mb']:8.0f} {first['peak_mb']:8.0f} {first['after_mb']:8.0f}")
         print()
+    if args.no_agent:
+        return
 
     print("agent: `tokentrail run \"What is 123 * 457? Use the calculator.\"` on SmolLM2 fast, run twice in one process")
     print(f"{'call':>4} {'prompt tokens':>13} {'reused':>7} {'first token s':>14}")

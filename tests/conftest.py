@@ -5,6 +5,7 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+os.environ.setdefault("TOKENTRAIL_PACKED_CACHE", "0")  # no converted models left on disk; test_packed_cache turns it on
 # Triton kernels run through the NumPy interpreter on machines without a GPU. It must be
 # set before triton is first imported.
 if not torch.cuda.is_available():

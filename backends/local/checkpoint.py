@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.local.config import ModelConfig, ModelLoadError
-from backends.local.quant import LoadSummary, Weight, split_rows
+from backends.local.quant import Deferred, LoadSummary, Weight, made, split_rows
 from backends.local.tokenizer import LocalTokenizer
 
 
 @dataclass
 class Checkpoint:
     config: ModelConfig
-    weights: dict[str, Weight]
+    weights: dict[str, Weight | Deferred]  # a GGUF file's are converted when the model takes them
     tokenizer: LocalTokenizer
     chat_template: str | None
     source: Path
@@ -22,7 +22,7 @@ class Checkpoint:
     summary: LoadSummary = field(default_factory=LoadSummary)
 
 
-def split_fused(config: ModelConfig, weights: dict[str, Weight]) -> None:
+def split_fused(config: ModelConfig, weights: dict[str, Weight | Deferred]) -> None:
     """Phi-3's fused qkv_proj and gate_up_proj as the separate projections the model is built from."""
     q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
     for i in range(config.n_layers):
@@ -31,7 +31,7 @@ def split_fused(config: ModelConfig, weights: dict[str, Weight]) -> None:
                                     (p + "mlp.gate_up_proj.weight", ("gate", "up"), (config.ffn_dim, config.ffn_dim))):
             if fused not in weights:
                 continue
-            w = weights.pop(fused)
+            w = made(weights.pop(fused))
             if w.shape[0] != sum(sizes):
                 raise ModelLoadError(f"tensor {fused} has {w.shape[0]} rows, the configuration implies {sum(sizes)}")
             mlp = "gate" in parts
@@ -58,7 +58,7 @@ def expected_weight_names(config: ModelConfig) -> set[str]:
     return names
 
 
-def check_weights(config: ModelConfig, weights: dict[str, Weight], source: Path) -> None:
+def check_weights(config: ModelConfig, weights: dict[str, Weight | Deferred], source: Path) -> None:
     """Every weight the architecture needs is there with the right shape; nothing is left over."""
     expected = expected_weight_names(config)
     optional = {"lm_head.weight", "rope_freqs", "lm_head.rows", "model.embed_tokens.rows"}

@@ -18,17 +18,15 @@ from backends.local.config import ModelConfig, ModelLoadError, family_of
 from backends.local.gguf_reader import GGUFFile, TensorInfo
 from backends.local.quant import (
     INT4_TYPES,
+    Deferred,
     GGUFRows,
-    Int4Weight,
     LoadSummary,
     Weight,
-    concat,
     dequantize_rows,
     int4_fits,
     int4_from_gguf,
-    int4_groups,
-    int8_rows,
     map_rows,
+    requantized,
 )
 from backends.local.tokenizer import LocalTokenizer
 
@@ -160,44 +158,58 @@ FLOAT_TYPES = (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizat
 
 
 def _float(file: GGUFFile, info: TensorInfo) -> torch.Tensor:
+    return dequantize_rows(file.raw(info), info.type).reshape(info.shape)
+
+
+def _check_readable(file: GGUFFile, info: TensorInfo) -> None:
+    """Refuses a type that cannot be dequantized when the file is opened, not when a layer is built."""
+    if info.type in FLOAT_TYPES or info.type in INT4_TYPES:
+        return
     try:
-        return dequantize_rows(file.raw(info), info.type).reshape(info.shape)
+        dequantize_rows(file.raw(info)[:1], info.type)
     except NotImplementedError as exc:
         raise ModelLoadError(
             f"{file.path}: tensor {info.name} uses quantization {info.type.name}, which cannot be dequantized ({exc})"
         ) from exc
 
 
-def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary: LoadSummary) -> dict[str, Weight]:
+def _deferred(file: GGUFFile, info: TensorInfo, convert: Callable[[], Weight], floating: bool) -> Deferred:
+    """Converted when the model takes it; then the tensor's pages may leave memory."""
+    def make() -> Weight:
+        weight = convert()
+        file.release(info)
+        return weight
+
+    return Deferred(info.shape, make, floating)
+
+
+def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary: LoadSummary) -> dict[str, Weight | Deferred]:
     """A quantized tensor in fast mode: Q4_0/Q4_1/Q4_K as int4, other types requantized to int8 rows.
 
-    Token embeddings and the output head also keep the file's blocks (`<name>.rows`), looked
-    up row by row: embeddings of the prompt's tokens, the head's top candidates. The head's
-    matmul only ranks the candidates, so it is int4 groups whatever the file's type (int8
-    rows where the kernel's shape limits forbid); an untied embedding needs no matmul at all.
+    Token embeddings and the output head also keep the file's blocks (`<name>.rows`, a view of
+    the memory-mapped file), looked up row by row: embeddings of the prompt's tokens, the head's
+    top candidates. The head's matmul only ranks the candidates, so it is int4 groups whatever
+    the file's type (int8 rows where the kernel's shape limits forbid); an untied embedding
+    needs no matmul at all.
     """
     base = name.removesuffix(".weight")
     if name == "model.embed_tokens.weight" and not tied:
         summary.add("rows", info.name)
-        return {name: GGUFRows(file.raw(info), info.type)}
+        return {name: GGUFRows(file.raw(info), info.type, info.name)}
+    raw = file.raw(info)
     if name in ("lm_head.weight", "model.embed_tokens.weight"):
-        rough = _requantized(file, info, int4_groups if int4_fits(tuple(info.shape)) else int8_rows)
-        summary.add(("int4" if isinstance(rough, Int4Weight) else "int8") + "+rows", info.name)
-        return {name: rough, base + ".rows": GGUFRows(file.raw(info), info.type)}
+        int4 = int4_fits(tuple(info.shape))
+        summary.add(("int4" if int4 else "int8") + "+rows", info.name)
+        rough = _deferred(file, info, lambda: requantized(raw, info.type, "int4" if int4 else "int8",
+                                                          lambda first, end: file.release(info, first, end)), False)
+        return {name: rough, base + ".rows": GGUFRows(raw, info.type, info.name)}
     if len(info.shape) != 2:
-        return {name: _float(file, info)}
+        return {name: _deferred(file, info, lambda: _float(file, info), True)}
     if info.type in INT4_TYPES:
         summary.add("int4", info.name)
-        return {name: int4_from_gguf(file.raw(info), info.type)}
+        return {name: _deferred(file, info, lambda: int4_from_gguf(raw, info.type), False)}
     summary.add("int8", info.name)
-    return {name: _requantized(file, info, int8_rows)}
-
-
-def _requantized(file: GGUFFile, info: TensorInfo, quantize: Callable[[torch.Tensor], Weight], chunk: int = 4096) -> Weight:
-    """Dequantized and quantized again a few thousand rows at a time: a float32 copy of a
-    whole vocabulary-sized matrix would be the peak of the load."""
-    raw = file.raw(info)
-    return concat([quantize(dequantize_rows(raw[i : i + chunk], info.type)) for i in range(0, raw.shape[0], chunk)])
+    return {name: _deferred(file, info, lambda: requantized(raw, info.type, "int8"), False)}
 
 
 def _int_list(values: Any) -> list[int] | None:
@@ -214,25 +226,25 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32, quantized: bool = 
     config = _config(fields, arch, len(tokens), has_output="output.weight" in file.tensors)
 
     summary = LoadSummary()
-    weights: dict[str, Weight] = {}
+    weights: dict[str, Weight | Deferred] = {}
     for info in file.tensors.values():
         name = hf_name(info.name, arch)
         if not name:
             if name == "":
                 raise ModelLoadError(f"{path}: unexpected tensor {info.name!r} for architecture {arch!r}")
             continue
+        _check_readable(file, info)
         if quantized and info.type not in FLOAT_TYPES:
             weights |= _quantized(file, info, name, config.tie_embeddings, summary)
         else:
-            weights[name] = _float(file, info)
-        file.release(info)
+            weights[name] = _deferred(file, info, lambda info=info: _float(file, info), True)
     if config.family == "llama":  # llama.cpp's converter permutes Q/K of llama-family models only
         for i in range(config.n_layers):
             prefix = f"model.layers.{i}.self_attn."
             for proj, heads in (("q_proj", config.n_heads), ("k_proj", config.n_kv_heads)):
                 if prefix + proj + ".weight" in weights:
-                    weights[prefix + proj + ".weight"] = map_rows(
-                        weights[prefix + proj + ".weight"], lambda t, h=heads: unpermute_rope(t, h))
+                    weights[prefix + proj + ".weight"] = weights[prefix + proj + ".weight"].then(
+                        lambda w, h=heads: map_rows(w, lambda t: unpermute_rope(t, h)))
     split_fused(config, weights)
     check_weights(config, weights, path)
 

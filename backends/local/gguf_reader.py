@@ -152,12 +152,15 @@ class GGUFFile:
         data = np.frombuffer(self._map, dtype=np.uint8, count=info.nbytes, offset=info.offset)
         return data.reshape(info.shape[0] if len(info.shape) > 1 else 1, -1)
 
-    def release(self, info: TensorInfo) -> None:
-        """Tells the kernel the tensor's pages may leave memory (they are converted and no longer read)."""
+    def release(self, info: TensorInfo, first_row: int = 0, end_row: int | None = None) -> None:
+        """Tells the kernel the pages of the tensor's rows first_row..end_row (all by default) may leave
+        memory: they are converted and no longer read."""
+        row_bytes = info.nbytes // (info.shape[0] if len(info.shape) > 1 else 1)
+        end = info.offset + (info.nbytes if end_row is None else min(info.nbytes, end_row * row_bytes))
         page = mmap.PAGESIZE
-        start = info.offset // page * page
+        start = (info.offset + first_row * row_bytes) // page * page
         try:
-            self._map.madvise(mmap.MADV_DONTNEED, start, info.offset + info.nbytes - start)
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
         except (AttributeError, OSError, ValueError):
             pass  # an optimisation only
 

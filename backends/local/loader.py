@@ -2,7 +2,8 @@
 
 Precision: "exact" expands every weight to float (token-exact against transformers);
 "fast" keeps GGUF weights quantized (int4 groups or int8 rows, see quant.py), the default
-on CPUs with AVX2 or AVX-512; "int8" and "int4" also quantize float weights at load (a
+on CPUs with AVX2 or AVX-512, and keeps the converted model on disk for the next load
+(packed_cache.py); "int8" and "int4" also quantize float weights at load (a
 safetensors folder, an F16 GGUF). On CUDA the quantized CPU kernels do not apply: weights
 are expanded to bfloat16.
 """
@@ -17,12 +18,13 @@ from pathlib import Path
 
 import torch
 
+from backends.local import packed_cache
 from backends.local.checkpoint import Checkpoint
 from backends.local.config import ModelConfig, ModelLoadError, check_precision
 from backends.local.gguf_file import load_gguf
 from backends.local.hf_folder import load_hf_folder
 from backends.local.model import Transformer
-from backends.local.quant import LoadSummary, Weight, int4_fits, int4_groups, int8_rows
+from backends.local.quant import Deferred, GGUFRows, LoadSummary, Weight, int4_fits, int4_groups, int8_rows
 from backends.local.tokenizer import LocalTokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -82,18 +84,19 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
     return precision
 
 
-def _quantize_floats(weights: dict[str, Weight], precision: str, summary: LoadSummary) -> None:
+def _quantize_floats(weights: dict[str, Weight | Deferred], precision: str, summary: LoadSummary) -> None:
     """On request ("int8"/"int4"): the float projection and embedding matrices, quantized in place."""
     for name, w in weights.items():
-        if not isinstance(w, torch.Tensor) or w.ndim != 2 or not name.endswith(".weight") or "norm" in name:
+        floating = w.floating if isinstance(w, Deferred) else isinstance(w, torch.Tensor) and w.is_floating_point()
+        if not floating or len(w.shape) != 2 or not name.endswith(".weight") or "norm" in name:
             continue
         head = name in ("lm_head.weight", "model.embed_tokens.weight")
         if precision == "int4" and not head and int4_fits(tuple(w.shape)):
-            weights[name] = int4_groups(w)
-            summary.add("int4", name)
+            quantize, kind = int4_groups, "int4"
         else:  # the head and embeddings stay int8: rows are looked up, top logits refined
-            weights[name] = int8_rows(w)
-            summary.add("int8", name)
+            quantize, kind = int8_rows, "int8"
+        weights[name] = w.then(quantize) if isinstance(w, Deferred) else quantize(w)
+        summary.add(kind, name)
 
 
 def _return_freed_memory() -> None:
@@ -118,9 +121,15 @@ def load_model(
     checkpoint = read_checkpoint(path, torch_dtype, quantized=precision != "exact")
     if precision in ("int8", "int4"):
         _quantize_floats(checkpoint.weights, precision, checkpoint.summary)
-    model = Transformer(checkpoint.config, checkpoint.weights, torch_dtype)
+    cached = packed_cache.entry_for(checkpoint.source, precision, torch_dtype) if precision != "exact" else None
+    rows = {w.tensor_name: w for w in checkpoint.weights.values() if isinstance(w, GGUFRows)}
+    model = packed_cache.load(cached, checkpoint.config, rows) if cached else None
+    if model is None:
+        model = Transformer(checkpoint.config, checkpoint.weights, torch_dtype)
+        model = model.to(device).eval().requires_grad_(False)
+        if cached:
+            packed_cache.save(cached, model)
     checkpoint.weights.clear()
-    model = model.to(device).eval().requires_grad_(False)
     _return_freed_memory()
     return LoadedModel(
         model=model,

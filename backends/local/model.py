@@ -21,6 +21,7 @@ from backends.local.attention import attention
 from backends.local.config import ModelConfig, ModelLoadError
 from backends.local.prefix_cache import PrefixSnapshots, common_prefix
 from backends.local.quant import (
+    Deferred,
     DenseLinear,
     Int4Linear,
     Int8Linear,
@@ -30,6 +31,7 @@ from backends.local.quant import (
     as_float,
     fused_linear,
     linear,
+    made,
 )
 
 PREFIX_CACHE_BYTES = 64 * 2**20  # earlier prompts' K/V kept for reuse (SmolLM2: about 1,400 tokens)
@@ -145,8 +147,8 @@ class FeedForward(nn.Module):
         return self.w2((F.gelu(gate, approximate="tanh") if self.gelu else F.silu(gate)) * up)
 
 
-def _take(weights: dict[str, Weight], name: str, dtype: torch.dtype) -> Weight:
-    t = weights.pop(name)
+def _take(weights: dict[str, Weight | Deferred], name: str, dtype: torch.dtype) -> Weight:
+    t = made(weights.pop(name))
     return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
 
 
@@ -156,7 +158,7 @@ class Block(nn.Module):
     Hugging Face names the pre-FFN norm `post_attention_layernorm` in Llama and `pre_feedforward_layernorm`
     in Gemma, where `post_attention_layernorm` is the norm on the attention's output."""
 
-    def __init__(self, c: ModelConfig, w: dict[str, Weight], index: int, dtype: torch.dtype) -> None:
+    def __init__(self, c: ModelConfig, w: dict[str, Weight | Deferred], index: int, dtype: torch.dtype) -> None:
         super().__init__()
         prefix = f"model.layers.{index}."
         take = lambda name: _take(w, prefix + name, dtype)  # noqa: E731
@@ -196,7 +198,7 @@ class Transformer(nn.Module):
     row by row (token embeddings, the head's top candidates).
     """
 
-    def __init__(self, config: ModelConfig, weights: dict[str, Weight], dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, config: ModelConfig, weights: dict[str, Weight | Deferred], dtype: torch.dtype = torch.float32) -> None:
         """Consumes `weights`: each is removed as the layer that holds it is built."""
         super().__init__()
         self.config, self.dtype = config, dtype
@@ -213,7 +215,8 @@ class Transformer(nn.Module):
             self.output = OutputHead(self.output, rows)
         self.norm = RMSNorm(as_float(_take(w, "model.norm.weight", dtype), dtype), config.norm_eps)
         self.tok_embeddings = self._lookup(w.get("model.embed_tokens.rows", embedding), tied)
-        self.register_buffer("inv_freq", rope_inv_freq(config, weights.get("rope_freqs")), persistent=False)
+        freq_factors = made(w.pop("rope_freqs")) if "rope_freqs" in w else None
+        self.register_buffer("inv_freq", rope_inv_freq(config, freq_factors), persistent=False)
         local = rope_inv_freq(config, theta=config.rope_local_theta) if config.rope_local_theta else self.inv_freq
         self.register_buffer("inv_freq_local", local, persistent=False)
         self.rope_cache: tuple[Tensor, ...] | None = None  # cos, sin [positions, 1, rotary_dim]; then the sliding layers'

@@ -11,6 +11,7 @@ as it is: the next op (a residual add, RoPE, the cache write) promotes it for fr
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,6 +68,23 @@ class Int8Weight:
 
 
 Weight = Tensor | Int4Weight | Int8Weight
+
+
+@dataclass
+class Deferred:
+    """A weight made from the file only when the model takes it, so that one layer's conversions are
+    in memory at a time, not the whole model's."""
+
+    shape: tuple[int, ...]
+    make: Callable[[], Weight]
+    floating: bool  # makes a float tensor (not int4 or int8)
+
+    def then(self, fn: Callable[[Weight], Weight]) -> Deferred:
+        return Deferred(self.shape, lambda: fn(self.make()), self.floating)
+
+
+def made(w: Weight | Deferred) -> Weight:
+    return w.make() if isinstance(w, Deferred) else w
 INT4_TYPES = (QT.Q4_0, QT.Q4_1, QT.Q4_K)
 
 
@@ -116,8 +134,8 @@ def int4_from_gguf(raw: np.ndarray, qtype: QT) -> Int4Weight:
 def int8_rows(w: Tensor) -> Int8Weight:
     """Symmetric per-row int8 of a float matrix."""
     w = w.float()
-    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
-    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    scale = torch.maximum(w.amax(dim=1), -w.amin(dim=1)).clamp(min=1e-12) / 127
+    q = w.div(scale[:, None]).round_().clamp_(-127, 127).to(torch.int8)
     return Int8Weight(q, scale)
 
 
@@ -129,6 +147,59 @@ def int4_groups(w: Tensor) -> Int4Weight:
     scale = ((high - low) / 15).clamp(min=1e-12)
     q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
     return Int4Weight.from_values(q.reshape(n, k), scale, low + 8 * scale)
+
+
+def _q8_0_values(blocks: Tensor) -> tuple[Tensor, Tensor]:
+    """Q8_0 blocks [N, B, 34] -> (q int8 [N, B, 32], d [N, B, 1]): w = d * q."""
+    return blocks[..., 2:].view(torch.int8), blocks[..., :2].contiguous().view(torch.float16)
+
+
+def _q5_0_values(blocks: Tensor) -> tuple[Tensor, Tensor]:
+    """Q5_0 blocks [N, B, 22] -> (q [N, B, 32] in -16..15, d): w = d * q; bit j of the 32-bit qh is value j's fifth."""
+    qh = blocks[..., 2:6].contiguous().view(torch.int32)
+    qs = blocks[..., 6:].to(torch.int32)
+    low = torch.cat([qs & 0x0F, qs >> 4], dim=-1)
+    high = ((qh >> torch.arange(32, dtype=torch.int32)) & 1) << 4
+    return (low | high) - 16, blocks[..., :2].contiguous().view(torch.float16)
+
+
+_BLOCK_VALUES = {QT.Q8_0: (34, _q8_0_values), QT.Q5_0: (22, _q5_0_values)}
+
+
+def _float_rows(raw: np.ndarray, qtype: QT) -> Tensor:
+    """GGUF rows as float32: Q8_0 and Q5_0 with torch ops, other types with gguf's NumPy dequantizer."""
+    if qtype not in _BLOCK_VALUES:
+        return dequantize_rows(raw, qtype)
+    size, values = _BLOCK_VALUES[qtype]
+    q, d = values(torch.from_numpy(np.ascontiguousarray(raw)).view(raw.shape[0], -1, size))
+    return (q.float() * d.float()).view(raw.shape[0], -1)
+
+
+def requantized(raw: np.ndarray, qtype: QT, kind: str, done: Callable[[int, int], None] | None = None
+                ) -> Int8Weight | Int4Weight:
+    """GGUF rows (raw bytes [N, row bytes]) as int8 rows or int4 groups (`kind`), about a megabyte at a time.
+
+    Each part is written into the result's preallocated buffers: neither a float32 copy of the
+    whole matrix nor a heap of small parts between the temporaries (glibc could not hand those
+    holes back: +750 MB resident for Qwen2.5-0.5B's head) is ever made. done(first, end): rows
+    first..end are converted (their bytes may leave memory)."""
+    n, k = raw.shape[0], raw.shape[1] // GGML_QUANT_SIZES[qtype][1] * GGML_QUANT_SIZES[qtype][0]
+    rows = max(16, 2**18 // k)
+    if kind == "int8":
+        out8 = Int8Weight(torch.empty(n, k, dtype=torch.int8), torch.empty(n))
+        for i in range(0, n, rows):
+            part = int8_rows(_float_rows(raw[i : i + rows], qtype))
+            out8.q[i : i + rows], out8.scale[i : i + rows] = part.q, part.scale
+            if done:
+                done(i, i + rows)
+        return out8
+    out4 = Int4Weight(torch.empty(n, k // 2, dtype=torch.uint8), torch.empty(n, k // GROUP), torch.empty(n, k // GROUP))
+    for i in range(0, n, rows):
+        part4 = int4_groups(_float_rows(raw[i : i + rows], qtype))
+        out4.nibbles[i : i + rows], out4.scale[i : i + rows], out4.zero[i : i + rows] = part4.nibbles, part4.scale, part4.zero
+        if done:
+            done(i, i + rows)
+    return out4
 
 
 def dequantize_rows(raw: np.ndarray, qtype: QT) -> Tensor:
@@ -194,9 +265,9 @@ class Int4Linear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         n, chunk = self.out_features, 1024  # rows per conversion: bounds the int32 copy; a multiple of the kernel's blocks
-        packed = [torch.ops.aten._convert_weight_to_int4pack_for_cpu(weight.values(i, i + chunk).int(), 1)
-                  for i in range(0, n, chunk)]
-        self.register_buffer("packed", torch.cat(packed))
+        self.register_buffer("packed", torch.empty(n, self.in_features // 2, dtype=torch.uint8))
+        for i in range(0, n, chunk):
+            self.packed[i : i + chunk] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(weight.values(i, i + chunk).int(), 1)
         scales_and_zeros = torch.stack([weight.scale.T, weight.zero.T], dim=-1).to(torch.bfloat16).contiguous()
         self.register_buffer("scales_and_zeros", scales_and_zeros)
         self.bias = bias
@@ -296,9 +367,14 @@ def fused_linear(weights: list[Weight], bias: Tensor | None = None) -> nn.Module
 class GGUFRows(nn.Module):
     """Token embeddings kept as the file's blocks; only the rows looked up are dequantized."""
 
-    def __init__(self, raw: np.ndarray, qtype: QT) -> None:
+    def __init__(self, raw: np.ndarray, qtype: QT, tensor_name: str = "") -> None:
+        """raw: uint8 [rows, row bytes], kept as it is (a view of the memory-mapped file is not copied);
+        tensor_name: the file's name for it, by which a cached model finds its rows in the file again."""
         super().__init__()
-        self.register_buffer("raw", torch.from_numpy(np.array(raw, dtype=np.uint8)))
+        self.tensor_name = tensor_name
+        with warnings.catch_warnings():  # a read-only map: nothing writes to these rows
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            self.register_buffer("raw", torch.from_numpy(raw))
         self.qtype = qtype
         block, type_size = GGML_QUANT_SIZES[qtype]
         self.shape = (raw.shape[0], raw.shape[1] // type_size * block)

@@ -17,6 +17,7 @@ from backends.local.quant import (
     int4_groups,
     int8_rows,
     linear,
+    requantized,
 )
 from tests.fixtures.tiny_models import GGMLQuantizationType as QT
 from tests.fixtures.tiny_models import quantize_q4_k
@@ -129,3 +130,33 @@ def test_embedding_rows_are_dequantized_on_lookup(qtype):
     ids = torch.tensor([[0, 39, 5], [5, 5, 1]])
     expected = torch.from_numpy(dequantize(raw, qtype).reshape(array.shape))[ids]
     assert torch.equal(table(ids), expected)
+
+
+@pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q5_0, QT.Q5_1, QT.Q4_K])
+def test_requantized_rows_match_requantizing_ggufs_own_dequantization(qtype):
+    array = matrix(70, 512, seed=9)  # rows that do not fill the last part
+    raw = blocks(array, qtype)
+    reference = torch.from_numpy(dequantize(raw, qtype).reshape(array.shape))
+    done = []
+    as_int8 = requantized(raw, qtype, "int8", lambda first, end: done.append((first, end)))
+    expected = int8_rows(reference)
+    assert torch.equal(as_int8.q, expected.q) and torch.equal(as_int8.scale, expected.scale)
+    assert done[0][0] == 0 and done[-1][1] >= 70 and all(a[1] == b[0] for a, b in zip(done, done[1:]))
+    as_int4, expected4 = requantized(raw, qtype, "int4"), int4_groups(reference)
+    assert all(torch.equal(getattr(as_int4, f), getattr(expected4, f)) for f in ("nibbles", "scale", "zero"))
+
+
+def test_fast_mode_reads_embedding_rows_from_the_file_without_copying_them(tmp_path):
+    from backends.local.gguf_file import load_gguf
+    from backends.local.quant import Deferred
+    from tests.fixtures.tiny_models import random_weights, tiny_config, tiny_tokenizer, write_gguf
+
+    tokenizer = tiny_tokenizer()
+    cfg = tiny_config("qwen2", tokenizer.get_vocab_size(with_added_tokens=True))
+    gguf = write_gguf(tmp_path / "qwen2.gguf", cfg, random_weights(cfg), tokenizer, quant=QT.Q8_0)
+    checkpoint = load_gguf(gguf, quantized=True)
+    matrices = {n: w for n, w in checkpoint.weights.items() if n.endswith("proj.weight")}
+    assert matrices and all(isinstance(w, Deferred) for w in matrices.values())  # converted when a layer takes them
+    address = checkpoint.weights["model.embed_tokens.rows"].raw.data_ptr()
+    mapped = [line.split() for line in open("/proc/self/maps") if line.rstrip().endswith(str(gguf))]
+    assert any(int(span.split("-")[0], 16) <= address < int(span.split("-")[1], 16) for span, *_ in mapped)
