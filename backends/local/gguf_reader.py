@@ -135,7 +135,8 @@ class GGUFFile:
             raise ValueError(f"tensor {name}: rows of {dims[0] if dims else 0} values do not fill {qtype.name} blocks of {block}")
         nbytes = count // block * type_size
         if offset + nbytes > len(self._map):
-            raise _Truncated
+            raise ModelLoadError(f"{self.path}: tensor {name}'s data ({nbytes} bytes at {offset}) runs past the end of "
+                                 f"the file ({len(self._map)} bytes): the file is truncated or corrupt; download it again")
         return TensorInfo(name, tuple(int(d) for d in reversed(dims)), qtype, offset, nbytes)
 
     def get(self, key: str, default: Any = None) -> Any:

@@ -51,7 +51,7 @@ def _string(text: str) -> bytes:
     (_header(0, 1) + _string("k") + struct.pack("<I", 99), "unsupported value type 99"),
     (_header(1, 0) + _string("t") + struct.pack("<I", 9) + b"\0" * 80, "has 9 dimensions"),
     (_header(1, 0) + _string("t") + struct.pack("<IQIQ", 1, 64, 999, 0), "unknown type"),
-    (_header(1, 0) + _string("t") + struct.pack("<IQIQ", 1, 2**40, 0, 0), "truncated or corrupt"),  # data past the end
+    (_header(1, 0) + _string("t") + struct.pack("<IQIQ", 1, 2**40, 0, 0), "tensor t's data .* runs past the end"),
     (_header(1, 0) + _string("t") + struct.pack("<IQIQ", 1, 30, 2, 0), "do not fill Q4_0 blocks of 32"),
     (b"GGUF" + struct.pack("<I", 7) + b"\0" * 16, "GGUF version 7 is not supported"),
     (b"", "empty or truncated"),

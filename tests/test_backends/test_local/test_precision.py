@@ -116,7 +116,7 @@ def test_bad_quantized_bytes_are_a_clear_error(tmp_path):
     path = tiny_gguf(tmp_path, "qwen2", QT.Q4_0)
     data = bytearray(path.read_bytes())
     path.write_bytes(bytes(data[: len(data) - 100]))
-    with pytest.raises(BackendError, match="qwen2.gguf: not a readable GGUF file, it is truncated or corrupt"):
+    with pytest.raises(BackendError, match=r"qwen2.gguf: tensor \S+'s data \(\d+ bytes at \d+\) runs past the end of the file"):
         load_backend("local", model=str(path), precision="fast")
 
 
