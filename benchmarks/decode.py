@@ -9,8 +9,10 @@ SmolLM2's weights (tests/fixtures/tiny_models.py), pulled models named by --pull
 runs in its own process (peak memory is per process) on the same GGUF, the same token ids, the
 same number of threads, greedy. tokentrail fast loads twice: first (the converted model is
 written to an empty cache folder) and cached (mapped from it). The table names the CPU;
---kernels avx2 forces torch's AVX2 kernels on an AVX-512 machine (ATEN_CPU_CAPABILITY; llama.cpp
-keeps its own choice). transformers (pip install -e ".[goldens]") and llama-cpp-python (pip
+--kernels avx2 forces torch's AVX2 kernels on an AVX-512 machine (ATEN_CPU_CAPABILITY); llama.cpp
+keeps the instruction set it was compiled for, so --llama-cpp-path DIR points at an AVX2-only build
+(CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF"
+pip install --target DIR llama-cpp-python). transformers (pip install -e ".[goldens]") and llama-cpp-python (pip
 install llama-cpp-python: it compiles llama.cpp, about 40 minutes on two cores) are optional
 peers: their rows appear when they are installed. Then the agent: one `tokentrail run` task,
 each model call's prefill with the cache cold and with its prefix reused.
@@ -129,6 +131,11 @@ def worker(engine: str, path: Path, ids: list[int], repeats: int, timings: bool 
     else:
         run = llama_cpp(path, threads)
     result = {"load_s": time.perf_counter() - start, "base_mb": base, "after_mb": rss_mb(), "peak_mb": rss_mb("VmHWM")}
+    if engine == "llama.cpp":  # the instruction sets it was compiled for
+        from llama_cpp import llama_print_system_info
+
+        info = llama_print_system_info().decode()
+        result["build"] = ", ".join(f.split("=")[0].strip() for f in info.split("|") if f.strip().endswith("= 1"))
     if not timings:
         return result
     run(ids[:8], 4)  # warm-up (and the compilation, with --compile)
@@ -189,6 +196,8 @@ def main() -> None:
     parser.add_argument("--pulled", action="append", default=[], help="a pulled model's name to measure too")
     parser.add_argument("--kernels", choices=["avx2", "avx512", "default"], default=None,
                         help="force torch's CPU kernels (ATEN_CPU_CAPABILITY) in every worker")
+    parser.add_argument("--llama-cpp-path", type=Path, default=None,
+                        help="a folder holding another build of llama_cpp (pip install --target DIR ...), e.g. an AVX2 one")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also measure fast mode with torch.compile")
     parser.add_argument("--no-agent", action="store_true", help="skip the agent's prefill table")
@@ -222,6 +231,8 @@ def main() -> None:
         ids = json.dumps(prompt_ids(path))
         for engine in engines(args.compile):
             env = os.environ | {"TOKENTRAIL_PACKED_CACHE": tempfile.mkdtemp(prefix="packed-")}
+            if engine == "llama.cpp" and args.llama_cpp_path:
+                env["PYTHONPATH"] = os.pathsep.join([str(args.llama_cpp_path), env.get("PYTHONPATH", "")])
             first = in_process(engine, path, ids, args.repeats, env, timings=False)
             r = in_process(engine, path, ids, args.repeats, env)
             if isinstance(r, str) or isinstance(first, str):
@@ -229,7 +240,8 @@ def main() -> None:
                 continue
             cached = f"{r['load_s']:8.2f}" if engine.startswith("tokentrail fast") else f"{'-':>8}"
             print(f"{engine:32} {first['load_s']:7.2f} {cached} {r['prefill50']:10.1f} {r['prefill500']:11.1f} "
-                  f"{r['decode']:7.1f} {first['base_mb']:8.0f} {first['peak_mb']:8.0f} {first['after_mb']:8.0f}")
+                  f"{r['decode']:7.1f} {first['base_mb']:8.0f} {first['peak_mb']:8.0f} {first['after_mb']:8.0f}"
+                  + (f"  ({r['build']})" if "build" in r else ""))
         print()
     if args.no_agent:
         return

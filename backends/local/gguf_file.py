@@ -25,6 +25,7 @@ from backends.local.quant import (
     dequantize_rows,
     int4_fits,
     int4_from_gguf,
+    int4_kernel_is_fast,
     map_rows,
     requantized,
 )
@@ -184,13 +185,14 @@ def _deferred(file: GGUFFile, info: TensorInfo, convert: Callable[[], Weight], f
 
 
 def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary: LoadSummary) -> dict[str, Weight | Deferred]:
-    """A quantized tensor in fast mode: Q4_0/Q4_1/Q4_K as int4, other types requantized to int8 rows.
+    """A quantized tensor in fast mode: Q4_0/Q4_1/Q4_K as int4 (int8 rows on CPUs without AVX-512,
+    see quant.int4_kernel_is_fast), other types requantized to int8 rows.
 
     Token embeddings and the output head also keep the file's blocks (`<name>.rows`, a view of
     the memory-mapped file), looked up row by row: embeddings of the prompt's tokens, the head's
     top candidates. The head's matmul only ranks the candidates, so it is int4 groups whatever
-    the file's type (int8 rows where the kernel's shape limits forbid); an untied embedding
-    needs no matmul at all.
+    the file's type (int8 rows where the kernel's shape limits forbid or int8 is faster); an
+    untied embedding needs no matmul at all.
     """
     base = name.removesuffix(".weight")
     if name == "model.embed_tokens.weight" and not tied:
@@ -198,15 +200,15 @@ def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary:
         return {name: GGUFRows(file.raw(info), info.type, info.name)}
     raw = file.raw(info)
     if name in ("lm_head.weight", "model.embed_tokens.weight"):
-        int4 = int4_fits(tuple(info.shape))
+        int4 = int4_fits(tuple(info.shape)) and int4_kernel_is_fast()
         summary.add(("int4" if int4 else "int8") + "+rows", info.name)
         rough = _deferred(file, info, lambda: requantized(raw, info.type, "int4" if int4 else "int8",
                                                           lambda first, end: file.release(info, first, end)), False)
         return {name: rough, base + ".rows": GGUFRows(raw, info.type, info.name)}
     if len(info.shape) != 2:
         return {name: _deferred(file, info, lambda: _float(file, info), True)}
-    if info.type in INT4_TYPES:
-        summary.add("int4", info.name)
+    if info.type in INT4_TYPES:  # exact as int4 groups; on CPUs where int8 is faster, linear() makes int8 rows of them
+        summary.add("int4" if int4_kernel_is_fast() else "int8", info.name)
         return {name: _deferred(file, info, lambda: int4_from_gguf(raw, info.type), False)}
     summary.add("int8", info.name)
     return {name: _deferred(file, info, lambda: requantized(raw, info.type, "int8"), False)}

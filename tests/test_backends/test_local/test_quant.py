@@ -160,3 +160,15 @@ def test_fast_mode_reads_embedding_rows_from_the_file_without_copying_them(tmp_p
     address = checkpoint.weights["model.embed_tokens.rows"].raw.data_ptr()
     mapped = [line.split() for line in open("/proc/self/maps") if line.rstrip().endswith(str(gguf))]
     assert any(int(span.split("-")[0], 16) <= address < int(span.split("-")[1], 16) for span, *_ in mapped)
+
+
+def test_without_avx512_int4_weights_run_as_int8_rows(monkeypatch):
+    weight = int4_from_gguf(blocks(matrix(64, 256, seed=4), QT.Q4_K), QT.Q4_K)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    layer = linear(weight)
+    assert isinstance(layer, Int8Linear)  # torch's AVX2 int4 kernel is the slow one
+    x = torch.randn(2, 256)
+    expected = x @ weight.dequantize().T
+    assert ((layer(x).float() - expected).abs().max() / expected.abs().max()) < 0.02
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert isinstance(linear(weight), Int4Linear)
