@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -87,6 +87,8 @@ class Deferred:
 
 def made(w: Weight | Deferred) -> Weight:
     return w.make() if isinstance(w, Deferred) else w
+
+
 INT4_TYPES = (QT.Q4_0, QT.Q4_1, QT.Q4_K)
 
 
@@ -198,20 +200,17 @@ def _requantize_rows(n: int, k: int, float_rows: Callable[[int, int], Tensor], k
                      done: Callable[[int, int], None] | None = None) -> Int8Weight | Int4Weight:
     rows = max(16, 2**18 // k)
     if kind == "int8":
-        out8 = Int8Weight(torch.empty(n, k, dtype=torch.int8), torch.empty(n))
-        for i in range(0, n, rows):
-            part = int8_rows(float_rows(i, i + rows))
-            out8.q[i : i + rows], out8.scale[i : i + rows] = part.q, part.scale
-            if done:
-                done(i, i + rows)
-        return out8
-    out4 = Int4Weight(torch.empty(n, k // 2, dtype=torch.uint8), torch.empty(n, k // GROUP), torch.empty(n, k // GROUP))
+        quantize, out = int8_rows, Int8Weight(torch.empty(n, k, dtype=torch.int8), torch.empty(n))
+    else:
+        quantize, out = int4_groups, Int4Weight(torch.empty(n, k // 2, dtype=torch.uint8), torch.empty(n, k // GROUP),
+                                                torch.empty(n, k // GROUP))
     for i in range(0, n, rows):
-        part4 = int4_groups(float_rows(i, i + rows))
-        out4.nibbles[i : i + rows], out4.scale[i : i + rows], out4.zero[i : i + rows] = part4.nibbles, part4.scale, part4.zero
+        part = quantize(float_rows(i, i + rows))
+        for f in fields(out):
+            getattr(out, f.name)[i : i + rows] = getattr(part, f.name)
         if done:
             done(i, i + rows)
-    return out4
+    return out
 
 
 def int4_kernel_is_fast() -> bool:
