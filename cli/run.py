@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -122,6 +126,26 @@ def _refuse_without_yes(request: Any) -> str:
 EXIT_VERIFIED, EXIT_NO_ANSWER, EXIT_UNVERIFIED, EXIT_INTERRUPTED = 0, 1, 3, 130
 
 
+@contextmanager
+def _ctrl_c_recorded(seen: list[int]) -> Iterator[None]:
+    """Notes each Ctrl+C: one that lands inside a lock's release (the tool thread pool's) reaches the caller
+    as RuntimeError("release unlocked lock"), not KeyboardInterrupt."""
+    ours = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if threading.current_thread() is not threading.main_thread() or not ours:
+        yield  # not ours to change: an ignored Ctrl+C (a background job) stays ignored
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @click.command("run", epilog="Exit status: 0 a verified answer; 3 an answer that failed verification; 1 no answer "
                              "(the step budget ran out, or the model failed); 2 bad usage; 130 interrupted.")
 @click.argument("task")
@@ -151,15 +175,18 @@ def run_agent(task: str, backend: str, model: str | None, tool_names: str | None
     store = None if no_log else open_memory(memory_path, embedder=memory_path is not None)
     agent = Agent(make_backend(backend, model, options, precision, adapter), tools=registry, memory=store, max_steps=max_steps,
                   recall_k=3 if memory_path else 0)
-    final = None
+    final, interrupted = None, []
     try:
-        for event in agent.stream(task):
-            final = event if event.type == "final" else final
-            if as_json and (tokens or event.type != "token"):
-                click.echo(event.model_dump_json())
-            elif not as_json and event.type != "token":
-                _print_event(event)
-    except KeyboardInterrupt:
+        with _ctrl_c_recorded(interrupted):
+            for event in agent.stream(task):
+                final = event if event.type == "final" else final
+                if as_json and (tokens or event.type != "token"):
+                    click.echo(event.model_dump_json())
+                elif not as_json and event.type != "token":
+                    _print_event(event)
+    except BaseException as exc:
+        if not (interrupted or isinstance(exc, KeyboardInterrupt)):
+            raise
         click.echo("interrupted", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
     finally:

@@ -5,11 +5,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
 
 from cli import main
+from cli.run import _ctrl_c_recorded
 
 PLAN = json.dumps({"steps": ["Use the calculator"]})
 CALL = json.dumps({"tool_calls": [{"name": "calculator", "arguments": {"expression": "37 * 91"}}]})
@@ -108,6 +110,20 @@ def test_ctrl_c_ends_the_run_with_130_and_the_log_says_interrupted(own_home, tmp
     status = process.wait(timeout=30)
     assert status == 130, f"stdout after the call: {process.stdout.read()[-2000:]!r}; stderr: {process.stderr.read()[-2000:]!r}"
     assert "interrupted" in run("logs").output
+
+
+def test_a_ctrl_c_that_surfaces_as_another_error_is_still_an_interrupt():
+    # CI once saw Ctrl+C land inside the tool pool's lock release, which Python reports as RuntimeError
+    seen = []
+    with pytest.raises(RuntimeError):
+        with _ctrl_c_recorded(seen):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                raise RuntimeError("release unlocked lock") from None
+    assert seen == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_real_process_exits_with_the_documented_status(own_home):
