@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from agent.arithmetic import wrong_equations
 from agent.grounding import grounding_problems, tools_asked_for
 from agent.offers import Observation
 
@@ -95,14 +96,22 @@ _OPENS_A_CALL = re.compile(r'\s*(?:```\w*\s*)?\[?\s*\{\s*"name"\s*:\s*"([^"]+)"'
 def _names_a_call(text: str, names: Sequence[str]) -> bool:
     if (opening := _OPENS_A_CALL.match(text)) and opening.group(1) in names:
         return True
+    return bool(written_calls(text, names))
+
+
+def written_calls(text: str, names: Sequence[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The calls a reply writes as JSON text, `{"name": ..., "arguments": {...}}` anywhere in it, of the
+    tools named (any name when None): (name, arguments)."""
+    calls = []
     for match in re.finditer(r"\{", text):
         try:
             value, _ = json.JSONDecoder().raw_decode(text, match.start())
         except json.JSONDecodeError:
             continue
-        if isinstance(value, dict) and value.get("name") in names:
-            return True
-    return False
+        if isinstance(value, dict) and isinstance(value.get("name"), str) and (names is None or value["name"] in names):
+            arguments = value.get("arguments", value.get("parameters", {}))
+            calls.append((value["name"], arguments if isinstance(arguments, dict) else {}))
+    return calls
 
 
 class NamesAnUncalledTool(Check):
@@ -237,6 +246,20 @@ def _same_number(value: str, said: set[str]) -> bool:
     return False
 
 
+class SumsHold(Check):
+    """An answer that works a number out and writes the working must have it right: Qwen2.5-Coder-1.5B
+    wrote "41.25 * 1.08 = 46.05" for a price in dollars. Each equation it writes (digits, operators,
+    "=" or "≈": agent/arithmetic.py) is worked out again; a wrong one is refused with the right value."""
+
+    name = "sums_hold"
+
+    def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
+        wrong = wrong_equations(answer)
+        if wrong:
+            return Finding.refuse(self, f"The calculation is wrong: {'; '.join(map(str, wrong))}. Correct the answer")
+        return None
+
+
 class Grounded(Check):
     """Opt-in (SMALL_MODEL): the grounding rules of agent/grounding.py, written for very small models with
     the calculator, notes and files. They refuse a number nothing produced, words from a sentence about
@@ -256,7 +279,7 @@ class Grounded(Check):
         return Finding.confirm(self, "grounded in the results and the notes") if checked else None
 
 
-DEFAULT: tuple[Check, ...] = (NotEmpty(), NotACall(), NamesAnUncalledTool(), NotAMessage(), StatesAResult())
+DEFAULT: tuple[Check, ...] = (NotEmpty(), NotACall(), NamesAnUncalledTool(), NotAMessage(), SumsHold(), StatesAResult())
 SMALL_MODEL: tuple[Check, ...] = (*DEFAULT, Grounded())
 
 

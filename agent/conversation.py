@@ -29,12 +29,16 @@ def tool_turn(calls: list[tuple[str, str, dict[str, Any]]], evidence: list[Obser
 
 def converse(agent: Agent, task: str, previous: list[Message], memory_text: str, notes: list[str]) -> Iterator[Event]:
     """Turns until an answer the checks pass or the step budget; every turn, a call or a reply, counts."""
-    conversation = [*previous, Message(role="user", content=f"{memory_text}\n\n{task}" if memory_text else task)]
+    def asking(text: str) -> list[Message]:
+        return [*previous, Message(role="user", content=f"{memory_text}\n\n{text}" if memory_text else text)]
+
+    conversation = asking(task)
     evidence: list[Observation] = []
     turns: list[Turn] = []
     said: list[str] = []  # the reasons of refusals so far: an answer must not parrot them
     can_call = bool(agent.tools.schemas())
     choice: Choice | None = "auto" if can_call else None
+    steered_by = ""
     for turns_left in range(agent.max_steps - 1, -1, -1):
         yield PhaseStarted(phase="act")
         conversation, trims = agent._fit(conversation, keep_head=len(previous) + 1)
@@ -48,7 +52,7 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
             # Only the calls: kept with the words before them ("Here's how you can do it: ```json..."), the result
             # read to Qwen2.5-Coder-1.5B as the user's, and it answered "Thank you for providing the response."
             conversation += tool_turn(ran, evidence)
-            turns.append(Turn(calls=evidence[-len(ran):]))
+            turns.append(Turn(calls=evidence[-len(ran):], steered_by=steered_by))
         else:
             yield PhaseStarted(phase="verify")
             verdict = yield from agent._verify(task, text.strip(), evidence, notes, said)
@@ -59,12 +63,14 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
             said += verdict.reasons
             conversation += [Message(role="assistant", content=text),
                              Message(role="user", content=prompts.REFUSED.format(reasons=prompts.bullets(verdict.reasons)))]
-            turns.append(Turn(reply=text, verdict=verdict))
-        choice = "auto" if can_call else None
+            turns.append(Turn(reply=text, verdict=verdict, steered_by=steered_by))
+        choice, steered_by = ("auto" if can_call else None), ""
         steer = next_turn(agent.policies, RunSoFar(task, turns, evidence, turns_left), can_call) if turns_left else None
         if steer is not None:
             yield Steered(policy=steer.policy, tool_choice=steer.tool_choice, why=steer.why)
-            choice = steer.tool_choice if can_call else None
-            if steer.message:
+            choice, steered_by = (steer.tool_choice if can_call else None), steer.policy
+            if steer.restart:
+                conversation = asking(steer.message or task)
+            elif steer.message:
                 conversation.append(Message(role="user", content=steer.message))
     yield Final(answer=None, verified=False, reason=f"the step budget of {agent.max_steps} turns ran out")

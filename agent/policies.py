@@ -3,19 +3,22 @@
 Checks (agent/checks.py) judge an answer; policies decide what the next model turn may do after
 each turn: whether it must call a tool (tool_choice "required"), may only answer ("none": the tools
 are left out of the prompt, since a small model shown them goes on calling), and what the model
-reads first. The policies are asked in order; the first that has something to say decides, and
-the run shows it as a `Steered` event. With none, the next turn is the model's own ("auto").
+reads first, after the turns since the task or in their place. The policies are asked in order;
+the first that has something to say decides, and the run shows it as a `Steered` event. With
+none, the next turn is the model's own ("auto").
 
 DEFAULT holds for any tool, any language and any model size.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from agent import prompts
+from agent.checks import written_calls
 from agent.events import Verdict
 from agent.offers import Observation
 
@@ -29,6 +32,7 @@ class Turn:
     calls: Sequence[Observation] = ()
     reply: str = ""
     verdict: Verdict | None = None
+    steered_by: str = ""  # the policy that decided what this turn could do, if one did
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class Next:
     tool_choice: Choice
     message: str | None = None  # a user message the model reads before it replies
     why: str = ""
+    # The message replaces the turns since the task (the calls and results it restates), not follows them.
+    restart: bool = False
 
 
 class Policy:
@@ -60,20 +66,59 @@ class Policy:
         raise NotImplementedError
 
 
+def stuck(turn: Turn, evidence: Sequence[Observation]) -> bool:
+    """Whether a turn asked for nothing new: its calls all repeated earlier ones, or it is a refused
+    reply that writes, as text, only calls already made, and names no tool yet to call."""
+    if turn.calls:
+        return all(o.repeated for o in turn.calls)
+    if turn.verdict is None or turn.verdict.passed or "names_an_uncalled_tool" in turn.verdict.rules:
+        return False
+    made = [(o.name, json.loads(o.arguments)) for o in evidence]
+    written = written_calls(turn.reply)
+    return bool(written) and all(call in made for call in written)
+
+
+class RestateWhenStuck(Policy):
+    """A turn whose calls all repeated earlier ones: the model does not move on in the conversation of
+    calls and results. Qwen2.5-Coder-0.5B and 1.5B write the first call again after its result,
+    whatever it returned, where a chain needs the next call ("What does a toaster cost in US dollars?"
+    after the price in euros). The next turn reads the task afresh, what the tools found stated in it,
+    as one user message in place of the turns since the task, with the tools: asked so, the 1.5B model
+    names the next tool ("To convert this price to US dollars, we can use the `exchange_rate`
+    function") or works the answer out ("34.5 × 3 = 103.5"). From then on each new result restates the
+    task again, since the model has shown it will not move on after one; a turn it restated that asks
+    for nothing new is AnswerWhenNothingNew's."""
+
+    name = "restate_when_stuck"
+
+    def __call__(self, run: RunSoFar) -> Next | None:
+        last = run.turns[-1]
+        if stuck(last, run.evidence):
+            if last.steered_by == self.name:
+                return None
+            why = "the last turn asked for nothing new"
+        elif any(t.steered_by == self.name for t in run.turns) and any(o.ok and not o.repeated for o in last.calls):
+            why = "a new result since the task was restated"
+        else:
+            return None
+        return Next(self.name, "auto", prompts.restated(run.task, run.evidence), why, restart=True)
+
+
 class AnswerWhenNothingNew(Policy):
-    """A turn whose calls all repeated earlier ones learnt nothing (a repeat is not run again: its
-    earlier result comes back). Qwen2.5-Coder-0.5B and 1.5B call the same tool again after its
-    result; shown the tools once more, the 0.5B model writes that call a third time as text. The
-    next turn answers, with what the tools found in front of it, and no tools."""
+    """A turn that asked for nothing new (`stuck`; a repeated call is not run again: its earlier result
+    comes back), after RestateWhenStuck has had its turn. Shown the tools once more, Qwen2.5-Coder-0.5B
+    writes the same call a third time as text. The next turn answers, with no tools, the task and what
+    the tools found in one user message in place of the turns since the task: after those turns the
+    1.5B model stated a toaster's price in euros as its price in dollars, asked afresh it worked out
+    41.25 * 1.08 step by step."""
 
     name = "answer_when_nothing_new"
 
     def __call__(self, run: RunSoFar) -> Next | None:
-        last = run.turns[-1]
-        if not last.calls or not all(o.repeated for o in last.calls):
+        if not stuck(run.turns[-1], run.evidence):
             return None
-        return Next(self.name, "none", prompts.answer_now(run.task, run.evidence),
-                    "every call of the last turn repeated an earlier one")
+        return Next(self.name, "none", prompts.answer_now(run.task, run.evidence), "the last turn asked for nothing new",
+                    restart=True)
 
 
 class CallWhenAsked(Policy):
@@ -110,18 +155,23 @@ class NotTheSameRefusal(Policy):
 class AnswerOnTheLastTurn(Policy):
     """A model that goes on calling after it has what it needs (Qwen2.5-Coder-0.5B converted 30 °C to
     86 °F, then priced an apple, a desk lamp, and converted 34.5 °C, 94.1 °C, ...) would end at the
-    step budget with no answer. The budget's last turn, when some call has succeeded, answers, with
-    what the tools found in front of it, and no tools."""
+    step budget with no answer, and so would one that spends its turns repeating itself. The budget's
+    last turn, when some call has succeeded, answers, with what the tools found in front of it, and no
+    tools; it comes first, since after it there is no turn for anything another policy would ask."""
 
     name = "answer_on_the_last_turn"
 
     def __call__(self, run: RunSoFar) -> Next | None:
-        if run.turns_left != 1 or not run.turns[-1].calls or not any(o.ok for o in run.evidence):
+        if run.turns_left != 1 or not any(o.ok for o in run.evidence):
             return None
-        return Next(self.name, "none", prompts.answer_now(run.task, run.evidence), "one turn of the budget is left")
+        if not run.turns[-1].calls:  # a refused answer: the retry, its reasons in front of it (asked afresh, the same)
+            return Next(self.name, "none", why="one turn of the budget is left")
+        return Next(self.name, "none", prompts.answer_now(run.task, run.evidence), "one turn of the budget is left",
+                    restart=True)
 
 
-DEFAULT: tuple[Policy, ...] = (AnswerWhenNothingNew(), AnswerOnTheLastTurn(), CallWhenAsked(), NotTheSameRefusal())
+DEFAULT: tuple[Policy, ...] = (AnswerOnTheLastTurn(), RestateWhenStuck(), AnswerWhenNothingNew(), CallWhenAsked(),
+                               NotTheSameRefusal())
 
 
 def next_turn(policies: Sequence[Policy], run: RunSoFar, can_call: bool) -> Next | None:

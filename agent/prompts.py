@@ -65,6 +65,12 @@ What the tools found:
 {results}
 Write the final answer, using the numbers and facts the tools found."""
 
+RESTATED = """{task}
+
+Found so far with the tools:
+{results}
+Call the next tool the task needs, or answer if these results are enough."""
+
 REPEATED_CALL = "you already made this call; its result was: {result}"
 
 PARSE_ERROR = "Your reply was not valid: {error}. Reply with JSON only, in the format asked."
@@ -117,5 +123,14 @@ def results_block(results: list[tuple[str, dict[str, Any], str]]) -> str:
 
 def answer_now(task: str, evidence: Sequence[Observation]) -> str:
     """Asks for the answer with what the tools found (the last four calls that worked, with their arguments)."""
+    return ANSWER_NOW.format(results=_found(evidence), task=task)
+
+
+def restated(task: str, evidence: Sequence[Observation]) -> str:
+    """The task again, with what the tools found: the next call, or the answer."""
+    return RESTATED.format(results=_found(evidence), task=task)
+
+
+def _found(evidence: Sequence[Observation]) -> str:
     found = [o for o in evidence if o.ok] or list(evidence)
-    return ANSWER_NOW.format(results="\n".join(f"- {o.line}" for o in found[-4:]), task=task)
+    return "\n".join(f"- {o.line}" for o in found[-4:])

@@ -128,6 +128,9 @@ def main() -> None:
                 if args.verbose:
                     print(f"  [{way}] {'ok ' if ok else 'BAD'}{' verified' if outcome.verified else ''} {task} -> "
                           f"{outcome.answer!r}", flush=True)
+                    for answer, names in outcome.refused:
+                        print(f"      refused ({', '.join(names)}; {'right' if right(answer, expected) else 'wrong'}): "
+                              f"{answer!r}", flush=True)
         seconds = time.perf_counter() - start
         cells = " | ".join(f"{by_group[g]}/{len(t)}" for g, t in groups.items())
         agentic = way.startswith("agent")

@@ -12,7 +12,7 @@ from backends.scripted import ScriptedBackend
 
 def product_price(product: str) -> float:
     """The shop's price of a product, in euros."""
-    return {"kettle": 27.0}[product]
+    return {"kettle": 27.0, "toaster": 41.25}[product]
 
 
 def converse(replies, tools=(product_price,), **options) -> tuple[Agent, ScriptedBackend]:
@@ -125,16 +125,45 @@ def test_checks_are_pluggable_and_each_refusal_names_its_rule():
     assert result.answer == "€27" and not result.verified  # nothing confirmed it: the one check only refuses
 
 
-def test_a_turn_that_only_repeats_a_call_is_followed_by_an_answer_turn_without_the_tools():
-    """Qwen2.5-Coder-0.5B calls product_price again after its result; shown the tools, it writes the
-    call a third time as text. The answer turn leaves them out and lists what was found."""
+def test_a_turn_that_only_repeats_a_call_is_followed_by_the_task_restated_then_an_answer_turn():
+    """Qwen2.5-Coder-0.5B and 1.5B call product_price again after its result. The task is asked afresh
+    with what was found, tools offered; a repeat after that is followed by an answer turn without the
+    tools (shown them, the 0.5B model writes the call a third time as text)."""
     call = [ToolCall.create("c1", "product_price", {"product": "kettle"})]
-    agent, backend = converse([call, call, "A kettle costs 27 euros."])
+    agent, backend = converse([call, call, call, "A kettle costs 27 euros."])
     result = agent.run("How much does a kettle cost?")
-    answer_turn = backend.requests[-1]
+    restated, answer_turn = backend.requests[-2:]
+    assert restated.tool_choice == "auto" and [m.role for m in restated.messages] == ["system", "user"]
+    assert restated.messages[-1].content.startswith("How much does a kettle cost?\n\nFound so far with the tools:")
     assert answer_turn.tools is None and answer_turn.tool_choice is None
+    assert [m.role for m in answer_turn.messages] == ["system", "user"]  # the turns it restates are not sent again
     assert "product_price({\"product\": \"kettle\"}) -> 27.0" in answer_turn.messages[-1].content
+    steers = [e.policy for e in result.events if e.type == "steer"]
+    assert steers == ["restate_when_stuck", "answer_when_nothing_new"]
     assert result.answer == "A kettle costs 27 euros." and result.verified
+
+
+def test_after_the_task_is_restated_each_new_result_restates_it_again():
+    """Once a model has shown that it does not move on in the conversation of calls and results, the next
+    call's result is not left to it there either: a kettle's price, restated, a toaster's, restated, answer."""
+    price = [ToolCall.create("c1", "product_price", {"product": "kettle"})]
+    toaster = [ToolCall.create("c2", "product_price", {"product": "toaster"})]
+    agent, backend = converse([price, price, toaster, "27 + 41.25 = 68.25 euros."])
+    result = agent.run("What do a kettle and a toaster cost together?")
+    assert [e.policy for e in result.events if e.type == "steer"] == ["restate_when_stuck", "restate_when_stuck"]
+    last = backend.requests[-1].messages
+    assert [m.role for m in last] == ["system", "user"] and "-> 41.25" in last[-1].content and "-> 27.0" in last[-1].content
+    assert result.answer == "27 + 41.25 = 68.25 euros."
+
+
+def test_a_wrong_sum_in_the_answer_goes_back_with_the_right_value():
+    """Qwen2.5-Coder-1.5B, given a toaster's 41.25 euros and the rate 1.08, wrote 41.25 * 1.08 = 46.05."""
+    agent, backend = converse([[ToolCall.create("c1", "product_price", {"product": "toaster"})],
+                               "41.25 * 1.08 = 46.05 US dollars.", "41.25 * 1.08 = 44.55 US dollars."])
+    result = agent.run("What does a toaster cost in US dollars, at 1.08 dollars a euro?")
+    assert "41.25 * 1.08 is 44.55, not 46.05" in backend.requests[-1].messages[-1].content
+    assert [e.rules for e in result.events if e.type == "verdict"] == [["sums_hold"], []]
+    assert result.answer == "41.25 * 1.08 = 44.55 US dollars."
 
 
 def test_the_calls_of_a_reply_that_said_something_first_go_back_alone():

@@ -1,10 +1,13 @@
 """Policies of the tool conversation (agent/policies.py): named parts that decide what the next turn
 may do, each decision shown as a Steered event."""
 
+import json
+
 from agent import Agent
 from agent.checks import NotACall, NotAMessage
-from agent.events import Steered, ToolReturned
-from agent.policies import DEFAULT, Next, Policy
+from agent.events import Steered, ToolReturned, Verdict
+from agent.offers import Observation
+from agent.policies import DEFAULT, AnswerWhenNothingNew, Next, Policy, RestateWhenStuck, RunSoFar, Turn, stuck
 from agent.turns import TEXT_ANSWER
 from backends import ToolCall
 from backends.scripted import ScriptedBackend
@@ -108,8 +111,51 @@ def test_a_model_that_goes_on_calling_answers_on_the_last_turn_of_the_budget():
 
 
 def test_repeats_are_not_run_again_and_the_answer_turn_names_its_policy():
-    agent, backend = converse([call(product="desk lamp"), call(product="desk lamp"), "34.5 euros"])
+    agent, backend = converse([call(product="desk lamp"), call(product="desk lamp"), "34.5 euros"],
+                              policies=[AnswerWhenNothingNew()])
     result = agent.run("What does a desk lamp cost?")
     assert [e.ok for e in result.events if isinstance(e, ToolReturned)] == [True, False]
     (steer,) = [e for e in result.events if isinstance(e, Steered)]
     assert steer.policy == "answer_when_nothing_new" and backend.requests[-1].tool_choice is None
+
+
+def observation(product: str, repeated: bool = False) -> Observation:
+    return Observation("product_price", json.dumps({"product": product}), "34.5", True, repeated)
+
+
+def refused(reply: str, *rules: str) -> Turn:
+    return Turn(reply=reply, verdict=Verdict(passed=False, reasons=["no"], by="checks", answer=reply, rules=list(rules)))
+
+
+def test_a_turn_is_stuck_when_it_asks_for_nothing_new_in_calls_or_in_text():
+    made = [observation("desk lamp")]
+    fenced = 'Let us call it:\n```json\n{"name": "product_price", "arguments": {"product": "desk lamp"}}\n```\nThen...'
+    assert stuck(Turn(calls=[observation("desk lamp", repeated=True)]), made)
+    assert not stuck(Turn(calls=[observation("desk lamp", repeated=True), observation("kettle")]), made)
+    assert stuck(refused(fenced, "not_a_call"), made)  # the made call, written out again as text
+    assert not stuck(refused(fenced.replace("desk lamp", "kettle"), "not_a_call"), made)  # a new call
+    assert not stuck(refused(fenced, "not_a_call", "names_an_uncalled_tool"), made)  # it names the next tool
+    assert not stuck(refused("I do not know.", "not_a_message"), made)  # no call in it
+
+
+def test_the_task_is_restated_once_for_a_repeat_then_after_each_new_result():
+    made, again = observation("desk lamp"), observation("desk lamp", repeated=True)
+    restate = RestateWhenStuck()
+    first = restate(RunSoFar("task", [Turn(calls=[made]), Turn(calls=[again])], [made, again], 4))
+    assert first.restart and first.tool_choice == "auto" and "- product_price" in first.message
+    stuck_again = [Turn(calls=[made]), Turn(calls=[again]), Turn(calls=[again], steered_by=restate.name)]
+    assert restate(RunSoFar("task", stuck_again, [made, again, again], 3)) is None  # AnswerWhenNothingNew's turn
+    kettle = observation("kettle")
+    moved_on = [Turn(calls=[made]), Turn(calls=[again]), Turn(calls=[kettle], steered_by=restate.name)]
+    assert restate(RunSoFar("task", moved_on, [made, again, kettle], 3)).why == "a new result since the task was restated"
+    assert restate(RunSoFar("task", [Turn(calls=[made])], [made], 5)) is None  # a model that moves on is left alone
+
+
+def test_the_last_turn_of_the_budget_after_a_refused_answer_is_its_retry_without_tools():
+    """Asked afresh, a greedy model writes the refused answer again; the retry keeps the reasons in view."""
+    agent, backend = converse([call(product="desk lamp"), "x", "34.5 euros"], max_steps=3, checks=[RefuseX()])
+    result = agent.run("What does a desk lamp cost?")
+    last = backend.requests[-1]
+    assert last.tools is None and last.messages[-2].content == "x" and "not x" in last.messages[-1].content
+    assert [e.policy for e in result.events if isinstance(e, Steered)] == ["answer_on_the_last_turn"]
+    assert result.answer == "34.5 euros"

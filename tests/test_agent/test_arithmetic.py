@@ -1,0 +1,43 @@
+"""The equations an answer writes, worked out again (agent/arithmetic.py)."""
+
+import pytest
+
+from agent.arithmetic import wrong_equations
+from agent.checks import Evidence, SumsHold
+
+
+@pytest.mark.parametrize("text", [
+    "41.25 * 1.08 = 44.55 US dollars",
+    r"\(34.5 \times 3 = 103.5\)",
+    "1/3 = 0.33",  # rounded to the decimals it shows
+    "41,25 × 1,08 = 44,55 USD",  # decimal commas
+    "1,234 + 1 = 1,235",  # thousands
+    "(352 + 276) = 628 páginas",
+    "9 × 9 ÷ 5 + 32 = 48.2 °F",
+    "41.25 * 1.08 ≈ 44.6",
+    "2026-12-01 = 5 days later",  # a date is not a subtraction
+    "10 / 0 = 5",  # nothing it can work out
+    "2**10000 = 1",
+    "The answer is 42.",
+])
+def test_right_or_unreadable_equations_are_left_alone(text):
+    assert wrong_equations(text) == []
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("41.25 * 1.08 = 46.05", "41.25 * 1.08 is 44.55, not 46.05"),
+    (r"\[34.5 \times 3 = 100.5\]", r"34.5 \times 3 is 103.5, not 100.5"),
+    ("26 - 15 = 9 grados", "26 - 15 is 11, not 9"),
+    ("3 x 4 = 13", "3 x 4 is 12, not 13"),
+    ("41,25 × 2 = 80,5", "41,25 × 2 is 82.5, not 80,5"),
+    ("1/3 ≈ 0.5", "1/3 is 0.333333, not 0.5"),
+])
+def test_a_wrong_result_is_named_with_the_right_one(text, message):
+    assert [str(w) for w in wrong_equations(text)] == [message]
+
+
+def test_the_check_refuses_a_wrong_sum_and_has_nothing_to_say_otherwise():
+    evidence = Evidence("What do 3 desk lamps cost?")
+    finding = SumsHold()("3 × 34.5 = 100.5 euros", evidence)
+    assert not finding.passed and "3 × 34.5 is 103.5, not 100.5" in finding.reason and not finding.call_next
+    assert SumsHold()("3 × 34.5 = 103.5 euros", evidence) is None
