@@ -3,7 +3,8 @@
 A model that computes in its answer is often wrong: Qwen2.5-Coder-1.5B wrote 41.25 * 1.08 = 46.05.
 Only digits, operators and "=" are read, so this holds in any language. An expression is worked out
 by the calculator's parser (`ast`, never `eval`); the stated result may be rounded to the decimals
-it shows ("1/3 = 0.33"), and one written with "≈" may be off by 1%.
+it shows ("1/3 = 0.33"), one that is not whole may be off by 0.1% (a slip in the last of many
+decimals), and one written with "≈" by 1%.
 """
 
 from __future__ import annotations
@@ -73,7 +74,10 @@ def _agrees(actual: float, value: float, stated: str, approximate: bool) -> bool
     decimals = len(stated.partition(".")[2])
     if abs(actual - value) <= 0.5 * 10 ** -decimals + 1e-9 * max(1.0, abs(actual)):
         return True
-    return approximate and abs(actual - value) <= 0.01 * abs(actual)
+    if approximate:
+        return abs(actual - value) <= 0.01 * abs(actual)
+    # Long decimals slip in the last digit (70 * 2.20462 = 154.324, not 154.3234); a whole result must be exact.
+    return actual != round(actual) and abs(actual - value) <= 1e-3 * abs(actual)
 
 
 def _shown(value: float) -> str:

@@ -1,20 +1,26 @@
 """The run on a model with its own tool format, without a plan: the tool conversation the model
-was trained on. The task as the user's message, the model's calls, their results in the tool role,
+was trained on. The task as the user's message, the model's calls (in its format, or a new one
+written as JSON among its words), their results in the tool role,
 until a reply without calls, which the checks judge (agent/checks.py). A refused reply goes back
 to the model with the reasons, as a retry prompt; what the next turn may do after each turn is
 the policies' say (agent/policies.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from agent import prompts
+from agent.checks import written_calls
 from agent.events import Event, Final, PhaseStarted, Steered
 from agent.offers import Observation, parse_arguments
 from agent.policies import Choice, RunSoFar, Turn, next_turn
 from agent.turns import TEXT_ANSWER
 from backends import Constraint, Message, ToolCall
+from tools.tool import ArgumentsError
 
 if TYPE_CHECKING:
     from agent.loop import Agent
@@ -25,6 +31,23 @@ def tool_turn(calls: list[tuple[str, str, dict[str, Any]]], evidence: list[Obser
     shown = [o.shown for o in evidence[-len(calls):]]
     return [Message(role="assistant", tool_calls=[ToolCall.create(i, n, a) for i, n, a in calls]),
             *(Message(role="tool", tool_call_id=i, content=text) for (i, _, _), text in zip(calls, shown))]
+
+
+def written_new_calls(agent: Agent, text: str, evidence: list[Observation]) -> list[tuple[str, dict[str, Any]]]:
+    """The first calls a reply writes as JSON among its words that are new and valid for their tool (at
+    most max_parallel_calls). Qwen2.5-Coder-1.5B writes its next call so, with words after it ("This
+    will return the date 100 days after..."), where the engine reads no call; refused and forced to
+    call, it wrote another call, or the same text again."""
+    made = [(o.name, json.loads(o.arguments)) for o in evidence]
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name, arguments in written_calls(text, agent.tools.names()):
+        try:
+            agent.tools.get(name).validate(arguments)
+        except (ValidationError, ArgumentsError):
+            continue
+        if (name, arguments) not in made and (name, arguments) not in found:
+            found.append((name, arguments))
+    return found[: agent.max_parallel_calls]
 
 
 def converse(agent: Agent, task: str, previous: list[Message], memory_text: str, notes: list[str]) -> Iterator[Event]:
@@ -47,8 +70,11 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
         # and without them writes the call as text (Qwen2.5-Coder-0.5B), which the grammar then refuses.
         answer = agent._typed_answer() or (Constraint(regex=TEXT_ANSWER) if choice == "none" else None)
         text, calls = yield from agent._generate(conversation, answer, "act", tool_choice=None if choice == "none" else choice)
-        if calls:
-            ran = yield from agent._run_calls([(c.name, parse_arguments(c.arguments)) for c in calls], evidence)
+        requested = [(c.name, parse_arguments(c.arguments)) for c in calls]
+        if not calls and choice not in (None, "none"):
+            requested = written_new_calls(agent, text, evidence)
+        if requested:
+            ran = yield from agent._run_calls(requested, evidence)
             # Only the calls: kept with the words before them ("Here's how you can do it: ```json..."), the result
             # read to Qwen2.5-Coder-1.5B as the user's, and it answered "Thank you for providing the response."
             conversation += tool_turn(ran, evidence)

@@ -15,6 +15,7 @@ from agent.checks import Evidence, SumsHold
     "(352 + 276) = 628 páginas",
     "9 × 9 ÷ 5 + 32 = 48.2 °F",
     "41.25 * 1.08 ≈ 44.6",
+    "70 * 2.20462 = 154.324 pounds",  # 154.3234: a slip in the last decimal, not a wrong answer
     "2026-12-01 = 5 days later",  # a date is not a subtraction
     "10 / 0 = 5",  # nothing it can work out
     "2**10000 = 1",
@@ -31,6 +32,7 @@ def test_right_or_unreadable_equations_are_left_alone(text):
     ("3 x 4 = 13", "3 x 4 is 12, not 13"),
     ("41,25 × 2 = 80,5", "41,25 × 2 is 82.5, not 80,5"),
     ("1/3 ≈ 0.5", "1/3 is 0.333333, not 0.5"),
+    ("1998 + 2 = 2001", "1998 + 2 is 2000, not 2001"),  # a whole result must be exact
 ])
 def test_a_wrong_result_is_named_with_the_right_one(text, message):
     assert [str(w) for w in wrong_equations(text)] == [message]

@@ -52,8 +52,8 @@ def test_a_reply_that_talks_about_a_tool_is_refused_by_name_and_followed_by_a_fo
 
 
 def test_a_call_written_as_text_is_not_the_answer():
-    raw = '<tool_call>\n{"name": "product_price", "arguments": {"product": "kettle"}}\n</tool_call>'
-    agent, _ = converse([raw, [ToolCall.create("c1", "product_price", {"product": "kettle"})], "27"])
+    cut = '<tool_call>\n{"name": "product_price", "arguments": {"product": "kett'  # max_tokens ran out
+    agent, _ = converse([cut, [ToolCall.create("c1", "product_price", {"product": "kettle"})], "27"])
     result = agent.run("How much does a kettle cost?")
     refused, passed = (e for e in result.events if isinstance(e, Verdict))
     assert "not_a_call" in refused.rules and refused.call_next and passed.passed
@@ -176,3 +176,24 @@ def test_the_calls_of_a_reply_that_said_something_first_go_back_alone():
     turn = backend.requests[-1].messages[-2]
     assert turn.role == "assistant" and turn.content is None and turn.tool_calls[0].name == "product_price"
     assert result.answer == "A kettle costs 27 euros." and not [e for e in result.events if e.type == "verdict" and not e.passed]
+
+
+def test_a_new_call_written_among_words_is_run_and_a_made_or_invalid_one_is_not():
+    """Qwen2.5-Coder-1.5B writes its next call as JSON with words after it, where the engine reads no call."""
+    kettle = '{"name": "product_price", "arguments": {"product": "kettle"}}'
+    agent, backend = converse([f"First the kettle:\n```json\n{kettle}\n```\nThis returns its price.",
+                               f"Again:\n```json\n{kettle}\n```\nand then we know.",
+                               'Or with a wrong argument: {"name": "product_price", "arguments": {"item": 3}} ok?',
+                               "A kettle costs 27 euros."], policies=[])
+    result = agent.run("How much does a kettle cost?")
+    assert [(e.name, e.arguments) for e in result.events if e.type == "tool_call"] == [("product_price", {"product": "kettle"})]
+    assert backend.requests[1].messages[-2].tool_calls[0].name == "product_price"  # it went back as the call it is
+    assert [e.rules for e in result.events if e.type == "verdict"] == [["not_a_call"], ["not_a_call"], []]
+    assert result.answer == "A kettle costs 27 euros."
+
+
+def test_an_answer_turn_runs_no_call_written_in_it():
+    agent, backend = converse(['{"name": "product_price", "arguments": {"product": "kettle"}} costs 27.'],
+                              tools=(), policies=[])
+    result = agent.run("How much does a kettle cost?")
+    assert not [e for e in result.events if e.type == "tool_call"] and backend.requests[0].tool_choice is None
