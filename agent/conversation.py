@@ -61,7 +61,7 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
     said: list[str] = []  # the reasons of refusals so far: an answer must not parrot them
     can_call = bool(agent.tools.schemas())
     choice: Choice | None = "auto" if can_call else None
-    steered_by = ""
+    steered_by, confirmable = "", True
     for turns_left in range(agent.max_steps - 1, -1, -1):
         yield PhaseStarted(phase="act")
         conversation, trims = agent._fit(conversation, keep_head=len(previous) + 1)
@@ -82,6 +82,8 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
         else:
             yield PhaseStarted(phase="verify")
             verdict = yield from agent._verify(task, text.strip(), evidence, notes, said)
+            if not confirmable:
+                verdict = verdict.model_copy(update={"verified": False})
             yield verdict
             if verdict.passed:
                 yield Final(answer=text.strip(), verified=verdict.verified)
@@ -90,11 +92,11 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
             conversation += [Message(role="assistant", content=text),
                              Message(role="user", content=prompts.REFUSED.format(reasons=prompts.bullets(verdict.reasons)))]
             turns.append(Turn(reply=text, verdict=verdict, steered_by=steered_by))
-        choice, steered_by = ("auto" if can_call else None), ""
+        choice, steered_by, confirmable = ("auto" if can_call else None), "", True
         steer = next_turn(agent.policies, RunSoFar(task, turns, evidence, turns_left), can_call) if turns_left else None
         if steer is not None:
             yield Steered(policy=steer.policy, tool_choice=steer.tool_choice, why=steer.why)
-            choice, steered_by = (steer.tool_choice if can_call else None), steer.policy
+            choice, steered_by, confirmable = (steer.tool_choice if can_call else None), steer.policy, steer.confirmable
             if steer.restart:
                 conversation = asking(steer.message or task)
             elif steer.message:

@@ -55,6 +55,9 @@ class Next:
     why: str = ""
     # The message replaces the turns since the task (the calls and results it restates), not follows them.
     restart: bool = False
+    # False: the model did not stop calling on its own, so which result answers the task is unknown,
+    # and no check confirms the answer of this turn (it may pass, unverified).
+    confirmable: bool = True
 
 
 class Policy:
@@ -157,7 +160,9 @@ class AnswerOnTheLastTurn(Policy):
     86 °F, then priced an apple, a desk lamp, and converted 34.5 °C, 94.1 °C, ...) would end at the
     step budget with no answer, and so would one that spends its turns repeating itself. The budget's
     last turn, when some call has succeeded, answers, with what the tools found in front of it, and no
-    tools; it comes first, since after it there is no turn for anything another policy would ask."""
+    tools; it comes first, since after it there is no turn for anything another policy would ask. An
+    answer after calls the budget cut short is not confirmed: the 0.5B model added 5678 to its last
+    result five times for "What is 1234 + 5678?", and 29624, the last result, was no answer."""
 
     name = "answer_on_the_last_turn"
 
@@ -167,7 +172,7 @@ class AnswerOnTheLastTurn(Policy):
         if not run.turns[-1].calls:  # a refused answer: the retry, its reasons in front of it (asked afresh, the same)
             return Next(self.name, "none", why="one turn of the budget is left")
         return Next(self.name, "none", prompts.answer_now(run.task, run.evidence), "one turn of the budget is left",
-                    restart=True)
+                    restart=True, confirmable=False)
 
 
 DEFAULT: tuple[Policy, ...] = (AnswerOnTheLastTurn(), RestateWhenStuck(), AnswerWhenNothingNew(), CallWhenAsked(),

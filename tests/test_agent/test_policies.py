@@ -108,6 +108,8 @@ def test_a_model_that_goes_on_calling_answers_on_the_last_turn_of_the_budget():
     assert 'product_price({"product": "desk lamp"}) -> 34.5' in backend.requests[-1].messages[-1].content
     assert backend.requests[-1].constraint.regex == TEXT_ANSWER  # it cannot write a call as text instead
     assert result.answer == "A desk lamp costs 34.5 euros."
+    # It states the first result, but the model had not stopped calling: nothing confirms it is the answer.
+    assert not result.verified and not [e for e in result.events if e.type == "verdict"][-1].verified
 
 
 def test_repeats_are_not_run_again_and_the_answer_turn_names_its_policy():
