@@ -1,7 +1,7 @@
 """The second agent evaluation: a user's own plain-function tools (benchmarks/user_tools.py), 34 tasks.
 
     .venv/bin/python benchmarks/user_tools_eval.py [--model NAME_OR_PATH] [--only agent|agent-plan|plain|smolagents]
-        [--every N] [--group lookup|conversion|date|chain|no tool] [--verbose]
+        [--every N] [--group lookup|conversion|date|chain|no tool] [--verbose] [--max-steps N]
 
 Ways to run the same model on the same tasks and tools (greedy):
   agent       our Agent with its defaults: Agent(backend, tools=TOOLS).run(task)
@@ -93,12 +93,14 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="every Nth task of each group only")
     parser.add_argument("--group", choices=list(GROUPS), action="append", default=[], help="only these groups")
     parser.add_argument("--verbose", action="store_true", help="print each task's answer")
+    parser.add_argument("--max-steps", type=int, default=None, help="our agent's step budget (default: Agent's)")
     args = parser.parse_args()
     backend = load_backend("local", model=args.model) if args.model else load_backend("local")
     registry = ToolRegistry(TOOLS)
+    budget = {"max_steps": args.max_steps} if args.max_steps else {}
     ways: dict[str, Callable[[str], Outcome]] = {
-        "agent": lambda task: agent_run(backend, registry, task),
-        "agent-plan": lambda task: agent_run(backend, registry, task, plan=True),
+        "agent": lambda task: agent_run(backend, registry, task, **budget),
+        "agent-plan": lambda task: agent_run(backend, registry, task, plan=True, **budget),
         "plain": lambda task: plain_run(backend, registry, task),
     }
     if not args.only or "smolagents" in args.only:
