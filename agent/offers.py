@@ -47,6 +47,11 @@ class Observation:
     def line(self) -> str:
         return f"{self.name}({self.arguments}) -> {self.shown}"
 
+    @property
+    def call(self) -> tuple[str, dict[str, Any]]:
+        """(name, arguments): the call as a reply asks for it, to compare with calls already made."""
+        return self.name, parse_arguments(self.arguments)
+
 
 @dataclass(frozen=True)
 class Offer:
@@ -60,7 +65,7 @@ def next_offer(registry: ToolRegistry, task: str, notes: Sequence[str], evidence
                grounded: bool, answer_only: bool = False, new_calls_only: bool = False) -> Offer:
     """grounded: the agent checks grounding (else every tool, as declared). answer_only: the turn
     may only answer. new_calls_only: after a replan, the turn must make a call not made yet."""
-    made = [(o.name, parse_arguments(o.arguments)) for o in evidence] if new_calls_only else []
+    made = [o.call for o in evidence] if new_calls_only else []
     if not grounded:
         return Offer([] if answer_only else registry.schemas(), made, new_calls_only and not answer_only)
     calls = [(o.arguments, o.shown) for o in evidence if o.ok]

@@ -12,7 +12,6 @@ DEFAULT holds for any tool, any language and any model size.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -76,7 +75,7 @@ def stuck(turn: Turn, evidence: Sequence[Observation]) -> bool:
         return all(o.repeated for o in turn.calls)
     if turn.verdict is None or turn.verdict.passed or "names_an_uncalled_tool" in turn.verdict.rules:
         return False
-    made = [(o.name, json.loads(o.arguments)) for o in evidence]
+    made = [o.call for o in evidence]
     written = written_calls(turn.reply)
     return bool(written) and all(call in made for call in written)
 
