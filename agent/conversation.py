@@ -7,7 +7,6 @@ the policies' say (agent/policies.py)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,7 @@ from agent import prompts
 from agent.checks import written_calls
 from agent.events import Event, Final, PhaseStarted, Steered
 from agent.offers import Observation, parse_arguments
-from agent.policies import Choice, RunSoFar, Turn, next_turn
+from agent.policies import Choice, Next, RunSoFar, Turn, next_turn
 from agent.turns import TEXT_ANSWER
 from backends import Constraint, Message, ToolCall
 from tools.tool import ArgumentsError
@@ -38,7 +37,7 @@ def written_new_calls(agent: Agent, text: str, evidence: list[Observation]) -> l
     most max_parallel_calls). Qwen2.5-Coder-1.5B writes its next call so, with words after it ("This
     will return the date 100 days after..."), where the engine reads no call; refused and forced to
     call, it wrote another call, or the same text again."""
-    made = [(o.name, json.loads(o.arguments)) for o in evidence]
+    made = [o.call for o in evidence]
     found: list[tuple[str, dict[str, Any]]] = []
     for name, arguments in written_calls(text, agent.tools.names()):
         try:
@@ -60,9 +59,10 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
     turns: list[Turn] = []
     said: list[str] = []  # the reasons of refusals so far: an answer must not parrot them
     can_call = bool(agent.tools.schemas())
-    choice: Choice | None = "auto" if can_call else None
-    steered_by, confirmable = "", True
+    steer: Next | None = None  # what the policies said this turn may do
     for turns_left in range(agent.max_steps - 1, -1, -1):
+        choice: Choice | None = (steer.tool_choice if steer else "auto") if can_call else None
+        steered_by = steer.policy if steer else ""
         yield PhaseStarted(phase="act")
         conversation, trims = agent._fit(conversation, keep_head=len(previous) + 1)
         yield from trims
@@ -82,7 +82,7 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
         else:
             yield PhaseStarted(phase="verify")
             verdict = yield from agent._verify(task, text.strip(), evidence, notes, said)
-            if not confirmable:
+            if steer is not None and not steer.confirmable:
                 verdict = verdict.model_copy(update={"verified": False})
             yield verdict
             if verdict.passed:
@@ -92,11 +92,9 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
             conversation += [Message(role="assistant", content=text),
                              Message(role="user", content=prompts.REFUSED.format(reasons=prompts.bullets(verdict.reasons)))]
             turns.append(Turn(reply=text, verdict=verdict, steered_by=steered_by))
-        choice, steered_by, confirmable = ("auto" if can_call else None), "", True
         steer = next_turn(agent.policies, RunSoFar(task, turns, evidence, turns_left), can_call) if turns_left else None
         if steer is not None:
             yield Steered(policy=steer.policy, tool_choice=steer.tool_choice, why=steer.why)
-            choice, steered_by, confirmable = (steer.tool_choice if can_call else None), steer.policy, steer.confirmable
             if steer.restart:
                 conversation = asking(steer.message or task)
             elif steer.message:
