@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field
 
-from backends.types import Message
+from backends.types import GenerationRequest, Message, TokenAttention
 
 Phase = Literal["plan", "act", "verify"]
 
@@ -31,6 +31,9 @@ class TokenChosen(BaseModel):
     token_id: int
     logprob: float | None = None
     top_logprobs: list[tuple[str, float]] = Field(default_factory=list)
+    top_token_ids: list[int] = Field(default_factory=list)  # the alternatives' ids, where the backend knows them
+    attention: TokenAttention | None = None  # where it looked, when the sampling settings ask (attention=K)
+    prompt_tokens: list[str] | None = None  # with attention, on a reply's first token: its prompt, token by token
 
 
 class ModelReplied(BaseModel):
@@ -41,6 +44,8 @@ class ModelReplied(BaseModel):
     phase: Phase
     messages: list[Message]
     reply: Message
+    # the whole request, to branch from one of the reply's tokens (Backend.continue_from); not kept in traces
+    request: GenerationRequest | None = Field(None, exclude=True)
 
 
 class MemoryRecalled(BaseModel):

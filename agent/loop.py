@@ -325,10 +325,12 @@ class Agent:
             parts.append(token.text)
             calls = token.tool_calls or calls
             yield TokenChosen(phase=phase, text=token.text, token=token.token, token_id=token.token_id,
-                              logprob=token.logprob, top_logprobs=token.top_logprobs)
+                              logprob=token.logprob, top_logprobs=token.top_logprobs, top_token_ids=token.top_token_ids,
+                              attention=token.attention,
+                              prompt_tokens=token.prompt_tokens)
         text = "".join(parts)
         reply = Message(role="assistant", content=text if text or not calls else None, tool_calls=calls or None)
-        yield ModelReplied(phase=phase, messages=request.messages, reply=reply)
+        yield ModelReplied(phase=phase, messages=request.messages, reply=reply, request=request)
         if self.native and phase == "act" and self.output_type is not None and text.strip().startswith("{"):
             return text, calls  # the typed answer as its own JSON
         if phase == "act" and self.output_type is not None and self.constrain:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -47,6 +48,8 @@ class Backend(Protocol):
     supports_constraints: honours GenerationRequest.constraint (JSON Schema, regex, grammar).
     supports_tool_calls: a request's tool_choice yields parsed ToolCalls on the last event.
     supports_logprobs: TokenEvents carry logprob and top_logprobs.
+    supports_attention (optional, False when absent): TokenEvents carry where each token attended
+    when SamplingParams.attention asks.
     native_tool_calls: the model writes tool calls in a format of its own (its chat template's),
     so an agent should act through tool calls rather than a JSON schema of its own.
     """
@@ -63,6 +66,14 @@ class Backend(Protocol):
     def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str: ...
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]: ...
     def generate(self, request: GenerationRequest) -> Generation: ...
+
+
+def say_no_attention(backend: Any, request: GenerationRequest) -> None:
+    """Attention weights asked of a backend that cannot give them: said once per backend, then ignored."""
+    if request.sampling.attention and not getattr(backend, "_said_no_attention", False):
+        backend._said_no_attention = True
+        warnings.warn(f"the {backend.name} backend cannot say where tokens attended; SamplingParams.attention "
+                      "is ignored (the local backend gives it)", RuntimeWarning, stacklevel=3)
 
 
 def collect(events: Iterator[TokenEvent], prompt_tokens: int) -> Generation:

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from backends.base import BackendError
+from backends.base import BackendError, say_no_attention
 from backends.scripted import ScriptedTokenizer
 from backends.types import FinishReason, Generation, GenerationRequest, Message, SamplingParams, TokenEvent, ToolCall, Usage
 
@@ -38,6 +38,7 @@ class OpenAIBackend:
 
     name = "openai"
     supports_tool_calls = supports_logprobs = True
+    supports_attention = False
     native_tool_calls = False  # the server's template is unknown here: the agent keeps its JSON act schema
 
     def __init__(
@@ -97,6 +98,7 @@ class OpenAIBackend:
     # requests
 
     def _body(self, request: GenerationRequest, stream: bool) -> dict[str, Any]:
+        say_no_attention(self, request)
         params = request.sampling
         if params.beam_width > 1:
             raise BackendError("the openai backend does not do beam search; use beam_width=1")

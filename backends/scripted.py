@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from backends.base import BackendError, collect
+from backends.base import BackendError, collect, say_no_attention
 from backends.stops import StopMatcher
 from backends.types import Generation, GenerationRequest, Message, TokenEvent, ToolCall
 
@@ -93,6 +93,7 @@ class ScriptedBackend:
     model_name = "scripted"
     supports_constraints = native_tool_calls = False
     supports_tool_calls = supports_logprobs = True
+    supports_attention = False
 
     def __init__(
         self,
@@ -131,6 +132,7 @@ class ScriptedBackend:
     def _start(self, request: GenerationRequest) -> tuple[int, Iterator[TokenEvent]]:
         """(prompt tokens, events); checks the window and takes the reply before any event."""
         self.requests.append(request)
+        say_no_attention(self, request)
         prompt_tokens = len(self.tokenizer.encode(self.render(request.messages, request.tools)))
         if prompt_tokens >= self.context_window:
             raise BackendError(f"prompt is {prompt_tokens} tokens; the context window is {self.context_window}")

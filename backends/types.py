@@ -111,6 +111,8 @@ class SamplingParams(_Strict):
     beam_width: int = Field(1, ge=1, le=16, description="above 1: beam search instead of sampling")
     length_penalty: float = Field(1.0, ge=-10.0, le=10.0, description="beam score = sum of logprobs / length**this")
     early_stopping: bool = Field(True, description="beam search ends once beam_width beams have finished")
+    attention: int = Field(0, ge=0, le=4096, description="how many context positions each TokenEvent names as "
+                           "the ones its token attended to most (0: none; backends that cannot say ignore it)")
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -169,6 +171,21 @@ class GenerationRequest(_Strict):
         return self
 
 
+class Looked(_Strict):
+    """One context position a token attended to: where, which token is there, with what weight."""
+
+    position: int = Field(ge=0)  # in the prompt followed by the reply so far
+    token: str
+    weight: float = Field(ge=0.0, le=1.0)
+
+
+class TokenAttention(_Strict):
+    """Where a token looked: the strongest positions, per layer and over all layers, heads averaged."""
+
+    layers: list[list[Looked]]  # layer by layer, strongest first
+    mean: list[Looked]  # of the per-layer weights averaged over layers, strongest first
+
+
 class TokenEvent(_Strict):
     """One sampled token.
 
@@ -182,9 +199,12 @@ class TokenEvent(_Strict):
     token: str = ""  # this token's own text, for display
     logprob: float | None = None
     top_logprobs: list[tuple[str, float]] = Field(default_factory=list)
+    top_token_ids: list[int] = Field(default_factory=list)  # the alternatives' ids, where the backend knows them
     finish_reason: FinishReason | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)  # on the last event, when finish_reason is tool_calls
     cached_prompt_tokens: int | None = Field(None, ge=0)  # on the first event: prompt tokens reused from the KV cache
+    attention: TokenAttention | None = None  # when SamplingParams.attention asked for it
+    prompt_tokens: list[str] | None = None  # on the first event when attention was asked: the prompt, token by token
 
 
 class Usage(_Strict):

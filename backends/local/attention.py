@@ -7,6 +7,7 @@ TRITON_INTERPRET=1. `TOKENTRAIL_ATTENTION=torch|triton` overrides the default.
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -55,3 +56,19 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, impl: str = 
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa, scale=scale)
     mask = causal_mask(tq, tk, q.device, window if windowed else 0)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, scale=scale)
+
+
+def last_row_weights(q: Tensor, k: Tensor, scale: float | None = None, window: int = 0) -> Tensor:
+    """softmax(q·kᵀ) of the last query over the keys it sees, averaged over heads: [B, Tk] float32.
+
+    The fused kernels never form these weights; this is computed only when a request asks for them
+    (SamplingParams.attention): one extra [Hq, D] x [D, Tk] product per layer and token. The last
+    query sees every key given (bottom-right causal); with a window only the last `window`."""
+    b, hq, _, d = q.shape
+    tk = k.shape[2]
+    groups = hq // k.shape[1]
+    query = q[:, :, -1].float().view(b, k.shape[1], groups, d)
+    scores = torch.einsum("bkgd,bktd->bkgt", query, k.float()) * (scale or 1.0 / math.sqrt(d))
+    if window and tk > window:
+        scores[..., : tk - window] = float("-inf")
+    return scores.softmax(dim=-1).mean(dim=(1, 2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,23 @@ from backends.local.model_cache import Progress, resolve
 from backends.local.sampling import Sampler
 from backends.local.tokenizer import IncrementalDetokenizer, LocalTokenizer
 from backends.local.tool_formats import ToolFormat, native_format
+from backends.local.watch import token_attention
 from backends.stops import StopMatcher
-from backends.types import Generation, GenerationRequest, Message, SamplingParams, TokenEvent
+from backends.types import Generation, GenerationRequest, Message, SamplingParams, TokenAttention, TokenEvent
 
-# token id, its logprob, the top alternatives, and on the first step the prompt tokens found in the cache
-Step = tuple[int, float, list[tuple[str, float]], int | None]
+
+@dataclass
+class Step:
+    """A picked token, its logprob, the top alternatives; on the first step how many prompt tokens the
+    cache held; where the token looked when asked (and then, on the first step, the prompt's tokens)."""
+
+    token: int
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+    top_ids: list[int] = field(default_factory=list)
+    cached: int | None = None
+    attention: TokenAttention | None = None
+    prompt_tokens: list[str] | None = None
 
 
 class LocalBackend:
@@ -41,7 +54,7 @@ class LocalBackend:
     """
 
     name = "local"
-    supports_constraints = supports_tool_calls = supports_logprobs = True
+    supports_constraints = supports_tool_calls = supports_logprobs = supports_attention = True
 
     def __init__(
         self,
@@ -157,30 +170,73 @@ class LocalBackend:
             mask = GrammarMask(request.constraint, self.tokenizer, self.loaded.config.vocab_size)
         return Sampler(request.sampling, self.device, prompt, mask)
 
-    def _sampled(self, prompt: list[int], request: GenerationRequest) -> Iterator[Step]:
-        sampler, alternatives = self._sampler(prompt, request), request.sampling.logprobs
-        display = self.tokenizer.display
+    def continue_from(self, request: GenerationRequest, token_ids: Sequence[int]) -> Iterator[TokenEvent]:
+        """A branch: the reply to `request` that begins with `token_ids` (a reply's first tokens, the last one
+        perhaps an alternative it beat), continued by the model. Yields the new tokens' events; max_tokens
+        counts the whole reply. The prompt's whole chunks come from the prefix cache, so a branch computes
+        its new tokens, the given ones and the prompt's last partial chunk (under PREFILL_CHUNK)."""
+        request, _, prompt = self._prepared(request)
+        if request.sampling.beam_width > 1:
+            raise BackendError("a branch is sampled, not beam searched; use beam_width=1")
+        given, vocab, eos = list(token_ids), self.loaded.config.vocab_size, set(self.tokenizer.eos_token_ids)
+        if any(not 0 <= t < vocab for t in given):
+            raise BackendError(f"the branch's token ids must lie in [0, {vocab}); got {given}")
+        if ended := [i for i, t in enumerate(given) if t in eos]:
+            raise BackendError(f"the branch's token {ended[0]} ends the reply; there is nothing to continue")
+        sampler = self._sampler(prompt, request)
+        for i, token in enumerate(given):
+            try:
+                sampler.force(token)
+            except ValueError as exc:
+                raise BackendError(f"token {i} of the branch ({self.tokenizer.display(token)!r}): {exc}") from exc
+        context = prompt + given
+        budget = min(request.sampling.max_tokens - len(given), self.context_window - len(context))
+        if budget < 1:
+            raise BackendError(f"the branch is {len(given)} tokens after a {len(prompt)}-token prompt: no room is left "
+                               f"under max_tokens {request.sampling.max_tokens} and the context window "
+                               f"{self.context_window}")
+        return self._events(self._sampled(context, request, sampler, budget), request.sampling, budget, given)
+
+    def _sampled(self, prompt: list[int], request: GenerationRequest, sampler: Sampler | None = None,
+                 budget: int | None = None) -> Iterator[Step]:
+        sampler, alternatives = sampler or self._sampler(prompt, request), request.sampling.logprobs
+        display, watch, model = self.tokenizer.display, request.sampling.attention, self.loaded.model
+        budget = budget or self._budget(prompt, request)
 
         def steps() -> Iterator[Step]:
             with self._lock:
-                budget = self._budget(prompt, request)
-                cached: int | None = prepare_cache(self.loaded.model, prompt, budget)
-                for token, logprobs in decode(self.loaded.model, prompt, sampler, budget):
-                    top: list[tuple[str, float]] = []
-                    if alternatives:
-                        values, ids = torch.topk(logprobs, alternatives)
-                        # a token the processors ruled out (-inf) is no alternative: a forced token has none
-                        top = [(display(int(i)), float(v)) for v, i in zip(values, ids) if v > float("-inf")]
-                    yield token, float(logprobs[token]), top, cached
-                    cached = None
+                step = Step(0, 0.0, cached=prepare_cache(model, prompt, budget),
+                            prompt_tokens=[display(i) for i in prompt] if watch else None)
+                context = list(prompt)
+                model.record_attention(bool(watch))
+                try:
+                    for token, logprobs in decode(model, prompt, sampler, budget):
+                        step.token, step.logprob = token, float(logprobs[token])
+                        if alternatives:
+                            values, ids = torch.topk(logprobs, alternatives)
+                            # a token the processors ruled out (-inf) is no alternative: a forced token has none
+                            kept = [(int(i), float(v)) for v, i in zip(values, ids) if v > float("-inf")]
+                            step.top, step.top_ids = [(display(i), v) for i, v in kept], [i for i, _ in kept]
+                        if watch:  # the generator is paused after the forward that gave this token's logits
+                            step.attention = token_attention(model.looked(), context, watch, display)
+                            context.append(token)
+                        yield step
+                        step = Step(0, 0.0)
+                finally:
+                    model.record_attention(False)
 
         return steps()
 
-    def _events(self, steps: Iterator[Step], params: SamplingParams, budget: int) -> Iterator[TokenEvent]:
-        """Token steps as events: detokenized, stop strings held back, finish reason on the last."""
+    def _events(self, steps: Iterator[Step], params: SamplingParams, budget: int,
+                given: Sequence[int] = ()) -> Iterator[TokenEvent]:
+        """Token steps as events: detokenized (after the `given` tokens a branch starts with), stop strings
+        held back, finish reason on the last."""
         detok, stops = IncrementalDetokenizer(self.tokenizer), StopMatcher(params.stop)
+        for token in given:  # their text is the branch's; what they hold back of a character comes out next
+            detok.push(token)
         eos = set(self.tokenizer.eos_token_ids)
-        for count, (token, logprob, top, cached) in enumerate(steps, start=1):
+        for count, step in enumerate(steps, start=1):
+            token = step.token
             if token in eos:
                 text, finish = "", "eos"
             else:
@@ -189,8 +245,9 @@ class LocalBackend:
             if finish in ("eos", "length"):
                 text += stops.push(detok.flush())[0] + stops.flush()
             yield TokenEvent(
-                text=text, token_id=token, token=self.tokenizer.display(token), logprob=logprob,
-                top_logprobs=top, finish_reason=finish, cached_prompt_tokens=cached,
+                text=text, token_id=token, token=self.tokenizer.display(token), logprob=step.logprob,
+                top_logprobs=step.top, top_token_ids=step.top_ids, finish_reason=finish, cached_prompt_tokens=step.cached,
+                attention=step.attention, prompt_tokens=step.prompt_tokens,
             )
             if finish:
                 return
@@ -205,7 +262,7 @@ class LocalBackend:
             best = beam_search(beams, params.beam_width, budget, self.tokenizer.eos_token_ids,
                                params.length_penalty, params.early_stopping)
         tokens = best.tokens + ([self.tokenizer.eos_token_id] if best.finished else [])
-        steps = ((t, lp, [], 0 if i == 0 else None) for i, (t, lp) in enumerate(zip(tokens, best.logprobs)))
+        steps = (Step(t, lp, cached=0 if i == 0 else None) for i, (t, lp) in enumerate(zip(tokens, best.logprobs)))
         generation = collect(self._events(steps, params, budget), len(prompt))
         return generation.model_copy(update={"score": best.score})
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backends.local.attention import attention
+from backends.local.attention import attention, last_row_weights
 from backends.local.config import ModelConfig, ModelLoadError
 from backends.local.prefix_cache import PrefixSnapshots, common_prefix
 from backends.local.quant import (
@@ -116,6 +116,8 @@ class Attention(nn.Module):
         self.scale, self.window = c.attn_scale or None, window
         self.cache: KVCache | None = None
         self.impl = "torch"  # attention implementation, see attention.choose
+        self.record = False  # keep the last row's attention weights in `looked` (see Transformer.record_attention)
+        self.looked: Tensor | None = None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
         b, t, _ = x.shape
@@ -131,6 +133,8 @@ class Attention(nn.Module):
             k, v = self.cache.update(start, k, v)  # the cache's dtype: a bfloat16 v is promoted here
         else:
             v = v.to(q.dtype)
+        if self.record:
+            self.looked = last_row_weights(q, k, self.scale, self.window)
         out = attention(q, k, v, impl=self.impl, scale=self.scale, window=self.window)
         return self.wo(out.transpose(1, 2).reshape(b, t, h * d))
 
@@ -310,7 +314,8 @@ class Transformer(nn.Module):
 
     def _blocks(self, x: Tensor, ropes: tuple[Tensor, ...], start: int) -> Tensor:
         """ropes: cos, sin of the global layers, then of the sliding-window layers."""
-        compiled = self.compiled_block if x.shape[1] == 1 else None
+        recording = self.layers[0].attention.record  # weights are read off eager attention, not compiled code
+        compiled = self.compiled_block if x.shape[1] == 1 and not recording else None
         if compiled is not None:
             try:
                 h = x
@@ -324,6 +329,15 @@ class Transformer(nn.Module):
         for layer in self.layers:
             x = layer(x, *ropes[2 * layer.sliding : 2 * layer.sliding + 2], start)
         return x
+
+    def record_attention(self, on: bool) -> None:
+        """While on, every forward keeps its last row's head-averaged attention weights (see `looked`)."""
+        for layer in self.layers:
+            layer.attention.record, layer.attention.looked = on, None
+
+    def looked(self) -> Tensor:
+        """[layers, positions]: where the last forward's last row looked, per layer, averaged over heads."""
+        return torch.cat([layer.attention.looked for layer in self.layers])
 
     def set_attention(self, impl: str) -> None:
         for layer in self.layers:

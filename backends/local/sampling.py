@@ -49,3 +49,13 @@ class Sampler:
         if self.mask is not None:
             self.mask.consume(token)
         return token, logprobs
+
+    def force(self, token: int) -> None:
+        """Takes `token` as picked (a branch's given tokens): the history and the grammar move past it.
+
+        Raises ValueError when the request's constraint does not allow it there."""
+        if self.mask is not None and not bool(self.mask.allowed()[token]):
+            raise ValueError(f"the request's constraint does not allow token {token} there")
+        self.history.add(token)
+        if self.mask is not None:
+            self.mask.consume(token)
