@@ -2,7 +2,8 @@
 
 Each message runs the agent (plan, act, verify) on a worker thread. Its events arrive here as
 messages: tokens go to the decoding panel (and the answer, as it forms, to the chat), tool
-calls and verdicts to the trace tree. Esc cancels between two tokens.
+calls and verdicts to the trace tree. Esc cancels between two tokens. A branch the decoding
+panel asks for runs on a worker thread too, through the backend's `continue_from`.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from textual.message import Message as UIMessage
 from textual.widgets import Footer, Markdown, Static
 
 from agent import Agent
-from agent.events import ErrorEvent, Event, Final, PhaseStarted, RunStarted, TokenChosen
+from agent.events import ErrorEvent, Event, Final, ModelReplied, PhaseStarted, RunStarted, TokenChosen
 from agent.turns import partial_answer
-from backends import Backend, Message, SamplingParams
+from backends import Backend, GenerationRequest, Message, SamplingParams, TokenEvent
 from memory.protocols import MemoryLike
 from tools import ToolRegistry
 from tools.registry import ApprovalRequest
 from tui.chat import HistoryInput
-from tui.decoding import DecodingPanel
+from tui.decoding import BranchRequested, DecodingPanel
 from tui.screens import ApprovalScreen, ConversationsScreen, Settings, SettingsScreen
 from tui.trace import TraceTree
 
@@ -43,6 +44,12 @@ class TurnEnded(UIMessage):
     def __init__(self, history: list[Message] | None, error: str | None = None, cancelled: bool = False) -> None:
         super().__init__()
         self.history, self.error, self.cancelled = history, error, cancelled
+
+
+class BranchToken(UIMessage):
+    def __init__(self, version: int, event: TokenChosen | None, error: str | None = None) -> None:
+        super().__init__()
+        self.version, self.event, self.error = version, event, error
 
 
 class BackendReady(UIMessage):
@@ -73,7 +80,7 @@ class TokentrailApp(App):
         self.tools = tools if tools is not None else ToolRegistry()
         self.tools.approver = self._ask_approval
         self.memory = memory
-        self.settings = Settings(sampling or SamplingParams(temperature=0.0, max_tokens=300, logprobs=5),
+        self.settings = Settings(sampling or SamplingParams(temperature=0.0, max_tokens=300, logprobs=5, attention=8),
                                  constrained if constrained is not None else True)
         self.clock = clock
         self.history: list[Message] = []
@@ -89,6 +96,7 @@ class TokentrailApp(App):
         self._token_times: list[float] = []
         self._run_id: str | None = None  # the run in progress, as the trace log knows it
         self._rateable: str | None = None  # the last run that answered, for F5 / F6
+        self._act_request: GenerationRequest | None = None  # what the decoding panel's tokens answered, to branch
 
     # layout
 
@@ -154,7 +162,7 @@ class TokentrailApp(App):
         prompt.value = ""
         await self._say("user", text)
         self._answer = await self._say("assistant", "…")
-        self._act_text, self._previous = [], None
+        self._act_text, self._previous, self._act_request = [], None, None
         self._token_times.clear()
         self.query_one(DecodingPanel).clear()
         self._cancel.clear()
@@ -165,7 +173,10 @@ class TokentrailApp(App):
     @work(thread=True, exit_on_error=False)
     def _run_turn(self, task: str, history: list[Message]) -> None:
         assert self.backend is not None
-        agent = Agent(self.backend, tools=self.tools, memory=self.memory, sampling=self.settings.sampling,
+        sampling = self.settings.sampling
+        if not getattr(self.backend, "supports_attention", False):  # asked of it, the backend would only warn
+            sampling = sampling.model_copy(update={"attention": 0})
+        agent = Agent(self.backend, tools=self.tools, memory=self.memory, sampling=sampling,
                       constrain=self.settings.constrained and self.backend.supports_constraints)
         self._native = agent.native
         events = agent.stream(task, history)
@@ -198,6 +209,8 @@ class TokentrailApp(App):
             self._set_status(f"{event.phase}…")
         elif isinstance(event, TokenChosen):
             await self._on_token(event)
+        elif isinstance(event, ModelReplied) and event.phase == "act":
+            self._act_request = event.request
         elif isinstance(event, ErrorEvent) and not event.recoverable:
             await self._say("error", f"**Error:** {event.message}")
         elif isinstance(event, Final) and self._answer is not None:
@@ -332,6 +345,37 @@ class TokentrailApp(App):
         self.query_one(DecodingPanel).clear()
         self.query_one(TraceTree).clear()
         self._refresh_panels()
+
+    # branches
+
+    def on_branch_requested(self, message: BranchRequested) -> None:
+        continue_from = getattr(self.backend, "continue_from", None)
+        why = ("wait for the answer to finish" if self.busy else
+               "this backend cannot continue a reply from a token" if continue_from is None else
+               "no reply to branch from yet" if self._act_request is None else None)
+        if why is not None:
+            self.notify(f"no branch: {why}", severity="warning")
+            return
+        panel = self.query_one(DecodingPanel)
+        self._run_branch(continue_from, self._act_request, message.token_ids, len(panel.versions) - 1)
+
+    @work(thread=True, exit_on_error=False, group="branch", exclusive=True)
+    def _run_branch(self, continue_from: Callable[..., object], request: GenerationRequest, token_ids: list[int],
+                    version: int) -> None:
+        try:
+            for token in continue_from(request, token_ids):
+                assert isinstance(token, TokenEvent)
+                self.post_message(BranchToken(version, TokenChosen(
+                    phase="act", text=token.text, token=token.token, token_id=token.token_id, logprob=token.logprob,
+                    top_logprobs=token.top_logprobs, top_token_ids=token.top_token_ids, attention=token.attention)))
+        except Exception as exc:  # a refused branch is said in the UI, the conversation goes on
+            self.post_message(BranchToken(version, None, f"{type(exc).__name__}: {exc}"))
+
+    def on_branch_token(self, message: BranchToken) -> None:
+        if message.error is not None:
+            self.notify(f"the branch stopped: {message.error}", severity="error")
+        elif message.event is not None:
+            self.query_one(DecodingPanel).add(message.event, message.version)
 
     # approval, called from the agent's worker thread
 

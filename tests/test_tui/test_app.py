@@ -9,7 +9,7 @@ from agent.turns import partial_answer
 from backends import BackendError
 from backends.scripted import ScriptedBackend
 from memory import Memory
-from tests.test_tui.scripts import answer, calls, plan, scripted, simple_exchange, verdict
+from tests.test_tui.scripts import WatchingScripted, answer, calls, plan, scripted, simple_exchange, verdict
 from tools import ToolRegistry, tool
 from tui import TokentrailApp
 from tui.decoding import DecodingPanel
@@ -251,3 +251,71 @@ async def test_input_history_recalls_earlier_messages():
         assert app.query_one(Input).value == "first question"
         await pilot.press("down")
         assert app.query_one(Input).value == ""
+
+
+async def test_a_token_shows_where_it_looked_layer_by_layer():
+    app = TokentrailApp(WatchingScripted(*simple_exchange()))
+    async with app.run_test(size=(140, 40)) as pilot:
+        await send(pilot, "What is the capital of France?")
+        await settle(pilot)
+        panel = app.query_one(DecodingPanel)
+        assert panel.prompt_tokens and "France" in "".join(panel.prompt_tokens)
+        table = app.query_one("#tokens", DataTable)
+        table.focus()
+        table.move_cursor(row=5)
+        await pilot.pause()
+        looked = panel.events[5].attention.mean
+        shown = str(app.query_one("#looked").render())
+        assert "all layers, averaged" in shown
+        ranking = shown[: shown.index("\n\n")]  # strongest first, then the context lit up
+        places = [ranking.index(f"#{spot.position} ") for spot in looked]
+        assert places == sorted(places) and f"{looked[0].weight:.1%}" in ranking
+        await pilot.press("right_square_bracket")
+        assert "layer 1 of 2" in str(app.query_one("#looked").render())
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        assert "layer 1 of 2" in str(app.query_one("#looked").render())  # round the layers
+        await pilot.press("a")
+        assert "all layers, averaged" in str(app.query_one("#looked").render())
+
+
+async def test_a_branch_from_an_alternative_continues_and_the_original_is_kept():
+    backend = WatchingScripted(*simple_exchange())
+    app = TokentrailApp(backend)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await send(pilot, "What is the capital of France?")
+        await settle(pilot)
+        panel = app.query_one(DecodingPanel)
+        table = app.query_one("#tokens", DataTable)
+        original = list(panel.events)
+        table.focus()
+        table.move_cursor(row=4)
+        await pilot.pause()
+        alternative = original[4].top_logprobs[1][0]
+        await pilot.press("2")
+        for _ in range(50):
+            await pilot.pause(0.02)
+        assert len(panel.versions) == 2 and panel.shown == 1
+        branch = panel.events
+        assert branch[:4] == original[:4] and branch[4].token == alternative
+        assert "".join(e.text for e in branch[5:]) == backend.branch
+        assert table.row_count == len(branch)
+        assert "branch from #5" in str(app.query_one("#version").render())
+        await pilot.press("o")
+        assert panel.shown == 0 and panel.events == original and table.row_count == len(original)
+
+
+async def test_a_branch_is_refused_without_alternatives_or_a_backend_that_can_branch():
+    app = TokentrailApp(scripted(*simple_exchange()))  # no token ids, no continue_from
+    said = []
+    async with app.run_test(size=(140, 40)) as pilot:
+        app.notify = lambda message, **kwargs: said.append(message)
+        app.query_one(DecodingPanel).notify = app.notify
+        await send(pilot, "What is the capital of France?")
+        await settle(pilot)
+        table = app.query_one("#tokens", DataTable)
+        table.focus()
+        table.move_cursor(row=2)
+        await pilot.press("1")
+        assert "no branch 1 from token #3: it had no alternatives" in said[-1]
+        assert len(app.query_one(DecodingPanel).versions) == 1
+        assert "no attention for this token" in str(app.query_one("#looked").render())

@@ -2,15 +2,16 @@
 
 import itertools
 
-from tests.test_tui.scripts import scripted, simple_exchange
+from tests.test_tui.scripts import WatchingScripted, scripted, simple_exchange
 from tui import TokentrailApp
 
 SIZE = (140, 40)
 
 
-def _app() -> TokentrailApp:
+def _app(backend=None) -> TokentrailApp:
     ticks = itertools.count()
-    return TokentrailApp(scripted(*simple_exchange()), clock=lambda: next(ticks) * 0.05)  # 20 tok/s, every run
+    backend = backend or scripted(*simple_exchange())
+    return TokentrailApp(backend, clock=lambda: next(ticks) * 0.05)  # 20 tok/s, every run
 
 
 async def _exchange(pilot) -> None:
@@ -26,6 +27,15 @@ async def _exchange(pilot) -> None:
 
 def test_main_screen_after_an_exchange(snap_compare):
     assert snap_compare(_app(), terminal_size=SIZE, run_before=_exchange)
+
+
+def test_where_a_token_looked_one_layer(snap_compare):
+    async def look(pilot) -> None:
+        await _exchange(pilot)
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        await pilot.pause()
+
+    assert snap_compare(_app(WatchingScripted(*simple_exchange())), terminal_size=SIZE, run_before=look)
 
 
 def test_settings_screen(snap_compare):
