@@ -26,13 +26,14 @@ def train() -> None:
     """Fine-tune the local model with LoRA adapters."""
 
 
-def _run(kind: str, data: Path, out: Path, model: str | None, adapter: str | None, config) -> None:
+def _run(kind: str, data: Path | tuple[Path, ...], out: Path, model: str | None, adapter: str | None, config) -> None:
     """Trains with a progress bar (loss, tokens/s, the loss curve so far) and prints the curve at the end."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from train.dpo import dpo
     from train.sft import sft
+    from train.text import train_text
 
     backend = make_backend("local", model, (), "exact", adapter)
     losses: list[float] = []
@@ -48,7 +49,7 @@ def _run(kind: str, data: Path, out: Path, model: str | None, adapter: str | Non
 
     with bar:
         try:
-            result = (sft if kind == "sft" else dpo)(backend, data, out, config, on_step)
+            result = {"sft": sft, "dpo": dpo, "text": train_text}[kind](backend, data, out, config, on_step)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
     for problem in result.skipped:
@@ -57,13 +58,21 @@ def _run(kind: str, data: Path, out: Path, model: str | None, adapter: str | Non
     held = f"; held-out loss {last.held_out_loss:.4f}" if last.held_out_loss is not None else ""
     extra = "".join(f"; {name} {value:.3f}" for name, value in last.metrics.items())
     click.echo(f"loss {result.steps[0].loss:.4f} -> {last.loss:.4f}{held}{extra}\n{sparkline(losses)}")
-    click.echo(f"{result.trained_examples} examples ({result.held_out_examples} held out), {len(result.steps)} steps "
+    if kind == "text":
+        click.echo(f"held-out perplexity {result.held_out_perplexity_before:.3f} -> {result.held_out_perplexity_after:.3f} "
+                   f"({result.files} files, {result.tokens} tokens)")
+    unit = "blocks" if kind == "text" else "examples"
+    click.echo(f"{result.trained_examples} {unit} ({result.held_out_examples} held out), {len(result.steps)} steps "
                f"in {result.seconds:.0f} s; adapter in {out} (use it with --adapter {out})")
 
 
 def _common(command):
+    """DATA (a JSONL file) and the options every kind of training takes."""
+    return click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))(_options(command))
+
+
+def _options(command):
     for option in reversed([
-        click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
         click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
                      help="The adapter folder to write."),
         click.option("-m", "--model", default=None, help="The base model (default: the default model)."),
@@ -98,6 +107,20 @@ def train_dpo(data: Path, out: Path, model: str | None, epochs: int, rank: int, 
     from train.dpo import DPOConfig
 
     _run("dpo", data, out, model, adapter, DPOConfig(epochs=epochs, lr=lr, rank=rank, accumulate=accumulate, beta=beta))
+
+
+@train.command("text")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@_options
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option("--block", type=click.IntRange(min=16), default=512, show_default=True, help="Tokens per training block.")
+def train_text_command(sources: tuple[Path, ...], out: Path, model: str | None, epochs: int, rank: int, accumulate: int,
+                       lr: float, block: int) -> None:
+    """Domain tuning on plain text files or folders of them: next-token loss on packed blocks, held-out perplexity
+    before and after."""
+    from train.text import TextConfig
+
+    _run("text", sources, out, model, None, TextConfig(epochs=epochs, lr=lr, rank=rank, accumulate=accumulate, block=block))
 
 
 @train.command("data")

@@ -1,4 +1,5 @@
-"""Saves an SVG screenshot of a real chat session (default model, calculator tool) for the README.
+"""Saves an SVG screenshot of a real chat session (default model, calculator tool) for the README: the
+answer's first digit selected, with its alternatives and where it looked.
 
     .venv/bin/python scripts/screenshot.py docs/chat.svg
 """
@@ -22,7 +23,9 @@ async def main(path: str) -> None:
             await pilot.pause(0.2)
         table = app.query_one("#tokens")
         table.focus()
-        table.move_cursor(row=min(14, table.row_count - 1))
+        events = app.query_one("#decoding").events
+        digit = next((i for i, e in enumerate(events) if e.token.strip().isdigit()), table.row_count - 1)
+        table.move_cursor(row=digit)
         await pilot.pause(0.3)
         app.save_screenshot(path)
 

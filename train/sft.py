@@ -70,14 +70,14 @@ def encoded_examples(backend: LocalBackend, data: Path, max_tokens: int) -> tupl
     return encoded, skipped
 
 
-def save_adapter(backend: LocalBackend, out: Path, config: TrainConfig, data: Path, skipped: list[str], kind: str) -> None:
+def save_adapter(backend: LocalBackend, out: Path, config: TrainConfig, data: str | Path, skipped: list[str], kind: str) -> None:
     adapter = config.lora().model_copy(update=lora.identity(backend.loaded.model, backend.loaded.name))
     lora.save(backend.loaded.model, out, adapter)
     (out / "training.json").write_text(json.dumps({"kind": kind, "data": str(data), "config": config.model_dump(),
                                                    "skipped": skipped}, indent=2))
 
 
-def train_adapter(backend: LocalBackend, kind: str, data: Path, out: Path, config: TrainConfig,
+def train_adapter(backend: LocalBackend, kind: str, data: str | Path, out: Path, config: TrainConfig,
                   params: list[torch.nn.Parameter], train: list, held: list, batch_loss: BatchLoss,
                   evaluate: Callable[[], float | None], skipped: list[str],
                   on_step: Callable[[Step, int], None] | None) -> TrainResult:

@@ -173,8 +173,9 @@ class LocalBackend:
     def continue_from(self, request: GenerationRequest, token_ids: Sequence[int]) -> Iterator[TokenEvent]:
         """A branch: the reply to `request` that begins with `token_ids` (a reply's first tokens, the last one
         perhaps an alternative it beat), continued by the model. Yields the new tokens' events; max_tokens
-        counts the whole reply. The prompt's whole chunks come from the prefix cache, so a branch computes
-        its new tokens, the given ones and the prompt's last partial chunk (under PREFILL_CHUNK)."""
+        counts the whole reply; tool calls in it are not parsed. The prompt's whole chunks come from the
+        prefix cache, so a branch computes its new tokens, the given ones and the prompt's last partial
+        chunk (under PREFILL_CHUNK)."""
         request, _, prompt = self._prepared(request)
         if request.sampling.beam_width > 1:
             raise BackendError("a branch is sampled, not beam searched; use beam_width=1")

@@ -50,3 +50,14 @@ def test_bad_branches_are_refused_with_the_reason(backend):
         backend.continue_from(digits, [letter])
     after = list(backend.continue_from(digits, backend.tokenizer.encode("4")))  # the grammar moved past the given digit
     assert "".join(e.text for e in after).isdigit() or after[-1].finish_reason == "eos"
+
+
+def test_the_readme_branch_example_runs(backend):
+    from tests.test_agent.test_readme import example
+
+    code = example("**What else it could have said.**")
+    namespace = {"backend": backend, "request": request(max_tokens=8).model_copy(
+        update={"sampling": SamplingParams(temperature=0, max_tokens=8, logprobs=5)})}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["other"] != namespace["reply"].token_ids[3]
+    assert namespace["event"].finish_reason is not None  # the branch ran to its end
