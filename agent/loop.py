@@ -195,6 +195,13 @@ class Agent:
                 if not stopping:
                     raise  # else the log's failure must not replace the Ctrl+C or error that stopped the run
 
+    def run_many(self, tasks: Sequence[str], concurrency: int | None = None) -> list[RunResult]:
+        """Each task's result, in the order of `tasks`; `concurrency` runs at a time, by default as many as the
+        backend decodes together (`LocalBackend(parallel=N)`), so that their model calls share each step."""
+        workers = concurrency or max(1, int(getattr(self.backend, "parallel", 1) or 1))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokentrail-run") as pool:
+            return list(pool.map(self.run, tasks))
+
     async def arun(self, task: str, messages: Sequence[Message] = ()) -> RunResult:
         return await asyncio.to_thread(self.run, task, messages)
 

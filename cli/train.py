@@ -147,9 +147,13 @@ def train_data(db: str | None, out: Path) -> None:
               help="Attempts per task (the first greedy).")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N tasks.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Tasks run at once, their model calls decoded together.")
 def train_collect(tasks: Path, out: Path, model: str | None, adapter: str | None, runs_per_task: int,
-                  temperature: float, limit: int | None) -> None:
+                  temperature: float, limit: int | None, parallel: int) -> None:
     """Run the agent on tasks with checkable answers (JSONL; see train/agent_tasks.jsonl) and keep what it got right."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -160,19 +164,24 @@ def train_collect(tasks: Path, out: Path, model: str | None, adapter: str | None
     for problem in problems:
         click.echo(f"skipped {problem}", err=True)
     todo = todo[:limit] if limit else todo
-    backend = make_backend("local", model, (), None, adapter)
+    backend = make_backend("local", model, (f"parallel={parallel}",) if parallel > 1 else (), None, adapter)
     collected, examples, pairs = [], 0, 0
     sft_path, dpo_path, _, _ = write_datasets([], out)  # each task's runs are appended as they finish: an interrupted
     # collection keeps what it has
     with Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                   console=Console(stderr=True), transient=True) as bar:
         progress = bar.add_task("collect", total=len(todo), status="")
-        for task in todo:
-            runs = attempt(backend, task, runs_per_task, temperature)
-            sft_path, dpo_path, new_examples, new_pairs = write_datasets(runs, out, append=True)
-            collected, examples, pairs = collected + runs, examples + new_examples, pairs + new_pairs
-            counts = summary(collected)
-            bar.update(progress, advance=1, status=f"{counts['right']}/{counts['runs']} runs right")
+        pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="tokentrail-collect")
+        try:
+            pending = [pool.submit(attempt, backend, task, runs_per_task, temperature) for task in todo]
+            for done in as_completed(pending):  # written as each task finishes, in the main thread
+                runs = done.result()
+                sft_path, dpo_path, new_examples, new_pairs = write_datasets(runs, out, append=True)
+                collected, examples, pairs = collected + runs, examples + new_examples, pairs + new_pairs
+                counts = summary(collected)
+                bar.update(progress, advance=1, status=f"{counts['right']}/{counts['runs']} runs right")
+        finally:  # Ctrl+C: the tasks not started are dropped, what was written stays
+            pool.shutdown(wait=False, cancel_futures=True)
     counts = summary(collected)
     click.echo(f"{counts['runs']} runs, {counts['right']} right ({counts['tasks_right']} of {counts['tasks']} tasks): "
                f"{examples} examples in {sft_path}, {pairs} pairs in {dpo_path}")

@@ -72,3 +72,19 @@ def last_row_weights(q: Tensor, k: Tensor, scale: float | None = None, window: i
     if window and tk > window:
         scores[..., : tk - window] = float("-inf")
     return scores.softmax(dim=-1).mean(dim=(1, 2))
+
+
+def rows_attention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, impl: str = "torch", scale: float | None = None,
+                   window: int = 0) -> Tensor:
+    """Batched decode: q [B, Hq, 1, D], row b at position positions[b]; k, v [B, Hkv, L, D] with L past every
+    position. Row b sees keys 0..positions[b] (with a window, only the last `window` of them)."""
+    if impl == "triton" and not window:
+        from backends.local.kernels import decode_attention
+
+        return decode_attention(q[:, :, 0], k, v, (positions + 1).to(torch.int32), scale=scale).unsqueeze(2)
+    cols = torch.arange(k.shape[2], device=q.device)[None, :]
+    mask = cols <= positions[:, None]
+    if window:
+        mask &= cols > positions[:, None] - window
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], enable_gqa=q.shape[1] != k.shape[1],
+                                          scale=scale)

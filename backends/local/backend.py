@@ -13,6 +13,8 @@ import torch
 from backends.base import BackendError, collect
 from backends.local import attention as attention_impl
 from backends.local import lora, tool_calls
+from backends.local.batch import Batcher
+from backends.local.batch import Sequence as BatchSequence
 from backends.local.beam import CachedBeams, beam_search
 from backends.local.chat_template import CHATML, ChatTemplateError, render_chat
 from backends.local.config import ModelLoadError, check_precision
@@ -51,6 +53,8 @@ class LocalBackend:
     against transformers), "int8" or "int4" (float weights quantized at load too); see loader.py.
     compile: torch.compile the decode step (faster tokens after a few seconds of compiling).
     adapter: a LoRA adapter folder from `tokentrail train` (see lora.py), applied in either precision.
+    parallel: above 1, requests from several threads decode together, up to this many in one batch
+    (continuous batching, see batch.py); a request that asks for attention weights runs alone.
     """
 
     name = "local"
@@ -68,8 +72,11 @@ class LocalBackend:
         auto_pull: bool = True,
         progress: Progress | None = None,
         adapter: str | Path | None = None,
+        parallel: int = 1,
     ) -> None:
         check_precision(precision or "fast")  # before a pull, not after
+        if not isinstance(parallel, int) or not 1 <= parallel <= 64:
+            raise BackendError(f"parallel must be a whole number from 1 to 64 (sequences decoded together), not {parallel!r}")
         try:
             path = resolve(str(model) if model is not None else None, auto_pull=auto_pull, progress=progress)
             self.loaded: LoadedModel = load_model(path, dtype=dtype, device=device, precision=precision or "fast")
@@ -92,6 +99,8 @@ class LocalBackend:
         # the adapter is part of the model's name: in run traces, the chat's status bar, the server's model list
         self.model_name = f"{self.loaded.name}+{self.adapter}" if self.adapter else self.loaded.name
         self._lock = threading.Lock()  # one decode at a time per model: the KV cache is shared
+        self.parallel = parallel
+        self.batcher = Batcher(self.loaded.model, parallel, self._lock, self.tokenizer.display) if parallel > 1 else None
 
     def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None,
                add_generation_prompt: bool = True) -> str:
@@ -203,6 +212,8 @@ class LocalBackend:
         sampler, alternatives = sampler or self._sampler(prompt, request), request.sampling.logprobs
         display, watch, model = self.tokenizer.display, request.sampling.attention, self.loaded.model
         budget = budget or self._budget(prompt, request)
+        if self.batcher is not None and not watch:
+            return self._batched(BatchSequence(list(prompt), sampler, budget, alternatives))
 
         def steps() -> Iterator[Step]:
             with self._lock:
@@ -227,6 +238,14 @@ class LocalBackend:
                     model.record_attention(False)
 
         return steps()
+
+    def _batched(self, sequence: BatchSequence) -> Iterator[Step]:
+        steps = self.batcher.submit(sequence)
+        try:
+            for token, logprob, top, ids, cached in steps:
+                yield Step(token, logprob, top, ids, cached)
+        finally:
+            steps.close()  # a consumer that stops early frees the sequence's slot at the next step
 
     def _events(self, steps: Iterator[Step], params: SamplingParams, budget: int,
                 given: Sequence[int] = ()) -> Iterator[TokenEvent]:

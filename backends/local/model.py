@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backends.local.attention import attention, last_row_weights
+from backends.local.attention import attention, last_row_weights, rows_attention
 from backends.local.config import ModelConfig, ModelLoadError
 from backends.local.prefix_cache import PrefixSnapshots, common_prefix
 from backends.local.quant import (
@@ -41,6 +42,15 @@ PREFIX_CACHE_BYTES = 64 * 2**20  # earlier prompts' K/V kept for reuse (SmolLM2:
 # on the grid, a chunk is always made by the same forward, so a reused prompt samples the same
 # tokens as a cold one. 64 costs 2-5% of prefill speed in fast precision (see docs/engine.md).
 PREFILL_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Where each row of a batched decode step goes: its position, and how many cache positions to read
+    (at least the largest position + 1; a fixed grid, so a row's attention does not depend on the others)."""
+
+    positions: Tensor
+    length: int
 
 
 def rope_inv_freq(config: ModelConfig, freq_factors: Tensor | None = None, theta: float = 0.0) -> Tensor:
@@ -91,6 +101,23 @@ class KVCache(nn.Module):
         self.k = self.k[:1].repeat(batch, 1, 1, 1)
         self.v = self.v[:1].repeat(batch, 1, 1, 1)
 
+    @classmethod
+    def row(cls, cache: KVCache, index: int) -> KVCache:
+        """A one-row cache that writes into row `index` of `cache` (a batch slot, prefilled alone)."""
+        view = cls.__new__(cls)
+        nn.Module.__init__(view)
+        view.register_buffer("k", cache.k[index : index + 1], persistent=False)
+        view.register_buffer("v", cache.v[index : index + 1], persistent=False)
+        return view
+
+    def update_rows(self, positions: Tensor, k: Tensor, v: Tensor, length: int) -> tuple[Tensor, Tensor]:
+        """Batched decode: row b's one new key and value go to position positions[b]; keys and values up
+        to `length` come back."""
+        rows = torch.arange(k.shape[0], device=k.device)
+        self.k[rows, :, positions] = k[:, :, 0].to(self.k.dtype)
+        self.v[rows, :, positions] = v[:, :, 0].to(self.v.dtype)
+        return self.k[:, :, :length], self.v[:, :, :length]
+
     def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         end = start + k.shape[2]
         self.k[:, :, start:end] = k
@@ -119,7 +146,7 @@ class Attention(nn.Module):
         self.record = False  # keep the last row's attention weights in `looked` (see Transformer.record_attention)
         self.looked: Tensor | None = None
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int | Rows) -> Tensor:
         b, t, _ = x.shape
         h, hkv, d = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.wqkv(x).view(b, t, h + 2 * hkv, d)
@@ -129,6 +156,10 @@ class Attention(nn.Module):
         qk = rotate(qk, cos, sin)  # RoPE on the query and key heads at once
         q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
         v = qkv[:, :, h + hkv :].transpose(1, 2)
+        if isinstance(start, Rows):  # batched decode: one token a row, each at its own position
+            k, v = self.cache.update_rows(start.positions, k, v, start.length)
+            out = rows_attention(q, k, v, start.positions, impl=self.impl, scale=self.scale, window=self.window)
+            return self.wo(out.transpose(1, 2).reshape(b, t, h * d))
         if self.cache is not None:
             k, v = self.cache.update(start, k, v)  # the cache's dtype: a bfloat16 v is promoted here
         else:
@@ -184,7 +215,7 @@ class Block(nn.Module):
             linear(take("mlp.down_proj.weight")), c.activation,
         )
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int | Rows) -> Tensor:
         a = self.attention(self.attention_norm(x), cos, sin, start)
         h = x + (a if self.post_attention_norm is None else self.post_attention_norm(a))
         f = self.feed_forward(self.ffn_norm(h))
@@ -312,10 +343,10 @@ class Transformer(nn.Module):
         """
         self.compiled_block = torch.compile(run_block, dynamic=True)
 
-    def _blocks(self, x: Tensor, ropes: tuple[Tensor, ...], start: int) -> Tensor:
+    def _blocks(self, x: Tensor, ropes: tuple[Tensor, ...], start: int | Rows) -> Tensor:
         """ropes: cos, sin of the global layers, then of the sliding-window layers."""
         recording = self.layers[0].attention.record  # weights are read off eager attention, not compiled code
-        compiled = self.compiled_block if x.shape[1] == 1 and not recording else None
+        compiled = self.compiled_block if x.shape[1] == 1 and not recording and isinstance(start, int) else None
         if compiled is not None:
             try:
                 h = x
@@ -343,10 +374,10 @@ class Transformer(nn.Module):
         for layer in self.layers:
             layer.attention.impl = impl
 
-    def rope(self, start: int, length: int) -> tuple[Tensor, ...]:
+    def rope(self, start: int | Rows, length: int) -> tuple[Tensor, ...]:
         """cos and sin [length, 1, rotary_dim] for positions start.., global then sliding-window layers',
-        from tables as long as the cache."""
-        end = start + length
+        from tables as long as the cache; for batched rows [rows, 1, 1, rotary_dim] at each row's position."""
+        end = start.length if isinstance(start, Rows) else start + length
         if self.rope_cache is None or self.rope_cache[0].shape[0] < end:
             positions = torch.arange(max(end, self.max_cache_len), device=self.device, dtype=torch.float32)
             tables = []
@@ -356,6 +387,8 @@ class Transformer(nn.Module):
                 factor = self.config.rope_attn_factor
                 tables += [(emb.cos() * factor).to(self.dtype), (emb.sin() * factor).to(self.dtype)]
             self.rope_cache = tuple(tables) if len(tables) == 4 else tuple(tables) * 2
+        if isinstance(start, Rows):
+            return tuple(t[start.positions].unsqueeze(1) for t in self.rope_cache)
         return tuple(t[start:end] for t in self.rope_cache)
 
     def forward(self, ids: Tensor, start: int = 0, last_only: bool = False) -> Tensor:
@@ -363,6 +396,10 @@ class Transformer(nn.Module):
         if start < len(self.cached):  # rows from start on are overwritten: their chunks are no longer whole
             self._keep_cached()
             del self.cached[start - start % PREFILL_CHUNK :]
+        return self.compute(ids, start, last_only)
+
+    def compute(self, ids: Tensor, start: int | Rows, last_only: bool = False) -> Tensor:
+        """forward() on whatever caches the layers hold, without row 0's bookkeeping (batch slots)."""
         x = self.embed(ids)
         x = self._blocks(x, self.rope(start, ids.shape[1]), start)
         x = self.norm(x[:, -1:] if last_only else x)

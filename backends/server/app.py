@@ -165,18 +165,30 @@ class OpenAIServer:
             raise invalid(exc) from exc
         except ValueError as exc:
             raise APIError(400, f"invalid request: {exc}") from exc
+        opened = []
         try:
-            prompt_tokens, events = await self.queue.open(ours)
+            for index in range(wire.n):  # n choices: n sequences, decoded together when the engine batches
+                seed = ours.sampling.seed
+                choice = ours if seed is None or index == 0 else ours.model_copy(
+                    update={"sampling": ours.sampling.model_copy(update={"seed": seed + index})})
+                opened.append(await self.queue.open(choice))
         except BackendError as exc:
+            for _, events in opened:
+                await events.aclose()
             code = "context_length_exceeded" if "context window" in str(exc) else None
             raise APIError(400, str(exc), code=code) from exc
+        prompt_tokens, streams = opened[0][0], [events for _, events in opened]
         reply_id = f"chatcmpl-{uuid.uuid4().hex}"
         if wire.stream:
             usage = wire.stream_options is not None and wire.stream_options.include_usage
-            return StreamingResponse(self._stream(reply_id, events, prompt_tokens, wire.logprobs, usage),
+            return StreamingResponse(self._stream(reply_id, streams, prompt_tokens, wire.logprobs, usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        seen = [event async for event in self._guarded(events)]
-        return JSONResponse(completion(reply_id, self.model_id, seen, Usage.of(seen, prompt_tokens), wire.logprobs))
+        async def drained(events: AsyncIterator[TokenEvent]) -> list[TokenEvent]:
+            return [event async for event in self._guarded(events)]
+
+        choices = list(await asyncio.gather(*(drained(events) for events in streams)))  # decoded side by side
+        usage = Usage.of(choices[0], prompt_tokens).model_copy(update={"completion_tokens": sum(map(len, choices))})
+        return JSONResponse(completion(reply_id, self.model_id, choices, usage, wire.logprobs))
 
     @staticmethod
     async def _guarded(events: AsyncIterator[TokenEvent]) -> AsyncIterator[TokenEvent]:
@@ -186,24 +198,59 @@ class OpenAIServer:
         except Exception as exc:
             raise _generation_error(exc) from exc
 
-    async def _stream(self, reply_id: str, events: AsyncIterator[TokenEvent], prompt_tokens: int,
+    @staticmethod
+    async def _merged(streams: list[AsyncIterator[TokenEvent]]) -> AsyncIterator[tuple[int, TokenEvent | Exception]]:
+        """(choice index, event) as each stream gives them; a stream's error comes in its place, the others go on."""
+        if len(streams) == 1:
+            try:
+                async for event in streams[0]:
+                    yield 0, event
+            except Exception as exc:
+                yield 0, exc
+            return
+        merged: asyncio.Queue = asyncio.Queue()
+
+        async def pump(index: int, events: AsyncIterator[TokenEvent]) -> None:
+            try:
+                async for event in events:
+                    await merged.put((index, event))
+            except Exception as exc:
+                await merged.put((index, exc))
+            finally:
+                await merged.put((index, None))
+
+        tasks = [asyncio.create_task(pump(i, events)) for i, events in enumerate(streams)]
+        try:
+            running = len(tasks)
+            while running:
+                index, item = await merged.get()
+                if item is None:
+                    running -= 1
+                else:
+                    yield index, item
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _stream(self, reply_id: str, streams: list[AsyncIterator[TokenEvent]], prompt_tokens: int,
                       logprobs: bool, include_usage: bool) -> AsyncIterator[bytes]:
         created, count, cached = int(time.time()), 0, 0
-        yield sse(chunk(reply_id, self.model_id, created, {"role": "assistant", "content": ""}))
-        try:
-            async for event in events:
-                count += 1
-                cached = cached or event.cached_prompt_tokens or 0
-                entries = [logprob_entry(event)] if logprobs and event.finish_reason != "eos" else None
-                if event.text or entries:
-                    yield sse(chunk(reply_id, self.model_id, created, {"content": event.text}, logprobs=entries))
-                if event.tool_calls:
-                    yield sse(chunk(reply_id, self.model_id, created,
-                                    {"tool_calls": tool_call_dicts(event.tool_calls, streaming=True)}))
-                if event.finish_reason is not None:
-                    yield sse(chunk(reply_id, self.model_id, created, {}, finish=FINISH[event.finish_reason]))
-        except Exception as exc:  # the status line is sent already: the error goes in the stream
-            yield sse(_generation_error(exc).body())
+        for index in range(len(streams)):
+            yield sse(chunk(reply_id, self.model_id, created, {"role": "assistant", "content": ""}, index=index))
+        async for index, event in self._merged(streams):
+            if isinstance(event, Exception):  # the status line is sent already: the error goes in the stream
+                yield sse(_generation_error(event).body())
+                continue
+            count += 1
+            cached = cached or event.cached_prompt_tokens or 0
+            entries = [logprob_entry(event)] if logprobs and event.finish_reason != "eos" else None
+            if event.text or entries:
+                yield sse(chunk(reply_id, self.model_id, created, {"content": event.text}, logprobs=entries, index=index))
+            if event.tool_calls:
+                yield sse(chunk(reply_id, self.model_id, created,
+                                {"tool_calls": tool_call_dicts(event.tool_calls, streaming=True)}, index=index))
+            if event.finish_reason is not None:
+                yield sse(chunk(reply_id, self.model_id, created, {}, finish=FINISH[event.finish_reason], index=index))
         if include_usage:
             usage = usage_dict(Usage(prompt_tokens=prompt_tokens, completion_tokens=count, cached_prompt_tokens=cached))
             yield sse({"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": self.model_id,

@@ -1,7 +1,9 @@
-"""Generations run one at a time on a worker thread, in arrival order, and stream back to asyncio.
+"""Generations run on worker threads, in arrival order, and stream back to asyncio.
 
-The local engine has one KV cache, so concurrent requests wait their turn here instead of
-crashing; past `max_waiting` the server says it is busy (429) rather than queueing forever.
+One worker, unless the backend decodes several sequences together (`LocalBackend(parallel=N)`):
+then N, and their requests share each step of the engine. Requests past those wait their turn
+here instead of crashing; past `max_waiting` the server says it is busy (429) rather than
+queueing forever.
 A consumer that goes away (a client disconnects) cancels its generation between tokens.
 """
 
@@ -24,7 +26,8 @@ class GenerationQueue:
     def __init__(self, backend: Backend, max_waiting: int = 64) -> None:
         self.backend = backend
         self.max_waiting = max_waiting
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokentrail-generate")
+        workers = max(1, int(getattr(backend, "parallel", 1) or 1))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokentrail-generate")
         self._lock = threading.Lock()
         self._waiting = 0
 

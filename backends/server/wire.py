@@ -121,7 +121,7 @@ class ChatCompletionRequest(_Wire):
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int = Field(1, ge=1, le=1, description="one choice per request")
+    n: int = Field(1, ge=1, le=16, description="choices sampled for the one prompt (seed, if given, + index for each)")
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[WireTool] | None = None
@@ -198,22 +198,26 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
             "total_tokens": usage.total_tokens, "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens}}
 
 
-def completion(id: str, model: str, events: list[TokenEvent], usage: Usage, logprobs: bool) -> dict[str, Any]:
+def completion(id: str, model: str, choices: list[list[TokenEvent]], usage: Usage, logprobs: bool) -> dict[str, Any]:
+    """The whole reply: one choice for each list of events."""
+    return {"id": id, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [_choice(i, events, logprobs) for i, events in enumerate(choices)], "usage": usage_dict(usage)}
+
+
+def _choice(index: int, events: list[TokenEvent], logprobs: bool) -> dict[str, Any]:
     last = events[-1]
     content = "".join(e.text for e in events)
     message: dict[str, Any] = {"role": "assistant", "content": content if content or not last.tool_calls else None}
     if last.tool_calls:
         message["tool_calls"] = tool_call_dicts(last.tool_calls, streaming=False)
     entries = [logprob_entry(e) for e in events if e.finish_reason != "eos"]
-    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": FINISH[last.finish_reason or "eos"],
-                              "logprobs": {"content": entries} if logprobs else None}
-    return {"id": id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [choice], "usage": usage_dict(usage)}
+    return {"index": index, "message": message, "finish_reason": FINISH[last.finish_reason or "eos"],
+            "logprobs": {"content": entries} if logprobs else None}
 
 
 def chunk(id: str, model: str, created: int, delta: dict[str, Any], finish: str | None = None,
-          logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    choice = {"index": 0, "delta": delta, "finish_reason": finish,
+          logprobs: list[dict[str, Any]] | None = None, index: int = 0) -> dict[str, Any]:
+    choice = {"index": index, "delta": delta, "finish_reason": finish,
               "logprobs": {"content": logprobs} if logprobs is not None else None}
     return {"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [choice]}
 

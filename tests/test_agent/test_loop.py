@@ -373,3 +373,33 @@ def test_a_direct_answer_that_fails_its_checks_falls_back_to_a_plan():
     assert plans[0].direct and plans[1].steps == ["Use the add tool"]
     assert "The number 3797 appears in no tool result" in backend.requests[1].messages[-1].content
     assert result.answer == "128" and result.verified
+
+
+def test_run_many_keeps_the_order_and_runs_as_many_at_once_as_the_backend_batches(monkeypatch):
+    import threading
+    import time
+
+    from agent.loop import RunResult
+
+    backend = ScriptedBackend()
+    backend.parallel = 3  # as LocalBackend(parallel=3) says
+    agent = Agent(backend)
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def run(task, messages=()):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return RunResult(answer=task.upper(), verified=True, plan=[], events=[], messages=[])
+
+    monkeypatch.setattr(agent, "run", run)
+    tasks = [f"task {i}" for i in range(7)]
+    assert [r.answer for r in agent.run_many(tasks)] == [t.upper() for t in tasks]
+    assert most[0] == 3
+    most[0] = 0
+    agent.run_many(tasks, concurrency=1)
+    assert most[0] == 1

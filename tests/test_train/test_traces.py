@@ -117,17 +117,18 @@ def test_the_command_line_turns_a_memorys_runs_into_datasets(tmp_path):
     assert missing.exit_code == 1 and "no memory database" in missing.output
 
 
-def test_collect_runs_each_task_and_writes_as_it_goes(tmp_path):
+@pytest.mark.parametrize("parallel", ["1", "3"])  # 3: the tasks at once, their model calls in one batch
+def test_collect_runs_each_task_and_writes_as_it_goes(tmp_path, parallel):
     from click.testing import CliRunner
 
     from cli import main
     from tests.test_train.test_sft import tiny
     from train.tasks import write_tasks
 
-    write_tasks(generate(2), tmp_path / "tasks.jsonl")
+    write_tasks(generate(3), tmp_path / "tasks.jsonl")
     (tmp_path / "tasks.jsonl").write_text((tmp_path / "tasks.jsonl").read_text() + "{not a task\n")
     result = CliRunner().invoke(main, ["train", "collect", str(tmp_path / "tasks.jsonl"), "-o", str(tmp_path / "out"),
-                                       "--model", str(tiny(tmp_path)), "--runs", "1"])
+                                       "--model", str(tiny(tmp_path)), "--runs", "1", "--parallel", parallel])
     assert result.exit_code == 0, result.output
-    assert "skipped line 3" in result.output and "2 runs" in result.output
+    assert "skipped line 4" in result.output and "3 runs" in result.output
     assert (tmp_path / "out" / "sft.jsonl").exists() and (tmp_path / "out" / "dpo.jsonl").exists()

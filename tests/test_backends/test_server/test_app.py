@@ -79,7 +79,7 @@ def test_tool_calls_come_back_parsed(served):
     ("POST", "/chat/completions", BODY, {"Authorization": "Bearer wrong"}, 401, "invalid_api_key"),
     ("GET", "/models", None, {"Authorization": ""}, 401, "invalid_api_key"),
     ("POST", "/chat/completions", {**BODY, "model": "gpt-9"}, {}, 404, "model_not_found"),
-    ("POST", "/chat/completions", {**BODY, "n": 3}, {}, 400, None),
+    ("POST", "/chat/completions", {**BODY, "n": 17}, {}, 400, None),
     ("POST", "/chat/completions", {"messages": BODY["messages"]}, {}, 400, None),
     ("POST", "/embeddings", {"model": "minilm", "input": "x"}, {}, 404, "model_not_found"),
     ("GET", "/nowhere", None, {}, 404, "not_found"),

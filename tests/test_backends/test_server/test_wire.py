@@ -42,7 +42,7 @@ def test_tools_default_to_auto():
 
 
 @pytest.mark.parametrize("fields, problem", [
-    ({"n": 2}, "n"),
+    ({"n": 17}, "n"),
     ({"temperature": 3}, "temperature"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "wizard", "content": "x"}]}, "role"),

@@ -30,7 +30,8 @@ def served():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--api-key", "test-key"]
+    # --parallel 4: every request here goes through the batching engine, the 20 concurrent streams below included
+    command = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--api-key", "test-key", "--parallel", "4"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -129,7 +130,20 @@ def test_sdk_errors(served):
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         good.chat.completions.create(model="gpt-9", messages=_ask("hi"))
     with pytest.raises(openai.BadRequestError):
-        good.chat.completions.create(model="smollm2", messages=_ask("hi"), n=2)
+        good.chat.completions.create(model="smollm2", messages=_ask("hi"), n=17)
+
+
+def test_n_choices_come_back_whole_and_streamed(client):
+    asked = dict(model="smollm2", messages=_ask("Name a colour."), max_tokens=8, temperature=1.0, seed=3, n=3)
+    whole = client.chat.completions.create(**asked)
+    assert [c.index for c in whole.choices] == [0, 1, 2] and whole.usage.completion_tokens >= 3
+    texts = [c.message.content for c in whole.choices]
+    assert len(set(texts)) > 1  # seeds 3, 4 and 5
+    streamed = {0: "", 1: "", 2: ""}
+    for part in client.chat.completions.create(**asked, stream=True):
+        for choice in part.choices:
+            streamed[choice.index] += choice.delta.content or ""
+    assert list(streamed.values()) == texts  # the same seeds, the same tokens, whichever way they came
 
 
 def test_twenty_concurrent_streams_complete(client):

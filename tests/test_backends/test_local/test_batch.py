@@ -1,0 +1,94 @@
+"""Continuous batching: sequences decoded together give what each gives alone, and one's end is not the others'."""
+
+import threading
+import time
+
+import pytest
+
+from backends import BackendError, GenerationError, GenerationRequest, Message, SamplingParams
+from backends.local.backend import LocalBackend
+from backends.local.batch import Sequence
+
+QUESTIONS = ["the quick brown fox", "hello world " * 4, "a", "the lazy dog sleeps " * 5, "one two three",
+             "jumps over", "fox " * 20, "brown"]  # prompts of about 10 to 110 tokens: rows at different positions
+
+
+def request(i: int, max_tokens: int = 12) -> GenerationRequest:
+    return GenerationRequest(messages=[Message(role="user", content=QUESTIONS[i % len(QUESTIONS)])],
+                             sampling=SamplingParams(temperature=1.0, top_p=0.95, seed=i, max_tokens=max_tokens, logprobs=2))
+
+
+def together(backend, requests):
+    """Each request's (token, logprob) pairs, all of them started at once from their own threads."""
+    results = [None] * len(requests)
+
+    def run(i):
+        results[i] = [(e.token_id, e.logprob) for e in backend.stream(requests[i])]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
+@pytest.mark.parametrize(("family", "precision"), [("qwen2", "exact"), ("qwen2", "fast"), ("gemma3", "exact")])
+def test_a_seeded_request_samples_the_same_tokens_alone_or_among_seven_others(tiny_models, family, precision):
+    backend = LocalBackend(str(tiny_models[family][1]), precision=precision, auto_pull=False, parallel=8)
+    requests = [request(i) for i in range(8)]
+    alone = [[(e.token_id, e.logprob) for e in backend.stream(r)] for r in requests]
+    assert together(backend, requests) == alone
+    assert together(backend, requests[::-1]) == alone[::-1]  # other slots, other neighbours
+    if precision == "exact":  # and what the one-at-a-time engine gives
+        serial = LocalBackend(str(tiny_models[family][1]), precision=precision, auto_pull=False)
+        assert [[(e.token_id, e.logprob) for e in serial.stream(r)] for r in requests] == alone
+
+
+def test_a_consumer_that_stops_frees_its_slot_for_a_waiting_request(tiny_models):
+    backend = LocalBackend(str(tiny_models["qwen2"][1]), auto_pull=False, parallel=2)
+    long = [request(i, max_tokens=200) for i in range(2)]
+    first = backend.stream(long[0])
+    next(first)
+    second = threading.Thread(target=lambda: list(backend.stream(long[1])))
+    second.start()
+    first.close()  # a client that disconnects
+    started = time.monotonic()
+    third = backend.generate(request(3, max_tokens=5))  # would wait for a slot until the long ones end
+    assert third.usage.completion_tokens == 5 and second.is_alive()
+    assert time.monotonic() - started < 60
+    second.join(timeout=120)
+
+
+def test_one_sequence_failing_ends_that_request_and_not_the_batch(tiny_models):
+    backend = LocalBackend(str(tiny_models["qwen2"][1]), auto_pull=False, parallel=4)
+
+    class DeadEnd:
+        def __call__(self, logits):
+            raise GenerationError("the grammar allows no next token (dead end)")
+
+    broken = backend.batcher.submit(Sequence(prompt=[5, 6, 7], sampler=DeadEnd(), budget=8, alternatives=0))
+    healthy = threading.Thread(target=lambda: results.append(backend.generate(request(1))))
+    results = []
+    healthy.start()
+    with pytest.raises(GenerationError, match="dead end"):
+        list(broken)
+    healthy.join(timeout=120)
+    assert results and results[0].usage.completion_tokens == 12
+
+
+def test_parallel_must_be_a_sensible_number(tiny_models):
+    for bad in (0, 65, 2.5):
+        with pytest.raises(BackendError, match="parallel must be a whole number from 1 to 64"):
+            LocalBackend(str(tiny_models["qwen2"][1]), auto_pull=False, parallel=bad)
+
+
+def test_a_request_past_the_memory_budget_is_refused_and_the_others_go_on(tiny_models):
+    backend = LocalBackend(str(tiny_models["qwen2"][1]), auto_pull=False, parallel=2)
+    batcher = backend.batcher
+    batcher.kv_budget_bytes = batcher.position_bytes * 128  # 128 positions in each slot
+    short = [request(i, max_tokens=30) for i in (0, 2)]  # each fits in 128, the two at once do too
+    assert [len(r) for r in together(backend, short)] == [30, 30]
+    with pytest.raises(BackendError, match=r"needs 256 positions .* over the budget .* fewer max_tokens"):
+        backend.generate(request(0, max_tokens=200))
+    assert backend.generate(request(2, max_tokens=4)).usage.completion_tokens == 4  # the engine goes on
