@@ -4,11 +4,12 @@
                                                     [--llama-server PATH]
 
 For each number of clients the server runs in its own process with `--parallel` equal to it (and once
-more with --parallel 1, the one-at-a-time engine), every client streams one chat completion of up to
---tokens tokens (greedy, different prompts), and the table gives the aggregate tokens/s over the wall
-time, time to first token p50 and p95, and the median stream's tokens/s after its first token. With
---llama-server (llama.cpp's `llama-server` binary) the same runs go to it with the same GGUF, threads and
---parallel; without, its rows are left out. The table names the CPU.
+more with --parallel 1, the one-at-a-time engine; one client also on the widest server), every client
+streams one chat completion of up to --tokens tokens (greedy, different prompts), and the table gives
+the aggregate tokens/s over the wall time, time to first token p50 and p95, and the median stream's
+tokens/s after its first token. With --llama-server (llama.cpp's `llama-server` binary) the same runs
+go to it with the same GGUF, threads and --parallel; without, its rows are left out. The table names
+the CPU; it is also written to benchmarks/results/serve_throughput.md.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import cpu_line  # noqa: E402
 
+OUT = ROOT / "benchmarks" / "results"
 TOPICS = ["the sea", "a city at night", "an old clock", "a mountain road", "a library", "the first snow", "a lighthouse",
           "a train journey", "a market", "a garden", "the moon", "a bridge", "a violin", "a desert", "a river", "a forest"]
 
@@ -58,7 +60,15 @@ def start(command: list[str], port: int) -> subprocess.Popen:
 
 
 def client(base: str, i: int, tokens: int, out: list) -> None:
-    body = {"model": "m", "stream": True, "max_tokens": tokens, "temperature": 0,
+    try:
+        streamed(base, i, tokens, out)
+    except Exception as exc:  # said in the table's place, not lost in a thread
+        out.append(exc)
+
+
+def streamed(base: str, i: int, tokens: int, out: list) -> None:
+    model = httpx.get(f"{base}/models", timeout=10).json()["data"][0]["id"]
+    body = {"model": model, "stream": True, "max_tokens": tokens, "temperature": 0,
             "messages": [{"role": "user", "content": f"Write a long, detailed story about {TOPICS[i % len(TOPICS)]}."}]}
     started, first, count = time.perf_counter(), None, 0
     with httpx.stream("POST", f"{base}/chat/completions", json=body, timeout=600) as response:
@@ -84,6 +94,9 @@ def run(base: str, clients: int, tokens: int) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    failed = [r for r in results if isinstance(r, Exception)]
+    if failed:
+        raise SystemExit(f"{len(failed)} of {clients} clients failed: {failed[0]!r}")
     ttfts = sorted(r["ttft"] for r in results)
     return {"aggregate": sum(r["tokens"] for r in results) / wall, "ttft_p50": statistics.median(ttfts),
             "ttft_p95": ttfts[min(len(ttfts) - 1, round(0.95 * (len(ttfts) - 1)))],
@@ -110,7 +123,9 @@ def main() -> None:
     rows = []
     for name, command in engines.items():
         for clients in args.clients:
-            for parallel in sorted({1, clients}) if name == "tokentrail" else [clients]:
+            # one client also on the widest server: what a lone request pays there
+            widest = {max(args.clients)} if clients == 1 else set()
+            for parallel in sorted({1, clients} | widest) if name == "tokentrail" else [clients]:
                 port = free_port()
                 process = start(command(port, parallel), port)
                 try:
@@ -119,14 +134,16 @@ def main() -> None:
                 finally:
                     process.terminate()
                     process.wait(timeout=30)
-    print(f"Serving {args.model}, {args.tokens} tokens a client, greedy; {cpu_line()}\n")
-    print("| server | clients | --parallel | aggregate tok/s | TTFT p50 s | TTFT p95 s | per stream tok/s | tokens |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, clients, parallel, r in rows:
-        print(f"| {name} | {clients} | {parallel} | {r['aggregate']:.1f} | {r['ttft_p50']:.2f} | {r['ttft_p95']:.2f} | "
-              f"{r['stream']:.1f} | {r['tokens']} |")
+    table = [f"Serving {args.model}, {args.tokens} tokens a client, greedy; {cpu_line()}", "",
+             "| server | clients | --parallel | aggregate tok/s | TTFT p50 s | TTFT p95 s | per stream tok/s | tokens |",
+             "|---|---|---|---|---|---|---|---|"]
+    table += [f"| {name} | {clients} | {parallel} | {r['aggregate']:.1f} | {r['ttft_p50']:.2f} | {r['ttft_p95']:.2f} | "
+              f"{r['stream']:.1f} | {r['tokens']} |" for name, clients, parallel, r in rows]
     if not args.llama_server:
-        print("\nllama.cpp: not measured (pass --llama-server PATH; benchmarks/build_llama_server.sh builds one)")
+        table.append("\nllama.cpp: not measured (pass --llama-server PATH; benchmarks/build_llama_server.sh builds one)")
+    print("\n".join(table))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "serve_throughput.md").write_text("\n".join(table) + "\n")
 
 
 if __name__ == "__main__":

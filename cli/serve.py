@@ -32,8 +32,8 @@ def _model_id(model: str | None) -> str:
 @click.option("--backend", "-b", default="local", show_default=True)
 @click.option("--model", "-m", default=None, help="Model path or name (default: smollm2).")
 @click.option("--max-waiting", type=int, default=64, show_default=True, help="Requests queued before answering 429.")
-@click.option("--parallel", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Requests decoded together in one batch (local backend).")
+@click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Requests decoded together in one batch (local backend; 1: one at a time).")
 @click.option("--embeddings/--no-embeddings", default=True, show_default=True,
               help="Serve /v1/embeddings when the embedding model (minilm) is pulled.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
@@ -48,9 +48,7 @@ def serve(host: str, port: int, api_key: str | None, backend: str, model: str | 
 
     if not _is_loopback(host) and not api_key:
         click.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
-    if parallel > 1:
-        if backend != "local":
-            raise click.UsageError("--parallel applies to the local backend")
+    if parallel > 1 and backend == "local":
         options = (*options, f"parallel={parallel}")
     engine = make_backend(backend, model, options, precision, adapter)
     embedder = None

@@ -21,6 +21,7 @@ from backends.local.config import ModelLoadError, check_precision
 from backends.local.constraints import GrammarMask
 from backends.local.decode_loop import decode, prepare_cache
 from backends.local.loader import LoadedModel, load_model
+from backends.local.model import PREFIX_CACHE_BYTES
 from backends.local.model_cache import Progress, resolve
 from backends.local.sampling import Sampler
 from backends.local.tokenizer import IncrementalDetokenizer, LocalTokenizer
@@ -54,7 +55,8 @@ class LocalBackend:
     compile: torch.compile the decode step (faster tokens after a few seconds of compiling).
     adapter: a LoRA adapter folder from `tokentrail train` (see lora.py), applied in either precision.
     parallel: above 1, requests from several threads decode together, up to this many in one batch
-    (continuous batching, see batch.py); a request that asks for attention weights runs alone.
+    (continuous batching, see batch.py); a request that asks for attention weights runs alone. In exact
+    precision a seeded request's tokens do not depend on what runs beside it; in fast they may.
     """
 
     name = "local"
@@ -100,7 +102,11 @@ class LocalBackend:
         self.model_name = f"{self.loaded.name}+{self.adapter}" if self.adapter else self.loaded.name
         self._lock = threading.Lock()  # one decode at a time per model: the KV cache is shared
         self.parallel = parallel
-        self.batcher = Batcher(self.loaded.model, parallel, self._lock, self.tokenizer.display) if parallel > 1 else None
+        # exact: the batch always has `parallel` rows, so a row's bits never depend on the others (batch.py);
+        # fast: as many rows as requests, so that one request alone decodes at the one-at-a-time speed
+        fixed = self.loaded.precision == "exact"
+        self.batcher = Batcher(self.loaded.model, parallel, self._lock, self.tokenizer.display, fixed) if parallel > 1 else None
+        self.loaded.model.snapshots.budget = PREFIX_CACHE_BYTES * parallel  # each concurrent conversation keeps its prefix
 
     def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None,
                add_generation_prompt: bool = True) -> str:

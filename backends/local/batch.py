@@ -9,15 +9,19 @@ model while sequences are active. Each step it
    copies the finished prompt's keys and values into the sequence's slot;
 2. picks the next token of every sequence whose logits are ready (each with its own sampler,
    constraint and logprobs), and retires the finished and the cancelled, freeing their slots;
-3. runs one forward over every slot, each row at its own position (`model.Rows`).
+3. runs one forward over the occupied slots, each row at its own position (`model.Rows`).
 
-The batch always has `slots` rows (a free slot decodes a padding token) and reads the cache up to a
-multiple of PREFILL_CHUNK: a row's arithmetic then never depends on how many others run beside it
-or how long they are, so a seeded request samples the same tokens alone or among others.
+Occupied slots are kept in rows 0..n-1: a sequence that ends gives its row to the last one. With
+`fixed_rows` the forward always has `slots` rows (free ones decode a padding token); it reads the
+cache to a multiple of PREFILL_CHUNK. A row's arithmetic then never depends on how many others run
+beside it or how long they are, so a seeded request samples the same tokens alone or among others
+(float32 matmuls give other last bits at another row count). Without it, n rows: one request alone
+costs what it costs on the one-at-a-time engine.
 """
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -31,7 +35,12 @@ from backends.local.model import PREFILL_CHUNK, KVCache, Rows, Transformer
 from backends.local.sampling import Sampler
 
 Display = Callable[[int], str]
-KV_BUDGET_BYTES = 4 * 2**30  # the slots' keys and values together; a request that would need more is refused
+
+
+def on_grid(positions: int) -> int:
+    return -(-positions // PREFILL_CHUNK) * PREFILL_CHUNK
+
+KV_BUDGET_BYTES = 4 * 2**30  # the slots' keys and values together
 
 
 @dataclass(eq=False)
@@ -54,21 +63,34 @@ class Batcher:
     """Decodes up to `slots` sequences together on `model`; `lock` is the one every other use of the model takes."""
 
     def __init__(self, model: Transformer, slots: int, lock: threading.Lock, display: Display,
-                 kv_budget_bytes: int = KV_BUDGET_BYTES) -> None:
-        self.model, self.slots, self.lock, self.display = model, slots, lock, display
+                 fixed_rows: bool = True, kv_budget_bytes: int = KV_BUDGET_BYTES) -> None:
+        self.model, self.slots, self.lock, self.display, self.fixed_rows = model, slots, lock, display, fixed_rows
         c = model.config
         self.position_bytes = slots * len(model.layers) * 2 * c.n_kv_heads * c.head_dim * model.dtype.itemsize
         self.kv_budget_bytes = kv_budget_bytes
         self.caches: list[KVCache] = []
         self.length = 0  # positions each slot holds
-        self.active: list[Sequence | None] = [None] * slots
+        self.active: list[Sequence] = []  # sequence i in slot i
         self.waiting: list[Sequence] = []  # admitted in order, when a slot is free
         self.wake = threading.Condition()
         self.thread: threading.Thread | None = None
+        self.closed = False
+        atexit.register(self.close)  # a scheduler inside a torch op at interpreter exit aborts the process
+
+    def close(self) -> None:
+        """Stops the scheduler thread once the step it is in ends; sequences still queued end with an error."""
+        with self.wake:
+            self.closed = True
+            self.wake.notify_all()
+            thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=60)
 
     def submit(self, sequence: Sequence) -> Iterator[tuple[int, Tensor, list[tuple[str, float]], list[int], int | None]]:
         """Queues `sequence`; its steps come out of the returned iterator (closing it cancels the sequence)."""
         with self.wake:
+            if self.closed:
+                raise BackendError("the batching engine is closed")
             self.waiting.append(sequence)
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="tokentrail-batch", daemon=True)
@@ -91,61 +113,76 @@ class Batcher:
     def _run(self) -> None:
         while True:
             with self.wake:
-                while not self.waiting and not any(self.active):
+                while not self.waiting and not self.active and not self.closed:
                     if not self.wake.wait(timeout=30.0):
                         self.thread = None  # idle: the next submit starts another
                         return
+                if self.closed:
+                    for sequence in [*self.waiting, *self.active]:
+                        sequence.steps.put(BackendError("the batching engine was closed"))
+                        sequence.steps.put(None)
+                    self.waiting, self.active, self.thread = [], [], None
+                    return
             try:
                 with self.lock, torch.inference_mode():
                     self._step()
             except BaseException as exc:  # the engine failed: every sequence ends with the error
-                for sequence in [*self.waiting, *filter(None, self.active)]:
+                for sequence in [*self.waiting, *self.active]:
                     sequence.steps.put(exc)
                     sequence.steps.put(None)
-                self.waiting, self.active = [], [None] * self.slots
+                self.waiting, self.active = [], []
 
     def _step(self) -> None:
         self._admit()
-        prefilling = next((s for s in self.active if s is not None and s.logits is None and s.position == 0), None)
+        self._fit()
+        prefilling = next((s for s in self.active if s.logits is None and s.position == 0), None)
         if prefilling is not None:
             self._prefill_chunk(prefilling)
-        for sequence in filter(None, self.active):
+        for sequence in list(self.active):
             if sequence.cancelled.is_set():
                 self._retire(sequence, None)
             elif sequence.logits is not None:
                 self._pick(sequence)
-        decoding = [s for s in self.active if s is not None and s.position > 0 and s.logits is None]
+        decoding = [s for s in self.active if s.position > 0 and s.logits is None]
         if decoding:
             self._forward(decoding)
 
     def _admit(self) -> None:
-        """Waiting sequences into free slots, in order. Every slot is as long as the longest need (one tensor),
-        so a sequence fits the budget beside the others exactly when it fits alone; one that does not is refused."""
+        """Waiting sequences into free slots, in order; a prompt whose keys and values alone would pass the
+        budget (in every slot: the slots are one tensor) is refused."""
         with self.wake:
-            while self.waiting and None in self.active:
-                sequence = self.waiting[0]
+            while self.waiting and len(self.active) < self.slots:
+                sequence = self.waiting.pop(0)
                 if sequence.cancelled.is_set():
-                    self.waiting.pop(0).steps.put(None)
-                    continue
-                needed = self._needs(sequence)
-                if needed * self.position_bytes > self.kv_budget_bytes:
-                    self.waiting.pop(0)
-                    sequence.steps.put(BackendError(
-                        f"the request needs {needed} positions of keys and values in each of {self.slots} slots, "
-                        f"{needed * self.position_bytes / 2**20:.0f} MiB, over the budget of "
-                        f"{self.kv_budget_bytes / 2**20:.0f} MiB; ask for fewer max_tokens or serve with fewer --parallel"))
                     sequence.steps.put(None)
                     continue
-                self.waiting.pop(0)
-                sequence.slot = self.active.index(None)
-                self.active[sequence.slot] = sequence
-        needed = max((self._needs(s) for s in self.active if s is not None), default=0)
-        if needed > self.length:
-            self._grow(needed)
+                if on_grid(len(sequence.prompt)) > self.capacity:
+                    sequence.steps.put(BackendError(
+                        f"the prompt needs {len(sequence.prompt)} positions of keys and values in each of {self.slots} "
+                        f"slots, over the budget of {self.kv_budget_bytes / 2**20:.0f} MiB "
+                        f"({self.capacity} positions); shorten it or serve with fewer --parallel"))
+                    sequence.steps.put(None)
+                    continue
+                sequence.slot = len(self.active)
+                self.active.append(sequence)
 
-    @staticmethod
-    def _needs(sequence: Sequence) -> int:
-        return -(-(len(sequence.prompt) + sequence.budget) // PREFILL_CHUNK) * PREFILL_CHUNK
+    @property
+    def capacity(self) -> int:
+        """How many positions each slot may hold within the budget."""
+        return self.kv_budget_bytes // self.position_bytes // PREFILL_CHUNK * PREFILL_CHUNK
+
+    def _fit(self) -> None:
+        """Slots long enough for this step: each prompt, and each decoding sequence's next position. They grow
+        as sequences do (doubling), not by what they might ask; one that would pass the budget ends there."""
+        for sequence in list(self.active):
+            if sequence.position >= self.capacity:
+                self._retire(sequence, BackendError(
+                    f"the keys and values budget ({self.kv_budget_bytes / 2**20:.0f} MiB, {self.capacity} positions in "
+                    f"each of {self.slots} slots) ran out after {sequence.produced} tokens; ask for fewer max_tokens "
+                    "or serve with fewer --parallel"))
+        needed = on_grid(max((s.position or len(s.prompt)) + 1 for s in self.active)) if self.active else 0
+        if needed > self.length:
+            self._grow(min(max(needed, 2 * self.length), self.capacity))
 
     def _grow(self, length: int) -> None:
         """Slot caches `length` positions long (on the grid); what they hold is kept."""
@@ -197,16 +234,22 @@ class Batcher:
         if error is not None:
             sequence.steps.put(error)
         sequence.steps.put(None)
-        self.active[sequence.slot] = None
+        last = self.active.pop()
+        if last is not sequence:  # the last occupied row moves into the freed one: rows stay 0..n-1
+            for cache in self.caches:
+                cache.k[sequence.slot, :, : last.position] = cache.k[last.slot, :, : last.position]
+                cache.v[sequence.slot, :, : last.position] = cache.v[last.slot, :, : last.position]
+            last.slot = sequence.slot
+            self.active[last.slot] = last
 
     def _forward(self, decoding: list[Sequence]) -> None:
-        """One token for every decoding sequence, in one forward over all the slots."""
-        ids = torch.zeros((self.slots, 1), dtype=torch.long, device=self.model.device)
-        positions = torch.zeros(self.slots, dtype=torch.long, device=self.model.device)
+        """One token for every decoding sequence, in one forward over the occupied rows (or all, fixed_rows)."""
+        count = self.slots if self.fixed_rows else len(self.active)
+        ids = torch.zeros((count, 1), dtype=torch.long, device=self.model.device)
+        positions = torch.zeros(count, dtype=torch.long, device=self.model.device)
         for sequence in decoding:
             ids[sequence.slot, 0], positions[sequence.slot] = sequence.next_token, sequence.position
-        furthest = max(s.position for s in decoding) + 1
-        rows = Rows(positions, min(-(-furthest // PREFILL_CHUNK) * PREFILL_CHUNK, self.length))
+        rows = Rows(positions, on_grid(max(s.position for s in decoding) + 1))
         own = [layer.attention.cache for layer in self.model.layers]
         try:
             for layer, cache in zip(self.model.layers, self.caches):

@@ -111,12 +111,13 @@ class KVCache(nn.Module):
         return view
 
     def update_rows(self, positions: Tensor, k: Tensor, v: Tensor, length: int) -> tuple[Tensor, Tensor]:
-        """Batched decode: row b's one new key and value go to position positions[b]; keys and values up
-        to `length` come back."""
-        rows = torch.arange(k.shape[0], device=k.device)
+        """Batched decode: row b's one new key and value go to position positions[b]; the rows' keys and
+        values up to `length` come back."""
+        count = k.shape[0]  # rows 0..count-1 of the cache
+        rows = torch.arange(count, device=k.device)
         self.k[rows, :, positions] = k[:, :, 0].to(self.k.dtype)
         self.v[rows, :, positions] = v[:, :, 0].to(self.v.dtype)
-        return self.k[:, :, :length], self.v[:, :, :length]
+        return self.k[:count, :, :length], self.v[:count, :, :length]
 
     def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         end = start + k.shape[2]

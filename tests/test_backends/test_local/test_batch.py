@@ -36,7 +36,7 @@ def together(backend, requests):
 @pytest.mark.parametrize(("family", "precision"), [("qwen2", "exact"), ("qwen2", "fast"), ("gemma3", "exact")])
 def test_a_seeded_request_samples_the_same_tokens_alone_or_among_seven_others(tiny_models, family, precision):
     backend = LocalBackend(str(tiny_models[family][1]), precision=precision, auto_pull=False, parallel=8)
-    requests = [request(i) for i in range(8)]
+    requests = [request(i, max_tokens=6 + 3 * i) for i in range(8)]  # they end one by one: rows move down
     alone = [[(e.token_id, e.logprob) for e in backend.stream(r)] for r in requests]
     assert together(backend, requests) == alone
     assert together(backend, requests[::-1]) == alone[::-1]  # other slots, other neighbours
@@ -83,12 +83,24 @@ def test_parallel_must_be_a_sensible_number(tiny_models):
             LocalBackend(str(tiny_models["qwen2"][1]), auto_pull=False, parallel=bad)
 
 
-def test_a_request_past_the_memory_budget_is_refused_and_the_others_go_on(tiny_models):
+def test_slots_grow_as_sequences_do_and_the_memory_budget_ends_only_the_one_past_it(tiny_models):
     backend = LocalBackend(str(tiny_models["qwen2"][1]), auto_pull=False, parallel=2)
     batcher = backend.batcher
     batcher.kv_budget_bytes = batcher.position_bytes * 128  # 128 positions in each slot
-    short = [request(i, max_tokens=30) for i in (0, 2)]  # each fits in 128, the two at once do too
+    short = [request(i, max_tokens=30) for i in (0, 2)]
     assert [len(r) for r in together(backend, short)] == [30, 30]
-    with pytest.raises(BackendError, match=r"needs 256 positions .* over the budget .* fewer max_tokens"):
+    assert batcher.length <= 128  # grown to what they used, not to what they might have asked
+    with pytest.raises(BackendError, match=r"budget .* ran out after \d+ tokens; ask for fewer max_tokens"):
         backend.generate(request(0, max_tokens=200))
+    with pytest.raises(BackendError, match=r"the prompt needs \d+ positions .* over the budget"):
+        backend.generate(GenerationRequest(messages=[Message(role="user", content="fox " * 60)]))
     assert backend.generate(request(2, max_tokens=4)).usage.completion_tokens == 4  # the engine goes on
+
+
+def test_a_closed_engine_refuses_new_requests_and_says_why(tiny_models):
+    backend = LocalBackend(str(tiny_models["qwen2"][1]), auto_pull=False, parallel=2)
+    assert backend.generate(request(1, max_tokens=3)).usage.completion_tokens == 3
+    backend.batcher.close()
+    assert backend.batcher.thread is None
+    with pytest.raises(BackendError, match="batching engine is closed"):
+        backend.generate(request(1, max_tokens=3))
