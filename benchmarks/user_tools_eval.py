@@ -1,7 +1,7 @@
 """The second agent evaluation: a user's own plain-function tools (benchmarks/user_tools.py), 34 tasks.
 
     .venv/bin/python benchmarks/user_tools_eval.py [--model NAME_OR_PATH] [--only agent|agent-plan|plain|smolagents]
-        [--every N] [--group lookup|conversion|date|chain|no tool] [--verbose] [--max-steps N]
+        [--every N] [--group lookup|conversion|date|chain|no tool] [--verbose] [--max-steps N] [--parallel N]
 
 Ways to run the same model on the same tasks and tools (greedy):
   agent       our Agent with its defaults: Agent(backend, tools=TOOLS).run(task)
@@ -25,6 +25,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,9 @@ def main() -> None:
     parser.add_argument("--group", choices=list(GROUPS), action="append", default=[], help="only these groups")
     parser.add_argument("--verbose", action="store_true", help="print each task's answer")
     parser.add_argument("--max-steps", type=int, default=None, help="our agent's step budget (default: Agent's)")
+    parser.add_argument("--parallel", type=int, default=1, help="tasks run at once, their model calls decoded together")
     args = parser.parse_args()
-    backend = load_backend("local", model=args.model) if args.model else load_backend("local")
+    backend = load_backend("local", model=args.model, parallel=args.parallel)
     registry = ToolRegistry(TOOLS)
     budget = {"max_steps": args.max_steps} if args.max_steps else {}
     ways: dict[str, Callable[[str], Outcome]] = {
@@ -112,27 +114,28 @@ def main() -> None:
           "| tool calls/task | s/task |\n|" + "---|" * (len(groups) + 7))
     rules: dict[str, list[int]] = {}
     for way in [w for w in args.only or ways if w in ways]:
-        solved, by_group, refused, wrong_verified, model_calls, tool_calls = 0, {}, 0, 0, 0, 0
+        solved, refused, wrong_verified, model_calls, tool_calls = 0, 0, 0, 0, 0
         fired: dict[str, list[int]] = {}  # rule -> [refusals of a right answer, of a wrong one]
         start = time.perf_counter()
-        for group, tasks in groups.items():
-            by_group[group] = 0
-            for task, expected in tasks:
-                outcome = ways[way](task)
-                ok = right(outcome.answer, expected)
-                solved, by_group[group] = solved + ok, by_group[group] + ok
-                refused += not ok and any(right(a, expected) for a, _ in outcome.refused)
+        items = [(group, task, expected) for group, tasks in groups.items() for task, expected in tasks]
+        with ThreadPoolExecutor(max_workers=1 if way == "smolagents" else args.parallel) as pool:
+            outcomes = list(pool.map(lambda item: ways[way](item[1]), items))
+        by_group = dict.fromkeys(groups, 0)
+        for (group, task, expected), outcome in zip(items, outcomes):
+            ok = right(outcome.answer, expected)
+            solved, by_group[group] = solved + ok, by_group[group] + ok
+            refused += not ok and any(right(a, expected) for a, _ in outcome.refused)
+            for answer, names in outcome.refused:
+                for rule in names:
+                    fired.setdefault(rule, [0, 0])[not right(answer, expected)] += 1
+            wrong_verified += outcome.verified and not ok
+            model_calls, tool_calls = model_calls + outcome.model_calls, tool_calls + outcome.tool_calls
+            if args.verbose:
+                print(f"  [{way}] {'ok ' if ok else 'BAD'}{' verified' if outcome.verified else ''} {task} -> "
+                      f"{outcome.answer!r}", flush=True)
                 for answer, names in outcome.refused:
-                    for rule in names:
-                        fired.setdefault(rule, [0, 0])[not right(answer, expected)] += 1
-                wrong_verified += outcome.verified and not ok
-                model_calls, tool_calls = model_calls + outcome.model_calls, tool_calls + outcome.tool_calls
-                if args.verbose:
-                    print(f"  [{way}] {'ok ' if ok else 'BAD'}{' verified' if outcome.verified else ''} {task} -> "
-                          f"{outcome.answer!r}", flush=True)
-                    for answer, names in outcome.refused:
-                        print(f"      refused ({', '.join(names)}; {'right' if right(answer, expected) else 'wrong'}): "
-                              f"{answer!r}", flush=True)
+                    print(f"      refused ({', '.join(names)}; {'right' if right(answer, expected) else 'wrong'}): "
+                          f"{answer!r}", flush=True)
         seconds = time.perf_counter() - start
         cells = " | ".join(f"{by_group[g]}/{len(t)}" for g, t in groups.items())
         agentic = way.startswith("agent")

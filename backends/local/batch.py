@@ -22,6 +22,7 @@ costs what it costs on the one-at-a-time engine.
 from __future__ import annotations
 
 import atexit
+import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -57,6 +58,7 @@ class Sequence:
     logits: Tensor | None = None  # of its next token, once computed
     produced: int = 0
     cached: int | None = None  # prompt tokens the prefix cache held
+    order: int = 0  # when it was admitted: prompts are computed oldest first
 
 
 class Batcher:
@@ -72,6 +74,7 @@ class Batcher:
         self.length = 0  # positions each slot holds
         self.active: list[Sequence] = []  # sequence i in slot i
         self.waiting: list[Sequence] = []  # admitted in order, when a slot is free
+        self.admitted = itertools.count()
         self.wake = threading.Condition()
         self.thread: threading.Thread | None = None
         self.closed = False
@@ -135,7 +138,8 @@ class Batcher:
     def _step(self) -> None:
         self._admit()
         self._fit()
-        prefilling = next((s for s in self.active if s.logits is None and s.position == 0), None)
+        prefilling = min((s for s in self.active if s.logits is None and s.position == 0), key=lambda s: s.order,
+                         default=None)
         if prefilling is not None:
             self._prefill_chunk(prefilling)
         for sequence in list(self.active):
@@ -163,7 +167,7 @@ class Batcher:
                         f"({self.capacity} positions); shorten it or serve with fewer --parallel"))
                     sequence.steps.put(None)
                     continue
-                sequence.slot = len(self.active)
+                sequence.slot, sequence.order = len(self.active), next(self.admitted)
                 self.active.append(sequence)
 
     @property

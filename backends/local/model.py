@@ -101,15 +101,6 @@ class KVCache(nn.Module):
         self.k = self.k[:1].repeat(batch, 1, 1, 1)
         self.v = self.v[:1].repeat(batch, 1, 1, 1)
 
-    @classmethod
-    def row(cls, cache: KVCache, index: int) -> KVCache:
-        """A one-row cache that writes into row `index` of `cache` (a batch slot, prefilled alone)."""
-        view = cls.__new__(cls)
-        nn.Module.__init__(view)
-        view.register_buffer("k", cache.k[index : index + 1], persistent=False)
-        view.register_buffer("v", cache.v[index : index + 1], persistent=False)
-        return view
-
     def update_rows(self, positions: Tensor, k: Tensor, v: Tensor, length: int) -> tuple[Tensor, Tensor]:
         """Batched decode: row b's one new key and value go to position positions[b]; the rows' keys and
         values up to `length` come back."""
