@@ -17,10 +17,12 @@ from tools.builtins.calculator import CalculatorError, calculate
 
 _OPERATORS = {"×": "*", "·": "*", "÷": "/", "x": "*", "X": "*", "\\times": "*", "\\cdot": "*", "\\div": "/", "−": "-"}
 _NUMBER = r"\d+(?:[.,]\d+)*"
-# An expression of at least two numbers and an operator between them, then = or ≈, then the result.
-_EQUATION = re.compile(
-    rf"((?:\(\s*)*-?{_NUMBER}(?:\s*\))*(?:\s*(?:[-+*/×·÷xX−]|\\times|\\cdot|\\div)\s*(?:\(\s*)*-?{_NUMBER}"
-    rf"(?:\s*\))*)+)\s*(=|≈|\\approx)\s*\$?\s*(-?{_NUMBER})(?![\d.,]*\d)")
+_OPERATOR = r"(?:[-+*/×·÷xX−]|\\times|\\cdot|\\div)"
+_TERM = rf"(?:\(\s*)*-?{_NUMBER}(?:\s*\))*"
+_EXPRESSION = rf"{_TERM}(?:\s*{_OPERATOR}\s*{_TERM})*"
+_SIGN = r"\s*(=|≈|\\approx)\s*\$?\s*"
+# A chain of expressions joined by = or ≈ ("(9 * 9/5) + 32 = 16.2 + 32 = 48.2"), not followed by more digits.
+_CHAIN = re.compile(rf"{_EXPRESSION}(?:{_SIGN}{_EXPRESSION})+(?![\d.,]*\d)")
 
 _DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}")
 
@@ -36,27 +38,39 @@ class WrongEquation:
 
 
 def wrong_equations(text: str) -> list[WrongEquation]:
-    """The equations in the text whose stated result is not what the expression comes to."""
+    """The equations in the text whose stated result is not what the expression comes to. In a chain
+    (a = b = c) each side is checked against the next: "9 * 9/5 + 32 = 16.2 + 32 = 48.2" holds."""
     wrong = []
-    for match in _EQUATION.finditer(text):
-        written, sign, stated = match.group(1).strip(), match.group(2), match.group(3)
-        if _DATE.search(written):  # 2026-12-01 is a date, not a subtraction
-            continue
-        while written.startswith("(") and written.count("(") > written.count(")"):  # "\\(34.5 \\times 3 = ..."
-            written = written[1:].lstrip()
-        expression = written
-        for symbol, operator in _OPERATORS.items():
-            expression = expression.replace(symbol, operator)
-        expression = re.sub(_NUMBER, lambda m: _plain(m.group()), expression)
-        try:
-            actual = float(calculate(expression))
-            value = float(_plain(stated))
-        except (CalculatorError, ValueError, OverflowError, ZeroDivisionError):
-            continue
-        if not math.isfinite(actual) or _agrees(actual, value, _plain(stated), approximate=sign != "="):
-            continue
-        wrong.append(WrongEquation(written, stated, actual))
+    for match in _CHAIN.finditer(text):
+        parts = re.split(_SIGN, match.group())
+        for left, sign, right in zip(parts[0::2], parts[1::2], parts[2::2]):
+            written = _unwrapped(left.strip())
+            if not re.search(rf"\d\s*\)*\s*{_OPERATOR}", written) or _DATE.search(written + " " + right):
+                continue  # a lone number is no equation; 2026-12-01 is a date, not a subtraction
+            stated = _unwrapped(right.strip())
+            try:
+                actual, value = _value(written), _value(stated)
+            except (CalculatorError, ValueError, OverflowError, ZeroDivisionError):
+                continue
+            if not math.isfinite(actual) or _agrees(actual, value, stated, approximate=sign != "="):
+                continue
+            wrong.append(WrongEquation(written, stated, actual))
     return wrong
+
+
+def _unwrapped(written: str) -> str:
+    """Without opening brackets that nothing closes ("\\(34.5 \\times 3 = ...") or closing ones nothing opened."""
+    while written.startswith("(") and written.count("(") > written.count(")"):
+        written = written[1:].lstrip()
+    while written.endswith(")") and written.count(")") > written.count("("):
+        written = written[:-1].rstrip()
+    return written
+
+
+def _value(expression: str) -> float:
+    for symbol, operator in _OPERATORS.items():
+        expression = expression.replace(symbol, operator)
+    return float(calculate(re.sub(_NUMBER, lambda m: _plain(m.group()), expression)))
 
 
 def _plain(number: str) -> str:
@@ -71,8 +85,11 @@ def _plain(number: str) -> str:
 
 
 def _agrees(actual: float, value: float, stated: str, approximate: bool) -> bool:
-    decimals = len(stated.partition(".")[2])
-    if abs(actual - value) <= 0.5 * 10 ** -decimals + 1e-9 * max(1.0, abs(actual)):
+    """Whether `stated` (a number, or an expression of rounded numbers) comes to `actual`: each number it
+    writes may be rounded to the decimals it shows."""
+    numbers = re.findall(_NUMBER, stated)
+    rounding = sum(0.5 * 10 ** -len(_plain(n).partition(".")[2]) for n in numbers)
+    if abs(actual - value) <= rounding + 1e-9 * max(1.0, abs(actual)):
         return True
     if approximate:
         return abs(actual - value) <= 0.01 * abs(actual)

@@ -20,6 +20,8 @@ from agent.checks import Evidence, SumsHold
     "10 / 0 = 5",  # nothing it can work out
     "2**10000 = 1",
     "The answer is 42.",
+    "(9 * 9/5) + 32 = 16.2 + 32 = 48.2 degrees Fahrenheit",  # a chain: each side against the next
+    "1/3 + 1 = 0.33 + 1 = 1.33",  # the middle side's numbers rounded to what they show
 ])
 def test_right_or_unreadable_equations_are_left_alone(text):
     assert wrong_equations(text) == []
@@ -33,6 +35,8 @@ def test_right_or_unreadable_equations_are_left_alone(text):
     ("41,25 × 2 = 80,5", "41,25 × 2 is 82.5, not 80,5"),
     ("1/3 ≈ 0.5", "1/3 is 0.333333, not 0.5"),
     ("1998 + 2 = 2001", "1998 + 2 is 2000, not 2001"),  # a whole result must be exact
+    ("(9 * 9/5) + 32 = 16.2 + 32 = 50.2", "16.2 + 32 is 48.2, not 50.2"),
+    ("12 * 3 = 30 + 6 = 37", "30 + 6 is 36, not 37"),
 ])
 def test_a_wrong_result_is_named_with_the_right_one(text, message):
     assert [str(w) for w in wrong_equations(text)] == [message]
