@@ -26,7 +26,6 @@ MAX_FILE_BYTES = 64 * 2**20
 
 class TextConfig(TrainConfig):
     block: int = Field(512, ge=16, description="tokens per training block")
-    max_tokens: int = Field(0, ge=0, description="unused: blocks are `block` tokens")
 
 
 class TextResult(TrainResult):

@@ -353,10 +353,11 @@ class TokentrailApp(App):
         why = ("wait for the answer to finish" if self.busy else
                "this backend cannot continue a reply from a token" if continue_from is None else
                "no reply to branch from yet" if self._act_request is None else None)
+        panel = self.query_one(DecodingPanel)
         if why is not None:
+            panel.abandon_branch()
             self.notify(f"no branch: {why}", severity="warning")
             return
-        panel = self.query_one(DecodingPanel)
         self._run_branch(continue_from, self._act_request, message.token_ids, len(panel.versions) - 1)
 
     @work(thread=True, exit_on_error=False, group="branch", exclusive=True)

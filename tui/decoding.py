@@ -181,6 +181,12 @@ class DecodingPanel(Vertical):
         self.post_message(BranchRequested([e.token_id for e in self.versions[-1][1]]))
         self._switch_to(len(self.versions) - 1)
 
+    def abandon_branch(self) -> None:
+        """The branch just asked for could not start: back to the original."""
+        if len(self.versions) > 1:
+            self.versions.pop()
+            self._switch_to(0)
+
     def action_switch_version(self) -> None:
         if len(self.versions) > 1:
             self._switch_to((self.shown + 1) % len(self.versions))

@@ -24,6 +24,7 @@ from backends.local.loader import LoadedModel, load_model
 from backends.local.model import PREFIX_CACHE_BYTES
 from backends.local.model_cache import Progress, resolve
 from backends.local.sampling import Sampler
+from backends.local.sampling import alternatives as top_alternatives
 from backends.local.tokenizer import IncrementalDetokenizer, LocalTokenizer
 from backends.local.tool_formats import ToolFormat, native_format
 from backends.local.watch import token_attention
@@ -230,11 +231,7 @@ class LocalBackend:
                 try:
                     for token, logprobs in decode(model, prompt, sampler, budget):
                         step.token, step.logprob = token, float(logprobs[token])
-                        if alternatives:
-                            values, ids = torch.topk(logprobs, alternatives)
-                            # a token the processors ruled out (-inf) is no alternative: a forced token has none
-                            kept = [(int(i), float(v)) for v, i in zip(values, ids) if v > float("-inf")]
-                            step.top, step.top_ids = [(display(i), v) for i, v in kept], [i for i, _ in kept]
+                        step.top, step.top_ids = top_alternatives(logprobs, alternatives, display)
                         if watch:  # the generator is paused after the forward that gave this token's logits
                             step.attention = token_attention(model.looked(), context, watch, display)
                             context.append(token)

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from backends.base import BackendError
 from backends.local.model import PREFILL_CHUNK, KVCache, Rows, Transformer
-from backends.local.sampling import Sampler
+from backends.local.sampling import Sampler, alternatives
 
 Display = Callable[[int], str]
 
@@ -222,12 +222,7 @@ class Batcher:
         except BaseException as exc:  # a grammar at a dead end: this sequence ends with its error, the batch goes on
             self._retire(sequence, exc)
             return
-        top: list[tuple[str, float]] = []
-        ids: list[int] = []
-        if sequence.alternatives:
-            values, found = torch.topk(logprobs, sequence.alternatives)
-            kept = [(int(i), float(v)) for v, i in zip(values, found) if v > float("-inf")]
-            top, ids = [(self.display(i), v) for i, v in kept], [i for i, _ in kept]
+        top, ids = alternatives(logprobs, sequence.alternatives, self.display)
         sequence.steps.put((token, float(logprobs[token]), top, ids, sequence.cached if sequence.produced == 0 else None))
         sequence.produced += 1
         sequence.logits, sequence.next_token = None, token

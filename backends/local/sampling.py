@@ -6,7 +6,7 @@ that what the decoding panel shows is what decided.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -59,3 +59,13 @@ class Sampler:
         self.history.add(token)
         if self.mask is not None:
             self.mask.consume(token)
+
+
+def alternatives(logprobs: Tensor, count: int, display: Callable[[int], str]) -> tuple[list[tuple[str, float]], list[int]]:
+    """The `count` likeliest tokens as (text, logprob) and their ids; a token the processors ruled out
+    (-inf) is no alternative, so a forced token has none."""
+    if not count:
+        return [], []
+    values, ids = torch.topk(logprobs, count)
+    kept = [(int(i), float(v)) for v, i in zip(values, ids) if v > float("-inf")]
+    return [(display(i), v) for i, v in kept], [i for i, _ in kept]

@@ -319,3 +319,23 @@ async def test_a_branch_is_refused_without_alternatives_or_a_backend_that_can_br
         assert "no branch 1 from token #3: it had no alternatives" in said[-1]
         assert len(app.query_one(DecodingPanel).versions) == 1
         assert "no attention for this token" in str(app.query_one("#looked").render())
+
+
+async def test_a_backend_that_cannot_continue_a_reply_leaves_the_original_shown():
+    backend = WatchingScripted(*simple_exchange())
+    backend.continue_from = None  # token ids and alternatives, but no branches
+    app = TokentrailApp(backend)
+    said = []
+    async with app.run_test(size=(140, 40)) as pilot:
+        app.notify = lambda message, **kwargs: said.append(message)
+        await send(pilot, "What is the capital of France?")
+        await settle(pilot)
+        panel = app.query_one(DecodingPanel)
+        original = list(panel.events)
+        table = app.query_one("#tokens", DataTable)
+        table.focus()
+        table.move_cursor(row=4)
+        await pilot.press("2")
+        await pilot.pause()
+        assert "cannot continue a reply" in said[-1]
+        assert len(panel.versions) == 1 and panel.events == original and table.row_count == len(original)
