@@ -13,8 +13,7 @@ import torch
 from backends.base import BackendError, collect
 from backends.local import attention as attention_impl
 from backends.local import lora, tool_calls
-from backends.local.batch import Batcher
-from backends.local.batch import Sequence as BatchSequence
+from backends.local.batch import Batcher, BatchSequence
 from backends.local.beam import CachedBeams, beam_search
 from backends.local.chat_template import CHATML, ChatTemplateError, render_chat
 from backends.local.config import ModelLoadError, check_precision

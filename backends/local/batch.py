@@ -45,7 +45,7 @@ KV_BUDGET_BYTES = 4 * 2**30  # the slots' keys and values together
 
 
 @dataclass(eq=False)
-class Sequence:
+class BatchSequence:
     prompt: list[int]
     sampler: Sampler
     budget: int  # tokens it may generate
@@ -72,8 +72,8 @@ class Batcher:
         self.kv_budget_bytes = kv_budget_bytes
         self.caches: list[KVCache] = []
         self.length = 0  # positions each slot holds
-        self.active: list[Sequence] = []  # sequence i in slot i
-        self.waiting: list[Sequence] = []  # admitted in order, when a slot is free
+        self.active: list[BatchSequence] = []  # sequence i in slot i
+        self.waiting: list[BatchSequence] = []  # admitted in order, when a slot is free
         self.admitted = itertools.count()
         self.wake = threading.Condition()
         self.thread: threading.Thread | None = None
@@ -89,7 +89,7 @@ class Batcher:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=60)
 
-    def submit(self, sequence: Sequence) -> Iterator[tuple[int, Tensor, list[tuple[str, float]], list[int], int | None]]:
+    def submit(self, sequence: BatchSequence) -> Iterator[tuple[int, Tensor, list[tuple[str, float]], list[int], int | None]]:
         """Queues `sequence`; its steps come out of the returned iterator (closing it cancels the sequence)."""
         with self.wake:
             if self.closed:
@@ -102,7 +102,7 @@ class Batcher:
         return self._steps(sequence)
 
     @staticmethod
-    def _steps(sequence: Sequence) -> Iterator:
+    def _steps(sequence: BatchSequence) -> Iterator:
         try:
             while (item := sequence.steps.get()) is not None:
                 if isinstance(item, BaseException):
@@ -200,7 +200,7 @@ class Batcher:
             self.caches.append(cache)
         self.length = length
 
-    def _prefill_chunk(self, sequence: Sequence) -> None:
+    def _prefill_chunk(self, sequence: BatchSequence) -> None:
         """One chunk of the prompt in row 0 (where earlier prompts' prefixes are); the last one moves it to its slot."""
         model, prompt = self.model, sequence.prompt
         model.setup_cache(1, len(prompt))
@@ -216,7 +216,7 @@ class Batcher:
             cache.v[sequence.slot, :, : len(prompt)] = layer.attention.cache.v[0, :, : len(prompt)]
         sequence.logits, sequence.position = logits, len(prompt)
 
-    def _pick(self, sequence: Sequence) -> None:
+    def _pick(self, sequence: BatchSequence) -> None:
         try:
             token, logprobs = sequence.sampler(sequence.logits)
         except BaseException as exc:  # a grammar at a dead end: this sequence ends with its error, the batch goes on
@@ -229,7 +229,7 @@ class Batcher:
         if sequence.produced >= sequence.budget:
             self._retire(sequence, None)
 
-    def _retire(self, sequence: Sequence, error: BaseException | None) -> None:
+    def _retire(self, sequence: BatchSequence, error: BaseException | None) -> None:
         if error is not None:
             sequence.steps.put(error)
         sequence.steps.put(None)
@@ -241,7 +241,7 @@ class Batcher:
             last.slot = sequence.slot
             self.active[last.slot] = last
 
-    def _forward(self, decoding: list[Sequence]) -> None:
+    def _forward(self, decoding: list[BatchSequence]) -> None:
         """One token for every decoding sequence, in one forward over the occupied rows (or all, fixed_rows)."""
         count = self.slots if self.fixed_rows else len(self.active)
         ids = torch.zeros((count, 1), dtype=torch.long, device=self.model.device)

@@ -201,13 +201,6 @@ class OpenAIServer:
     @staticmethod
     async def _merged(streams: list[AsyncIterator[TokenEvent]]) -> AsyncIterator[tuple[int, TokenEvent | Exception]]:
         """(choice index, event) as each stream gives them; a stream's error comes in its place, the others go on."""
-        if len(streams) == 1:
-            try:
-                async for event in streams[0]:
-                    yield 0, event
-            except Exception as exc:
-                yield 0, exc
-            return
         merged: asyncio.Queue = asyncio.Queue()
 
         async def pump(index: int, events: AsyncIterator[TokenEvent]) -> None:

@@ -253,17 +253,23 @@ async def test_input_history_recalls_earlier_messages():
         assert app.query_one(Input).value == ""
 
 
+async def answer_and_select(pilot, row: int) -> DataTable:
+    """Asks the capital of France, waits for the answer and selects its token `row` in the decoding panel."""
+    await send(pilot, "What is the capital of France?")
+    await settle(pilot)
+    table = pilot.app.query_one("#tokens", DataTable)
+    table.focus()
+    table.move_cursor(row=row)
+    await pilot.pause()
+    return table
+
+
 async def test_a_token_shows_where_it_looked_layer_by_layer():
     app = TokentrailApp(WatchingScripted(*simple_exchange()))
     async with app.run_test(size=(140, 40)) as pilot:
-        await send(pilot, "What is the capital of France?")
-        await settle(pilot)
+        await answer_and_select(pilot, 5)
         panel = app.query_one(DecodingPanel)
         assert panel.prompt_tokens and "France" in "".join(panel.prompt_tokens)
-        table = app.query_one("#tokens", DataTable)
-        table.focus()
-        table.move_cursor(row=5)
-        await pilot.pause()
         looked = panel.events[5].attention.mean
         shown = str(app.query_one("#looked").render())
         assert "all layers, averaged" in shown
@@ -282,14 +288,9 @@ async def test_a_branch_from_an_alternative_continues_and_the_original_is_kept()
     backend = WatchingScripted(*simple_exchange())
     app = TokentrailApp(backend)
     async with app.run_test(size=(140, 40)) as pilot:
-        await send(pilot, "What is the capital of France?")
-        await settle(pilot)
+        table = await answer_and_select(pilot, 4)
         panel = app.query_one(DecodingPanel)
-        table = app.query_one("#tokens", DataTable)
         original = list(panel.events)
-        table.focus()
-        table.move_cursor(row=4)
-        await pilot.pause()
         alternative = original[4].top_logprobs[1][0]
         await pilot.press("2")
         for _ in range(50):
@@ -310,11 +311,7 @@ async def test_a_branch_is_refused_without_alternatives_or_a_backend_that_can_br
     async with app.run_test(size=(140, 40)) as pilot:
         app.notify = lambda message, **kwargs: said.append(message)
         app.query_one(DecodingPanel).notify = app.notify
-        await send(pilot, "What is the capital of France?")
-        await settle(pilot)
-        table = app.query_one("#tokens", DataTable)
-        table.focus()
-        table.move_cursor(row=2)
+        await answer_and_select(pilot, 2)
         await pilot.press("1")
         assert "no branch 1 from token #3: it had no alternatives" in said[-1]
         assert len(app.query_one(DecodingPanel).versions) == 1
@@ -328,13 +325,9 @@ async def test_a_backend_that_cannot_continue_a_reply_leaves_the_original_shown(
     said = []
     async with app.run_test(size=(140, 40)) as pilot:
         app.notify = lambda message, **kwargs: said.append(message)
-        await send(pilot, "What is the capital of France?")
-        await settle(pilot)
+        table = await answer_and_select(pilot, 4)
         panel = app.query_one(DecodingPanel)
         original = list(panel.events)
-        table = app.query_one("#tokens", DataTable)
-        table.focus()
-        table.move_cursor(row=4)
         await pilot.press("2")
         await pilot.pause()
         assert "cannot continue a reply" in said[-1]

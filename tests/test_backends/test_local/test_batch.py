@@ -7,7 +7,7 @@ import pytest
 
 from backends import BackendError, GenerationError, GenerationRequest, Message, SamplingParams
 from backends.local.backend import LocalBackend
-from backends.local.batch import Sequence
+from backends.local.batch import BatchSequence
 
 QUESTIONS = ["the quick brown fox", "hello world " * 4, "a", "the lazy dog sleeps " * 5, "one two three",
              "jumps over", "fox " * 20, "brown"]  # prompts of about 10 to 110 tokens: rows at different positions
@@ -67,7 +67,7 @@ def test_one_sequence_failing_ends_that_request_and_not_the_batch(tiny_models):
         def __call__(self, logits):
             raise GenerationError("the grammar allows no next token (dead end)")
 
-    broken = backend.batcher.submit(Sequence(prompt=[5, 6, 7], sampler=DeadEnd(), budget=8, alternatives=0))
+    broken = backend.batcher.submit(BatchSequence(prompt=[5, 6, 7], sampler=DeadEnd(), budget=8, alternatives=0))
     healthy = threading.Thread(target=lambda: results.append(backend.generate(request(1))))
     results = []
     healthy.start()
