@@ -76,15 +76,16 @@ def last_row_weights(q: Tensor, k: Tensor, scale: float | None = None, window: i
 
 def rows_attention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, impl: str = "torch", scale: float | None = None,
                    window: int = 0) -> Tensor:
-    """Batched decode: q [B, Hq, 1, D], row b at position positions[b]; k, v [B, Hkv, L, D] with L past every
-    position. Row b sees keys 0..positions[b] (with a window, only the last `window` of them)."""
-    if impl == "triton" and not window:
+    """Batched: q [B, Hq, T, D], row b's queries at positions[b]..positions[b]+T-1; k, v [B, Hkv, L, D] with L
+    past every position. Each query sees keys up to its own position (with a window, only the last `window`)."""
+    if impl == "triton" and not window and q.shape[2] == 1:
         from backends.local.kernels import decode_attention
 
         return decode_attention(q[:, :, 0], k, v, (positions + 1).to(torch.int32), scale=scale).unsqueeze(2)
-    cols = torch.arange(k.shape[2], device=q.device)[None, :]
-    mask = cols <= positions[:, None]
+    cols = torch.arange(k.shape[2], device=q.device)[None, None, :]
+    own = (positions[:, None] + torch.arange(q.shape[2], device=q.device))[:, :, None]  # [B, T, 1]
+    mask = cols <= own
     if window:
-        mask &= cols > positions[:, None] - window
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], enable_gqa=q.shape[1] != k.shape[1],
+        mask &= cols > own - window
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=q.shape[1] != k.shape[1],
                                           scale=scale)

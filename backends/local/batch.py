@@ -4,9 +4,11 @@ On a CPU, decoding a quantized model is bound by reading the weights; a step tha
 for eight sequences costs little more than one for a single sequence. A scheduler thread owns the
 model while sequences are active. Each step it
 
-1. prefills one chunk (PREFILL_CHUNK tokens) of the oldest sequence still prefilling, in row 0 of
-   the model's own cache (so prompts share prefixes with every earlier prompt, as alone), then
-   copies the finished prompt's keys and values into the sequence's slot;
+1. computes prompts in chunks of PREFILL_CHUNK tokens. With `fixed_rows`, one chunk of the oldest
+   prompt, in row 0 of the model's own cache (as alone), the finished prompt's keys and values then
+   copied into its slot. Without, the next chunk of every prompt in one forward, in their slots,
+   each starting from what the prefix cache held for it (copied from row 0 or a snapshot); a
+   finished prompt's whole chunks go back to the snapshots for later prompts to share;
 2. picks the next token of every sequence whose logits are ready (each with its own sampler,
    constraint and logprobs), and retires the finished and the cancelled, freeing their slots;
 3. runs one forward over the occupied slots, each row at its own position (`model.Rows`).
@@ -42,6 +44,7 @@ def on_grid(positions: int) -> int:
     return -(-positions // PREFILL_CHUNK) * PREFILL_CHUNK
 
 KV_BUDGET_BYTES = 4 * 2**30  # the slots' keys and values together
+PROMPTS_TOGETHER = 8  # prompts whose next chunks one forward computes (fast precision)
 
 
 @dataclass(eq=False)
@@ -58,6 +61,7 @@ class BatchSequence:
     logits: Tensor | None = None  # of its next token, once computed
     produced: int = 0
     cached: int | None = None  # prompt tokens the prefix cache held
+    prefilled: int = 0  # prompt tokens whose keys and values its slot holds (prompts computed together)
     order: int = 0  # when it was admitted: prompts are computed oldest first
 
 
@@ -138,10 +142,11 @@ class Batcher:
     def _step(self) -> None:
         self._admit()
         self._fit()
-        prefilling = min((s for s in self.active if s.logits is None and s.position == 0), key=lambda s: s.order,
-                         default=None)
-        if prefilling is not None:
-            self._prefill_chunk(prefilling)
+        prefilling = sorted((s for s in self.active if s.logits is None and s.position == 0), key=lambda s: s.order)
+        if prefilling and self.fixed_rows:
+            self._prefill_chunk(prefilling[0])
+        elif prefilling:
+            self._prefill_together(prefilling[:PROMPTS_TOGETHER])
         for sequence in list(self.active):
             if sequence.cancelled.is_set():
                 self._retire(sequence, None)
@@ -216,6 +221,45 @@ class Batcher:
             cache.v[sequence.slot, :, : len(prompt)] = layer.attention.cache.v[0, :, : len(prompt)]
         sequence.logits, sequence.position = logits, len(prompt)
 
+    def _prefill_together(self, sequences: list[BatchSequence]) -> None:
+        """The next chunk of each prompt in one forward, in the sequences' slots: several prompts arriving
+        together get their first tokens together, not one after another."""
+        model = self.model
+        for sequence in sequences:
+            if sequence.cached is None:  # its first chunk: start from what the prefix cache holds
+                model.setup_cache(1, len(sequence.prompt))
+                start = sequence.cached = sequence.prefilled = model.reusable_prefix(sequence.prompt)
+                for layer, cache in zip(model.layers, self.caches):
+                    cache.k[sequence.slot, :, :start] = layer.attention.cache.k[0, :, :start]
+                    cache.v[sequence.slot, :, :start] = layer.attention.cache.v[0, :, :start]
+        chunks = [s.prompt[s.prefilled : s.prefilled + PREFILL_CHUNK] for s in sequences]
+        width = max(len(c) for c in chunks)
+        device = model.device
+        ids = torch.tensor([c + [0] * (width - len(c)) for c in chunks], device=device)
+        rows = Rows(torch.tensor([s.prefilled for s in sequences], device=device),
+                    on_grid(max(s.prefilled for s in sequences) + width),
+                    slots=torch.tensor([s.slot for s in sequences], device=device),
+                    last=torch.tensor([len(c) - 1 for c in chunks], device=device))
+        logits = self._on_slots(lambda: model.compute(ids, rows)[:, -1])
+        for row, (sequence, chunk) in enumerate(zip(sequences, chunks)):
+            sequence.prefilled += len(chunk)
+            if sequence.prefilled < len(sequence.prompt):
+                continue
+            sequence.logits, sequence.position = logits[row], len(sequence.prompt)
+            whole, slot = len(sequence.prompt) - len(sequence.prompt) % PREFILL_CHUNK, sequence.slot
+            model.snapshots.save(sequence.prompt[:whole], [(c.k[slot : slot + 1], c.v[slot : slot + 1]) for c in self.caches])
+
+    def _on_slots(self, forward: Callable[[], Tensor]) -> Tensor:
+        """Runs `forward` with the layers reading and writing the slots' caches, not the model's own."""
+        own = [layer.attention.cache for layer in self.model.layers]
+        try:
+            for layer, cache in zip(self.model.layers, self.caches):
+                layer.attention.cache = cache
+            return forward()
+        finally:
+            for layer, cache in zip(self.model.layers, own):
+                layer.attention.cache = cache
+
     def _pick(self, sequence: BatchSequence) -> None:
         try:
             token, logprobs = sequence.sampler(sequence.logits)
@@ -249,13 +293,6 @@ class Batcher:
         for sequence in decoding:
             ids[sequence.slot, 0], positions[sequence.slot] = sequence.next_token, sequence.position
         rows = Rows(positions, on_grid(max(s.position for s in decoding) + 1))
-        own = [layer.attention.cache for layer in self.model.layers]
-        try:
-            for layer, cache in zip(self.model.layers, self.caches):
-                layer.attention.cache = cache
-            logits = self.model.compute(ids, rows)[:, -1]
-        finally:
-            for layer, cache in zip(self.model.layers, own):
-                layer.attention.cache = cache
+        logits = self._on_slots(lambda: self.model.compute(ids, rows)[:, -1])
         for sequence in decoding:
             sequence.logits, sequence.position = logits[sequence.slot], sequence.position + 1

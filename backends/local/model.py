@@ -46,11 +46,19 @@ PREFILL_CHUNK = 64
 
 @dataclass(frozen=True)
 class Rows:
-    """Where each row of a batched decode step goes: its position, and how many cache positions to read
-    (at least the largest position + 1; a fixed grid, so a row's attention does not depend on the others)."""
+    """Where each row of a batched forward goes: the position of its first token (a row of T tokens fills
+    positions..positions+T-1), and how many cache positions to read (past every row's last position; a
+    fixed grid, so a row's attention does not depend on the others). slots: the cache rows, when not
+    0..B-1; last: per row, the token whose logits come back (a batch of prompt chunks of several lengths)."""
 
     positions: Tensor
     length: int
+    slots: Tensor | None = None
+    last: Tensor | None = None
+
+    def grid(self, tokens: int) -> Tensor:
+        """[B, tokens]: each row's positions."""
+        return self.positions[:, None] + torch.arange(tokens, device=self.positions.device)
 
 
 def rope_inv_freq(config: ModelConfig, freq_factors: Tensor | None = None, theta: float = 0.0) -> Tensor:
@@ -101,14 +109,17 @@ class KVCache(nn.Module):
         self.k = self.k[:1].repeat(batch, 1, 1, 1)
         self.v = self.v[:1].repeat(batch, 1, 1, 1)
 
-    def update_rows(self, positions: Tensor, k: Tensor, v: Tensor, length: int) -> tuple[Tensor, Tensor]:
-        """Batched decode: row b's one new key and value go to position positions[b]; the rows' keys and
-        values up to `length` come back."""
-        count = k.shape[0]  # rows 0..count-1 of the cache
-        rows = torch.arange(count, device=k.device)
-        self.k[rows, :, positions] = k[:, :, 0].to(self.k.dtype)
-        self.v[rows, :, positions] = v[:, :, 0].to(self.v.dtype)
-        return self.k[:count, :, :length], self.v[:count, :, :length]
+    def update_rows(self, rows: Rows, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Batched forward: row b's new keys and values [Hkv, T, D] go to its slot at its positions; the rows'
+        keys and values up to rows.length come back."""
+        count, tokens = k.shape[0], k.shape[2]
+        slots = torch.arange(count, device=k.device) if rows.slots is None else rows.slots
+        where = (slots[:, None], slice(None), rows.grid(tokens))
+        self.k[where] = k.transpose(1, 2).to(self.k.dtype)
+        self.v[where] = v.transpose(1, 2).to(self.v.dtype)
+        if rows.slots is None:
+            return self.k[:count, :, : rows.length], self.v[:count, :, : rows.length]
+        return self.k[slots, :, : rows.length], self.v[slots, :, : rows.length]
 
     def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         end = start + k.shape[2]
@@ -148,8 +159,8 @@ class Attention(nn.Module):
         qk = rotate(qk, cos, sin)  # RoPE on the query and key heads at once
         q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
         v = qkv[:, :, h + hkv :].transpose(1, 2)
-        if isinstance(start, Rows):  # batched decode: one token a row, each at its own position
-            k, v = self.cache.update_rows(start.positions, k, v, start.length)
+        if isinstance(start, Rows):  # batched: each row at its own positions
+            k, v = self.cache.update_rows(start, k, v)
             out = rows_attention(q, k, v, start.positions, impl=self.impl, scale=self.scale, window=self.window)
             return self.wo(out.transpose(1, 2).reshape(b, t, h * d))
         if self.cache is not None:
@@ -368,7 +379,7 @@ class Transformer(nn.Module):
 
     def rope(self, start: int | Rows, length: int) -> tuple[Tensor, ...]:
         """cos and sin [length, 1, rotary_dim] for positions start.., global then sliding-window layers',
-        from tables as long as the cache; for batched rows [rows, 1, 1, rotary_dim] at each row's position."""
+        from tables as long as the cache; for batched rows [rows, length, 1, rotary_dim] at each row's positions."""
         end = start.length if isinstance(start, Rows) else start + length
         if self.rope_cache is None or self.rope_cache[0].shape[0] < end:
             positions = torch.arange(max(end, self.max_cache_len), device=self.device, dtype=torch.float32)
@@ -380,7 +391,7 @@ class Transformer(nn.Module):
                 tables += [(emb.cos() * factor).to(self.dtype), (emb.sin() * factor).to(self.dtype)]
             self.rope_cache = tuple(tables) if len(tables) == 4 else tuple(tables) * 2
         if isinstance(start, Rows):
-            return tuple(t[start.positions].unsqueeze(1) for t in self.rope_cache)
+            return tuple(t[start.grid(length)] for t in self.rope_cache)
         return tuple(t[start:end] for t in self.rope_cache)
 
     def forward(self, ids: Tensor, start: int = 0, last_only: bool = False) -> Tensor:
@@ -394,6 +405,8 @@ class Transformer(nn.Module):
         """forward() on whatever caches the layers hold, without row 0's bookkeeping (batch slots)."""
         x = self.embed(ids)
         x = self._blocks(x, self.rope(start, ids.shape[1]), start)
+        if isinstance(start, Rows) and start.last is not None:
+            x = x[torch.arange(x.shape[0], device=x.device), start.last][:, None]
         x = self.norm(x[:, -1:] if last_only else x)
         logits = self.output(x).float()
         cap = self.config.final_softcap

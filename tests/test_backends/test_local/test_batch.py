@@ -104,3 +104,44 @@ def test_a_closed_engine_refuses_new_requests_and_says_why(tiny_models):
     assert backend.batcher.thread is None
     with pytest.raises(BackendError, match="batching engine is closed"):
         backend.generate(request(1, max_tokens=3))
+
+
+@pytest.mark.parametrize(("precision", "tolerance"), [("exact", 1e-4), ("fast", 0.05)])
+def test_prompts_arriving_together_are_computed_in_one_forward_a_chunk_and_as_each_alone(tiny_models, precision, tolerance):
+    backend = LocalBackend(str(tiny_models["qwen2"][1]), precision=precision, auto_pull=False, parallel=4)
+    batcher, model = backend.batcher, backend.loaded.model
+    batcher.fixed_rows = False  # exact precision prefills one prompt at a time unless told otherwise
+    prompts = [[(7 * i + n) % 200 + 5 for i in range(n)] for n in (3, 40, 90, 150)]  # 1, 1, 2 and 3 chunks
+    widths = []
+    compute = model.compute
+    model.compute = lambda ids, start, *rest: widths.append(tuple(ids.shape)) or compute(ids, start, *rest)
+    alone = []
+    for prompt in prompts:
+        model.setup_cache(1, len(prompt))
+        alone.append(model.prefill(prompt, 0).log_softmax(-1))
+
+    class Greedy:
+        def __init__(self):
+            self.seen = None
+
+        def __call__(self, logits):
+            self.seen = logits.log_softmax(-1)
+            return int(logits.argmax()), self.seen
+
+    samplers = [Greedy() for _ in prompts]
+    widths.clear()
+    model.snapshots.clear()
+    model.cached = []  # nothing to reuse: every chunk is computed
+    with batcher.lock:  # the scheduler waits: all four are admitted before its first step
+        streams = [batcher.submit(BatchSequence(prompt=p, sampler=s, budget=1, alternatives=0))
+                   for p, s in zip(prompts, samplers)]
+        time.sleep(0.2)
+    for stream in streams:
+        assert len(list(stream)) == 1
+    prefills = [w for w in widths if w[1] > 1]
+    assert prefills == [(4, 64), (2, 64), (1, 22)]  # chunk by chunk, the prompts still prefilling together
+    for seen, expected in zip(samplers, alone):
+        assert int(seen.seen.argmax()) == int(expected.argmax())
+        assert (seen.seen.exp() - expected.exp()).abs().max() < tolerance
+    model.setup_cache(1, len(prompts[3]))
+    assert model.reusable_prefix(prompts[3]) == 128  # a finished prompt's whole chunks are shared with later ones
