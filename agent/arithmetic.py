@@ -32,6 +32,7 @@ class WrongEquation:
     expression: str  # as the answer wrote it
     stated: str
     actual: float
+    at: int = 0  # where `stated` starts in the text
 
     def __str__(self) -> str:
         return f"{self.expression} is {_shown(self.actual)}, not {self.stated}"
@@ -42,8 +43,12 @@ def wrong_equations(text: str) -> list[WrongEquation]:
     (a = b = c) each side is checked against the next: "9 * 9/5 + 32 = 16.2 + 32 = 48.2" holds."""
     wrong = []
     for match in _CHAIN.finditer(text):
-        parts = re.split(_SIGN, match.group())
-        for left, sign, right in zip(parts[0::2], parts[1::2], parts[2::2]):
+        chain = match.group()
+        signs = list(re.finditer(_SIGN, chain))
+        ends = [0, *(x for s in signs for x in (s.start(), s.end())), len(chain)]
+        sides = [(ends[i], ends[i + 1]) for i in range(0, len(ends), 2)]
+        for (left_at, left_end), found, (right_at, right_end) in zip(sides, signs, sides[1:]):
+            left, sign, right = chain[left_at:left_end], found.group(1), chain[right_at:right_end]
             written = _unwrapped(left.strip())
             if not re.search(rf"\d\s*\)*\s*{_OPERATOR}", written) or _DATE.search(written + " " + right):
                 continue  # a lone number is no equation; 2026-12-01 is a date, not a subtraction
@@ -54,8 +59,21 @@ def wrong_equations(text: str) -> list[WrongEquation]:
                 continue
             if not math.isfinite(actual) or _agrees(actual, value, stated, approximate=sign != "="):
                 continue
-            wrong.append(WrongEquation(written, stated, actual))
+            wrong.append(WrongEquation(written, stated, actual, match.start() + right_at + right.index(stated)))
     return wrong
+
+
+def mended(text: str, wrong: WrongEquation) -> str | None:
+    """The text with the equation's stated result put right, and the same number where the text states it
+    again after it ("= 46.05 ... The final answer is 46.05 US dollars"); None when the result is not a
+    plain number (a side of a chain, "16.2 + 32")."""
+    if not re.fullmatch(_NUMBER, wrong.stated):
+        return None
+    decimals = len(_plain(wrong.stated).partition(".")[2])
+    right = _shown(round(wrong.actual, max(decimals, 2)))
+    end = wrong.at + len(wrong.stated)
+    again = re.compile(rf"(?<![\d.,]){re.escape(wrong.stated)}(?![\d]|[.,]\d)")
+    return text[: wrong.at] + right + again.sub(right, text[end:])
 
 
 def _unwrapped(written: str) -> str:

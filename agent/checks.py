@@ -13,13 +13,14 @@ they are opt-in.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from agent.arithmetic import wrong_equations
+from agent.arithmetic import mended, wrong_equations
 from agent.grounding import grounding_problems, tools_asked_for
 from agent.offers import Observation
 
@@ -57,10 +58,11 @@ class Finding:
     passed: bool
     reason: str
     call_next: bool = False  # the model should call a tool on its next turn (a forced call)
+    mended: str | None = None  # the answer with this fault put right, where the check can do that itself
 
     @classmethod
-    def refuse(cls, check: Check, reason: str, call_next: bool = False) -> Finding:
-        return cls(check.name, False, reason, call_next)
+    def refuse(cls, check: Check, reason: str, call_next: bool = False, mended: str | None = None) -> Finding:
+        return cls(check.name, False, reason, call_next, mended)
 
     @classmethod
     def confirm(cls, check: Check, what: str) -> Finding:
@@ -78,12 +80,16 @@ class Check:
 
 class NotACall(Check):
     """A tool call written as text is not an answer: the raw `<tool_call>{"name": "days_between", ...}`
-    of a call the engine could not read, or the JSON of a call of an offered tool."""
+    of a call the engine could not read, the JSON of a call of an offered tool, or a call written as
+    code that the run never made, with the result it "returns" made up (Qwen2.5-Coder-1.5B:
+    `product_price({"product": "notebook"}) -> 3.8`, "Let's assume it returns 51.8")."""
 
     name = "not_a_call"
 
     def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
-        if _CALL_TAGS.search(answer) or _names_a_call(answer, evidence.tool_names):
+        made = [o.call for o in evidence.observations]
+        unmade = [c for c in code_calls(answer, evidence.tools) if c not in made]
+        if _CALL_TAGS.search(answer) or _names_a_call(answer, evidence.tool_names) or unmade:
             return Finding.refuse(self, "That reply is a tool call written as text; make the call itself, "
                                         "or answer in words", call_next=bool(evidence.tools))
         return None
@@ -112,6 +118,60 @@ def written_calls(text: str, names: Sequence[str] | None = None) -> list[tuple[s
             arguments = value.get("arguments", value.get("parameters", {}))
             calls.append((value["name"], arguments if isinstance(arguments, dict) else {}))
     return calls
+
+
+def code_calls(text: str, tools: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The calls of the offered tools (their schemas) a reply writes as code: `name({"key": value})`,
+    `name(key=value)` or `name(value, ...)` (arguments in the order of the tool's parameters); only
+    literal values are read (`ast.literal_eval`, nothing is run): (name, arguments), in order."""
+    schemas = {t["function"]["name"]: t["function"].get("parameters", {}) for t in tools}
+    parameters = {name: list(schema.get("properties", {})) for name, schema in schemas.items()}
+    if not parameters:
+        return []
+    calls = []
+    pattern = rf"(?<![\w.])({'|'.join(map(re.escape, parameters))})\s*\("
+    for match in re.finditer(pattern, text):
+        inner = _inside_brackets(text, match.end())
+        arguments = None if inner is None else _code_arguments(inner, parameters[match.group(1)])
+        if arguments is not None and set(schemas[match.group(1)].get("required", [])) <= set(arguments):
+            calls.append((match.group(1), arguments))
+    return calls
+
+
+def _inside_brackets(text: str, start: int, limit: int = 2000) -> str | None:
+    """What stands between the "(" before `start` and the ")" that closes it (quotes respected)."""
+    depth, quote = 1, ""
+    for i in range(start, min(len(text), start + limit)):
+        c = text[i]
+        if quote:
+            quote = "" if c == quote and text[i - 1] != "\\" else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+    return None
+
+
+def _code_arguments(inner: str, names: list[str]) -> dict[str, Any] | None:
+    if inner.strip().startswith("{"):
+        try:
+            value = json.loads(inner)
+        except json.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+    try:
+        call = ast.parse(f"f({inner})", mode="eval").body
+        positional = [ast.literal_eval(a) for a in call.args]
+        keywords = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg is not None}
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        return None
+    if len(positional) > len(names) or len(keywords) < len(call.keywords) or not (positional or keywords):
+        return None
+    return {**dict(zip(names, positional)), **keywords}
 
 
 class NamesAnUncalledTool(Check):
@@ -249,14 +309,23 @@ def _same_number(value: str, said: set[str]) -> bool:
 class SumsHold(Check):
     """An answer that works a number out and writes the working must have it right: Qwen2.5-Coder-1.5B
     wrote "41.25 * 1.08 = 46.05" for a price in dollars. Each equation it writes (digits, operators,
-    "=" or "≈": agent/arithmetic.py) is worked out again; a wrong one is refused with the right value."""
+    "=" or "≈": agent/arithmetic.py) is worked out again; a wrong one is refused with the right value.
+
+    With `mend` (the default) the check also offers the answer put right: the result the equation
+    states, and that number where the answer states it again after it. The agent takes the mended
+    answer when every check then passes it (the Verdict keeps the model's); told the right value,
+    Qwen2.5-Coder-1.5B wrote "41.25 * 1.08 = 46.05" again, refusal after refusal."""
 
     name = "sums_hold"
+
+    def __init__(self, mend: bool = True) -> None:
+        self.mend = mend
 
     def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
         wrong = wrong_equations(answer)
         if wrong:
-            return Finding.refuse(self, f"The calculation is wrong: {'; '.join(map(str, wrong))}. Correct the answer")
+            return Finding.refuse(self, f"The calculation is wrong: {'; '.join(map(str, wrong))}. Correct the answer",
+                                  mended=mended(answer, wrong[0]) if self.mend else None)
         return None
 
 
@@ -298,6 +367,11 @@ class Judgement:
     @property
     def verified(self) -> bool:
         return self.passed and any(f.passed for f in self.findings)
+
+    @property
+    def mendable(self) -> bool:
+        """Refused, and every refusal came with the answer put right."""
+        return bool(self.refusals) and all(f.mended is not None for f in self.refusals)
 
 
 def judge(checks: Sequence[Check], answer: str, evidence: Evidence) -> Judgement:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from agent import prompts
-from agent.checks import written_calls
+from agent.checks import code_calls, written_calls
 from agent.events import Event, Final, PhaseStarted, Steered
 from agent.offers import Observation, parse_arguments
 from agent.policies import Choice, Next, RunSoFar, Turn, next_turn
@@ -33,13 +33,13 @@ def tool_turn(calls: list[tuple[str, str, dict[str, Any]]], evidence: list[Obser
 
 
 def written_new_calls(agent: Agent, text: str, evidence: list[Observation]) -> list[tuple[str, dict[str, Any]]]:
-    """The first calls a reply writes as JSON among its words that are new and valid for their tool (at
-    most max_parallel_calls). Qwen2.5-Coder-1.5B writes its next call so, with words after it ("This
-    will return the date 100 days after..."), where the engine reads no call; refused and forced to
-    call, it wrote another call, or the same text again."""
+    """The first calls a reply writes among its words, as JSON or as code (`add_days("2026-12-01", 100)`),
+    that are new and valid for their tool (at most max_parallel_calls). Qwen2.5-Coder-1.5B writes its
+    next call so, with words after it ("This will return the date 100 days after..."), where the engine
+    reads no call; refused and forced to call, it wrote another call, or the same text again."""
     made = [o.call for o in evidence]
     found: list[tuple[str, dict[str, Any]]] = []
-    for name, arguments in written_calls(text, agent.tools.names()):
+    for name, arguments in [*written_calls(text, agent.tools.names()), *code_calls(text, agent.tools.schemas())]:
         try:
             agent.tools.get(name).validate(arguments)
         except (ValidationError, ArgumentsError):
@@ -86,7 +86,7 @@ def converse(agent: Agent, task: str, previous: list[Message], memory_text: str,
                 verdict = verdict.model_copy(update={"verified": False})
             yield verdict
             if verdict.passed:
-                yield Final(answer=text.strip(), verified=verdict.verified)
+                yield Final(answer=verdict.answer, verified=verdict.verified)
                 return
             said += verdict.reasons
             conversation += [Message(role="assistant", content=text),

@@ -86,6 +86,8 @@ class Verdict(BaseModel):
     rules: list[str] = Field(default_factory=list)  # the checks that refused it (agent/checks.py), by name
     verified: bool = False  # passed, and a check, a verifier, the output type or the model's verdict confirmed it
     call_next: bool = False  # a check found a reply that should have been a tool call
+    mended_by: list[str] = Field(default_factory=list)  # the checks that put the model's answer right (`answer` is theirs)
+    model_answer: str | None = None  # when mended: the answer as the model wrote it
 
 
 class Steered(BaseModel):

@@ -50,6 +50,7 @@ from tools import Tool, ToolRegistry
 from tools.registry import Approver, ToolResult
 
 Verifier = Callable[[str], bool | str | Sequence[str] | None]  # True/None pass; False, a reason or reasons fail
+MAX_MENDS = 5  # faults the checks may put right in one answer, one at a time
 
 
 class RunResult(BaseModel):
@@ -280,24 +281,33 @@ class Agent:
     def _verify(self, task: str, answer: str, evidence: list[Observation], notes: list[str],
                 shown_reasons: Sequence[str] = ()) -> Generator[Event, None, Verdict]:
         """shown_reasons: what earlier failed checks told the model (an answer must not parrot them)."""
-        reasons = [r for check in self.verifiers for r in _reasons(check(answer))]
-        rules = ["verifier"] * len(reasons)
+        reasons, rules, mended_by, model_answer = [], [], [], answer
         confirmed = call_next = False
         if self.output_type is None:
-            judgement = judge(self.checks, answer, Evidence(task, evidence, notes, shown_reasons, self.tools.schemas()))
+            seen = Evidence(task, evidence, notes, shown_reasons, self.tools.schemas())
+            judgement = first = judge(self.checks, answer, seen)
+            while judgement.mendable and len(mended_by) < MAX_MENDS:  # each round mends one fault, then judges again
+                mended_by.append(judgement.refusals[0].rule)
+                answer = judgement.refusals[0].mended
+                judgement = judge(self.checks, answer, seen)
+            if not judgement.passed:  # the model's answer goes back with what is wrong in it, not a half-mended one
+                answer, mended_by, judgement = model_answer, [], first
             reasons += [f.reason for f in judgement.refusals]
             rules += [f.rule for f in judgement.refusals]
             confirmed, call_next = judgement.verified, any(f.call_next for f in judgement.refusals)
-        else:
+        reasons += [r for check in self.verifiers for r in _reasons(check(answer))]
+        rules += ["verifier"] * (len(reasons) - len(rules))
+        if self.output_type is not None:
             try:
                 self.output_type.model_validate_json(answer)
                 confirmed = True
             except ValidationError as exc:
                 reasons.append(f"the answer must be JSON for {self.output_type.__name__}: {explain_validation(exc)}")
                 rules.append("output_type")
+        mending = {"mended_by": list(dict.fromkeys(mended_by)), "model_answer": model_answer if mended_by else None}
         if reasons or not self.model_verify:
             return Verdict(passed=not reasons, reasons=reasons, by="checks", answer=answer, rules=list(dict.fromkeys(rules)),
-                           verified=not reasons and (confirmed or bool(self.verifiers)), call_next=call_next)
+                           verified=not reasons and (confirmed or bool(self.verifiers)), call_next=call_next, **mending)
         shown = "\n".join(shorten(o.line, SHORT_OBSERVATION) for o in evidence[-6:])
         prompt = prompts.VERIFY.format(task=task, answer=answer, evidence=shown or "(no tools used)")
         text, _ = yield from self._generate([Message(role="user", content=prompt)], Constraint(json_schema=VERDICT_SCHEMA),
@@ -306,10 +316,10 @@ class Agent:
             data = parse_json(text)
             passed = bool(data.get("passed"))
             return Verdict(passed=passed, reasons=[str(r) for r in data.get("reasons", [])], by="model", answer=answer,
-                           rules=[] if passed else ["model_verdict"], verified=passed)
+                           rules=[] if passed else ["model_verdict"], verified=passed, **mending)
         except (TurnError, AttributeError):
             return Verdict(passed=False, reasons=["the check's reply could not be read"], by="model", answer=answer,
-                           rules=["model_verdict"])
+                           rules=["model_verdict"], **mending)
 
     def _request(self, messages: list[Message], constraint: Constraint | None, tool_choice: str | None = None,
                  offered: list[dict[str, Any]] | None = None) -> GenerationRequest:

@@ -46,7 +46,7 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
         yield verdict
         shown_reasons = list(verdict.reasons)
         if verdict.passed:
-            yield Final(answer=direct, verified=verdict.verified)
+            yield Final(answer=verdict.answer, verified=verdict.verified)
             return
         plan, _ = yield from make_plan(agent, [Message(role="user", content=prompts.PLAN_AFTER_DIRECT.format(
             task=task, memory=memory_text, answer=direct, reasons=prompts.bullets(verdict.reasons),
@@ -76,7 +76,7 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
         yield verdict
         shown_reasons += verdict.reasons
         if verdict.passed:
-            yield Final(answer=answer, verified=verdict.verified)
+            yield Final(answer=verdict.answer, verified=verdict.verified)
             return
         if replans >= agent.max_replans:
             yield Final(answer=answer, verified=False, reason="verification failed: " + "; ".join(verdict.reasons))

@@ -68,8 +68,12 @@ def plain_run(backend: Backend, registry: ToolRegistry, task: str) -> Outcome:
     return Outcome(answer, model_calls, tool_calls)
 
 
-def agent_run(backend: Backend, registry: ToolRegistry, task: str, **options: Any) -> Outcome:
+def agent_run(backend: Backend, registry: ToolRegistry, task: str, traces: Path | None = None, **options: Any) -> Outcome:
     result = Agent(backend, tools=registry, **options).run(task)
+    if traces is not None:  # every event of the run, one JSON object a line, named by the task
+        traces.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9]+", "-", task)[:60].strip("-")
+        (traces / f"{name}.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in result.events), encoding="utf-8")
     refused = [(e.answer, e.rules) for e in result.events if e.type == "verdict" and not e.passed and e.answer]
     return Outcome(result.answer, sum(e.type == "model_reply" for e in result.events),
                    sum(e.type == "tool_result" and e.ok for e in result.events), result.verified, refused)
@@ -94,12 +98,14 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="every Nth task of each group only")
     parser.add_argument("--group", choices=list(GROUPS), action="append", default=[], help="only these groups")
     parser.add_argument("--verbose", action="store_true", help="print each task's answer")
+    parser.add_argument("--traces", type=Path, default=None, help="write each agent run's events here (JSONL a task)")
     parser.add_argument("--max-steps", type=int, default=None, help="our agent's step budget (default: Agent's)")
     parser.add_argument("--parallel", type=int, default=1, help="tasks run at once, their model calls decoded together")
     args = parser.parse_args()
     backend = load_backend("local", model=args.model, parallel=args.parallel)
     registry = ToolRegistry(TOOLS)
-    budget = {"max_steps": args.max_steps} if args.max_steps else {}
+    budget: dict[str, Any] = {"max_steps": args.max_steps} if args.max_steps else {}
+    budget["traces"] = args.traces
     ways: dict[str, Callable[[str], Outcome]] = {
         "agent": lambda task: agent_run(backend, registry, task, **budget),
         "agent-plan": lambda task: agent_run(backend, registry, task, plan=True, **budget),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent.arithmetic import wrong_equations
+from agent.arithmetic import mended, wrong_equations
 from agent.checks import Evidence, SumsHold
 
 
@@ -47,3 +47,24 @@ def test_the_check_refuses_a_wrong_sum_and_has_nothing_to_say_otherwise():
     finding = SumsHold()("3 × 34.5 = 100.5 euros", evidence)
     assert not finding.passed and "3 × 34.5 is 103.5, not 100.5" in finding.reason and not finding.call_next
     assert SumsHold()("3 × 34.5 = 103.5 euros", evidence) is None
+
+
+@pytest.mark.parametrize(("text", "put_right"), [
+    ("41.25 * 1.08 = 46.05\nThe toaster costs 46.05 US dollars (not 146.05, not 46.055).",
+     "41.25 * 1.08 = 44.55\nThe toaster costs 44.55 US dollars (not 146.05, not 46.055)."),
+    ("189.0 * 100.00 = 189,000 yen, so 189,000 yen.", "189.0 * 100.00 = 18900 yen, so 18900 yen."),
+    ("34.5 × 3 = 100.5 € — 100.5 € in all", "34.5 × 3 = 103.5 € — 103.5 € in all"),
+    ("10 / 8 = 2 hours", "10 / 8 = 1.25 hours"),
+    ("Costs 46.05 before; 41.25 * 1.08 = 46.05", "Costs 46.05 before; 41.25 * 1.08 = 44.55"),  # not before the working
+])
+def test_a_wrong_result_is_mended_where_it_is_stated_and_after(text, put_right):
+    (wrong,) = wrong_equations(text)
+    assert mended(text, wrong) == put_right
+    assert wrong_equations(put_right) == []
+
+
+def test_a_wrong_side_of_a_chain_that_is_an_expression_is_not_mended():
+    (wrong,) = wrong_equations("(9 * 9/5) + 32 = 16.2 + 33 = 49.2")
+    assert mended("(9 * 9/5) + 32 = 16.2 + 33 = 49.2", wrong) is None
+    finding = SumsHold()("(9 * 9/5) + 32 = 16.2 + 33 = 49.2", Evidence("Bergen in Fahrenheit?"))
+    assert not finding.passed and finding.mended is None

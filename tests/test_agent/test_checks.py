@@ -9,6 +9,7 @@ from agent.checks import (
     NotACall,
     NotAMessage,
     StatesAResult,
+    code_calls,
     judge,
 )
 from agent.offers import Observation
@@ -50,6 +51,36 @@ def test_a_call_written_as_text_is_refused_and_asks_for_the_call():
         finding = NotACall()(text, seen())
         assert finding and not finding.passed and finding.call_next and finding.rule == "not_a_call"
     assert NotACall()('{"name": "Ana", "salary": 3}', seen()) is None  # JSON, not a call of an offered tool
+
+
+PRICE_TOOLS = [{"type": "function", "function": {"name": name, "parameters": {
+    "type": "object", "properties": {p: {"type": "number"} for p in params}, "required": list(params)}}}
+    for name, params in (("product_price", ["product"]), ("multiply", ["a", "b"]))]
+
+
+def test_a_call_written_as_code_that_the_run_never_made_is_refused_but_one_it_made_is_not():
+    """Qwen2.5-Coder-1.5B's answer: the price it looked up, and a multiplication it wrote with a made-up result."""
+    made = [Observation("product_price", '{"product": "notebook"}', "3.8", True, False)]
+    evidence = Evidence("How much do 4 notebooks cost?", made, tools=PRICE_TOOLS)
+    answer = '1. product_price({"product": "notebook"}) -> 3.8\n2. multiply(3.8, 4) -> 15.2\nSo 15.2.'
+    finding = NotACall()(answer, evidence)
+    assert finding and not finding.passed and finding.call_next
+    assert NotACall()('product_price({"product": "notebook"}) returned 3.8, so 4 cost 15.2.', evidence) is None
+    assert NotACall()("multiply(a, b) multiplies; multiply(3.8) is short of an argument.", evidence) is None
+
+
+@pytest.mark.parametrize(("text", "calls"), [
+    ('add_days("2026-12-01", 100) gives it', [("add_days", {"date": "2026-12-01", "days": 100})]),
+    ("add_days(days=100, date='2026-12-01')", [("add_days", {"days": 100, "date": "2026-12-01"})]),
+    ('add_days({"date": "2026-12-01", "days": 100}) then x.add_days(1, 2)', [("add_days", {"date": "2026-12-01", "days": 100})]),
+    ("add_days(__import__('os').system('ls'), 1)", []),  # literals only: nothing is run
+    ("add_days(\"2026-12-01\", 100", []),  # never closed
+])
+def test_calls_written_as_code_are_read_with_literal_arguments(text, calls):
+    properties = {"date": {"type": "string"}, "days": {"type": "integer"}}
+    tools = [{"type": "function", "function": {"name": "add_days", "parameters": {
+        "type": "object", "properties": properties, "required": ["date", "days"]}}}]
+    assert code_calls(text, tools) == calls
 
 
 def test_talk_about_a_tool_not_yet_called_is_refused_but_naming_a_called_one_is_not():

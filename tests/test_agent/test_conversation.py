@@ -4,7 +4,7 @@ trained on, checked by the default checks (agent/checks.py)."""
 import time
 
 from agent import Agent
-from agent.checks import Check, Finding
+from agent.checks import Check, Finding, SumsHold
 from agent.events import Final, ToolReturned, Verdict
 from backends import Message, ToolCall
 from backends.scripted import ScriptedBackend
@@ -156,14 +156,47 @@ def test_after_the_task_is_restated_each_new_result_restates_it_again():
     assert result.answer == "27 + 41.25 = 68.25 euros."
 
 
-def test_a_wrong_sum_in_the_answer_goes_back_with_the_right_value():
-    """Qwen2.5-Coder-1.5B, given a toaster's 41.25 euros and the rate 1.08, wrote 41.25 * 1.08 = 46.05."""
+def test_a_wrong_sum_in_the_answer_is_put_right_and_the_model_answer_kept_in_the_verdict():
+    """Qwen2.5-Coder-1.5B, given a toaster's 41.25 euros and the rate 1.08, wrote 41.25 * 1.08 = 46.05, and again
+    after a refusal that named 44.55."""
     agent, backend = converse([[ToolCall.create("c1", "product_price", {"product": "toaster"})],
-                               "41.25 * 1.08 = 46.05 US dollars.", "41.25 * 1.08 = 44.55 US dollars."])
+                               "41.25 * 1.08 = 46.05, so it costs 46.05 US dollars."])
+    result = agent.run("What does a toaster cost in US dollars, at 1.08 dollars a euro?")
+    assert result.answer == "41.25 * 1.08 = 44.55, so it costs 44.55 US dollars."
+    (verdict,) = [e for e in result.events if e.type == "verdict"]
+    assert verdict.passed and verdict.mended_by == ["sums_hold"] and verdict.rules == []
+    assert verdict.model_answer == "41.25 * 1.08 = 46.05, so it costs 46.05 US dollars."
+    assert len(backend.requests) == 2  # no turn spent on the retry
+    assert result.messages[-1].content == result.answer
+
+
+def test_without_mending_a_wrong_sum_goes_back_with_the_right_value():
+    replies = [[ToolCall.create("c1", "product_price", {"product": "toaster"})],
+               "41.25 * 1.08 = 46.05 US dollars.", "41.25 * 1.08 = 44.55 US dollars."]
+    agent, backend = converse(replies, checks=[SumsHold(mend=False)])
     result = agent.run("What does a toaster cost in US dollars, at 1.08 dollars a euro?")
     assert "41.25 * 1.08 is 44.55, not 46.05" in backend.requests[-1].messages[-1].content
     assert [e.rules for e in result.events if e.type == "verdict"] == [["sums_hold"], []]
     assert result.answer == "41.25 * 1.08 = 44.55 US dollars."
+
+
+def test_an_answer_only_partly_mended_goes_back_as_the_model_wrote_it():
+    """A chain that a mended first result breaks: the model sees its own answer refused, not a half-mended one."""
+    replies = ["2 * 3 = 7 and 7 + 1 = 9; so 9 * 2 = 18 (8 + 1 = 9).", "2 * 3 = 6, and 6 + 1 = 7."]
+    agent, backend = converse(replies, checks=[SumsHold(), Unmendable()])
+    result = agent.run("What is 2 * 3 + 1?")
+    first = [e for e in result.events if e.type == "verdict"][0]
+    assert not first.passed and first.answer == replies[0] and first.mended_by == [] and first.model_answer is None
+    assert result.answer == "2 * 3 = 6, and 6 + 1 = 7."
+
+
+class Unmendable(Check):
+    """Refuses an answer that states 18, and cannot mend it."""
+
+    name = "no_eighteen"
+
+    def __call__(self, answer, evidence):
+        return Finding.refuse(self, "18 is not it") if "18" in answer else None
 
 
 def test_the_calls_of_a_reply_that_said_something_first_go_back_alone():
@@ -190,6 +223,16 @@ def test_a_new_call_written_among_words_is_run_and_a_made_or_invalid_one_is_not(
     assert backend.requests[1].messages[-2].tool_calls[0].name == "product_price"  # it went back as the call it is
     assert [e.rules for e in result.events if e.type == "verdict"] == [["not_a_call"], ["not_a_call"], []]
     assert result.answer == "A kettle costs 27 euros."
+
+
+def test_a_new_call_written_as_code_is_run_and_its_made_up_result_is_not_the_answer():
+    """Qwen2.5-Coder-1.5B narrates calls as code with results it makes up: `product_price({"product": "notebook"}) -> 3.8`."""
+    agent, backend = converse(['1. product_price({"product": "toaster"}) -> 38.0\n2. So 38.0 euros.',
+                               "A toaster costs 41.25 euros."], policies=[])
+    result = agent.run("How much does a toaster cost?")
+    assert [(e.name, e.arguments) for e in result.events if e.type == "tool_call"] == [("product_price", {"product": "toaster"})]
+    assert backend.requests[1].messages[-1].content == "41.25"
+    assert result.answer == "A toaster costs 41.25 euros." and result.verified
 
 
 def test_an_answer_turn_runs_no_call_written_in_it():
