@@ -123,6 +123,24 @@ class AnswerWhenNothingNew(Policy):
                     restart=True)
 
 
+class AnswerWhenNoToolWorks(Policy):
+    """Calls that all fail, two or more and none that worked: the tools do not serve the task. For
+    "¿Cuál es la capital de Francia?" Qwen2.5-Coder-1.5B called get_forecast("Paris"), then wrote about
+    adding a tool to the catalogue, and, forced to call, tried find_book("The Great Gatsby") and
+    product_price("The Great Gatsby") until the budget ran out. The next turn answers with no tools,
+    the task and the failed calls in one user message in place of the turns since the task; once in a
+    run (a refused answer after it is the other policies')."""
+
+    name = "answer_when_no_tool_works"
+
+    def __call__(self, run: RunSoFar) -> Next | None:
+        failed = [o for o in run.evidence if not o.ok]
+        if len(failed) < 2 or len(failed) < len(run.evidence) or any(t.steered_by == self.name for t in run.turns):
+            return None
+        return Next(self.name, "none", prompts.no_tool_worked(run.task, run.evidence), f"all {len(failed)} calls failed",
+                    restart=True)
+
+
 class CallWhenAsked(Policy):
     """A reply refused because it should have been a call (it describes calling a tool, or writes the
     call as text: the checks' `call_next`) is followed by a forced call, not by another chance to
@@ -174,8 +192,8 @@ class AnswerOnTheLastTurn(Policy):
                     restart=True, confirmable=False)
 
 
-DEFAULT: tuple[Policy, ...] = (AnswerOnTheLastTurn(), RestateWhenStuck(), AnswerWhenNothingNew(), CallWhenAsked(),
-                               NotTheSameRefusal())
+DEFAULT: tuple[Policy, ...] = (AnswerOnTheLastTurn(), AnswerWhenNoToolWorks(), RestateWhenStuck(), AnswerWhenNothingNew(),
+                               CallWhenAsked(), NotTheSameRefusal())
 
 
 def next_turn(policies: Sequence[Policy], run: RunSoFar, can_call: bool) -> Next | None:

@@ -65,6 +65,11 @@ What the tools found:
 {results}
 Write the final answer, using the numbers and facts the tools found."""
 
+NO_TOOL_WORKED = """Task: {task}
+Every tool call failed:
+{results}
+The tools cannot answer this. Answer the task yourself, from what you know."""
+
 RESTATED = """{task}
 
 Found so far with the tools:
@@ -124,6 +129,11 @@ def results_block(results: list[tuple[str, dict[str, Any], str]]) -> str:
 def answer_now(task: str, evidence: Sequence[Observation]) -> str:
     """Asks for the answer with what the tools found (the last four calls that worked, with their arguments)."""
     return ANSWER_NOW.format(results=_found(evidence), task=task)
+
+
+def no_tool_worked(task: str, evidence: Sequence[Observation]) -> str:
+    """Asks for the answer from what the model knows, the failed calls listed (the last four)."""
+    return NO_TOOL_WORKED.format(results=_found(evidence), task=task)
 
 
 def restated(task: str, evidence: Sequence[Observation]) -> str:

@@ -161,3 +161,25 @@ def test_the_last_turn_of_the_budget_after_a_refused_answer_is_its_retry_without
     assert last.tools is None and last.messages[-2].content == "x" and "not x" in last.messages[-1].content
     assert [e.policy for e in result.events if isinstance(e, Steered)] == ["answer_on_the_last_turn"]
     assert result.answer == "34.5 euros"
+
+
+def test_when_every_call_fails_the_next_turn_answers_without_tools_once():
+    """Qwen2.5-Coder-1.5B, asked "¿Cuál es la capital de Francia?", called tool after tool that could not serve it."""
+    agent, backend = converse([call(product="Paris"), call(product="France"), "París."])
+    result = agent.run("¿Cuál es la capital de Francia?")
+    assert [r.tool_choice for r in backend.requests] == ["auto", "auto", None]
+    (steer,) = [e for e in result.events if isinstance(e, Steered)]
+    assert steer.policy == "answer_when_no_tool_works" and steer.tool_choice == "none"
+    asked = backend.requests[-1].messages
+    assert [m.role for m in asked] == ["system", "user"] and "Every tool call failed" in asked[-1].content
+    assert "¿Cuál es la capital de Francia?" in asked[-1].content and result.answer == "París."
+
+
+def test_one_failure_or_a_call_that_worked_leaves_the_model_calling():
+    """A first call with a wrong argument is the usual way to a right one ("desk lamps" -> "desk lamp")."""
+    for calls in ([call(product="desk lamps"), call(product="desk lamp")],
+                  [call(product="desk lamp"), call(product="lamp"), call(product="kettle")]):
+        agent, backend = converse([*calls, "A desk lamp costs 34.5 euros."])
+        result = agent.run("How much is a desk lamp?")
+        assert "answer_when_no_tool_works" not in [e.policy for e in result.events if isinstance(e, Steered)]
+        assert result.answer == "A desk lamp costs 34.5 euros."
