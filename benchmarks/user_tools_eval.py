@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/user_tools_eval.py [--model NAME_OR_PATH] [--only agent|agent-plan|plain|smolagents]
         [--every N] [--group lookup|conversion|date|chain|no tool] [--verbose] [--max-steps N] [--parallel N]
+        [--traces DIR]
 
 Ways to run the same model on the same tasks and tools (greedy):
   agent       our Agent with its defaults: Agent(backend, tools=TOOLS).run(task)
