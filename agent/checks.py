@@ -369,9 +369,9 @@ class Judgement:
         return self.passed and any(f.passed for f in self.findings)
 
     @property
-    def mendable(self) -> bool:
-        """Refused, and every refusal came with the answer put right."""
-        return bool(self.refusals) and all(f.mended is not None for f in self.refusals)
+    def mended(self) -> Finding | None:
+        """The first refusal that came with the answer put right (judged again, it may pass every check)."""
+        return next((f for f in self.refusals if f.mended is not None), None)
 
 
 def judge(checks: Sequence[Check], answer: str, evidence: Evidence) -> Judgement:

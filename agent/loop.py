@@ -286,9 +286,9 @@ class Agent:
         if self.output_type is None:
             seen = Evidence(task, evidence, notes, shown_reasons, self.tools.schemas())
             judgement = first = judge(self.checks, answer, seen)
-            while judgement.mendable and len(mended_by) < MAX_MENDS:  # each round mends one fault, then judges again
-                mended_by.append(judgement.refusals[0].rule)
-                answer = judgement.refusals[0].mended
+            while (mend := judgement.mended) is not None and len(mended_by) < MAX_MENDS:  # one fault a round, judged again
+                mended_by.append(mend.rule)
+                answer = mend.mended
                 judgement = judge(self.checks, answer, seen)
             if not judgement.passed:  # the model's answer goes back with what is wrong in it, not a half-mended one
                 answer, mended_by, judgement = model_answer, [], first

@@ -108,6 +108,8 @@ def _print_event(event: Any) -> None:
     elif kind == "verdict":
         click.secho(f"verdict ({event.by}): {'passed' if event.passed else 'failed'} {'; '.join(event.reasons)}",
                     fg="green" if event.passed else "yellow")
+        if event.mended_by:
+            click.echo(f"  mended by {', '.join(event.mended_by)}; the model wrote: {' '.join(event.model_answer.split())[:300]}")
     elif kind == "steer":
         click.echo(f"(next turn: {event.tool_choice}, {event.policy}: {event.why})")
     elif kind == "context":

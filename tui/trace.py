@@ -72,6 +72,9 @@ class TraceTree(Tree):
             node = turn.add(label, expand=True)
             for reason in event.reasons:
                 node.add_leaf(_short(reason))
+            if event.mended_by:
+                node.add_leaf(Text(f"mended by {', '.join(event.mended_by)}; the model wrote: {_short(event.model_answer or '')}",
+                                   style="dim"))
         elif isinstance(event, Steered):
             turn.add_leaf(Text(f"next turn {event.tool_choice} ({event.policy}): {_short(event.why)}", style="dim"))
         elif isinstance(event, ContextTrimmed):

@@ -181,13 +181,21 @@ def test_without_mending_a_wrong_sum_goes_back_with_the_right_value():
 
 
 def test_an_answer_only_partly_mended_goes_back_as_the_model_wrote_it():
-    """A chain that a mended first result breaks: the model sees its own answer refused, not a half-mended one."""
-    replies = ["2 * 3 = 7 and 7 + 1 = 9; so 9 * 2 = 18 (8 + 1 = 9).", "2 * 3 = 6, and 6 + 1 = 7."]
+    """A fault no check can put right stays after the sum is mended: the model sees its own answer refused."""
+    replies = ["2 * 3 = 7, plus 1 is 8, or 18 in some other count.", "2 * 3 = 6, and 6 + 1 = 7."]
     agent, backend = converse(replies, checks=[SumsHold(), Unmendable()])
     result = agent.run("What is 2 * 3 + 1?")
     first = [e for e in result.events if e.type == "verdict"][0]
     assert not first.passed and first.answer == replies[0] and first.mended_by == [] and first.model_answer is None
     assert result.answer == "2 * 3 = 6, and 6 + 1 = 7."
+
+
+def test_a_chain_of_wrong_sums_is_mended_one_fault_at_a_time():
+    agent, _ = converse(["2 * 3 = 7 and 7 + 1 = 9, so the answer is 9."], tools=())
+    result = agent.run("What is 2 * 3 + 1?")
+    assert result.answer == "2 * 3 = 6 and 6 + 1 = 7, so the answer is 7."
+    (verdict,) = [e for e in result.events if e.type == "verdict"]
+    assert verdict.mended_by == ["sums_hold"] and verdict.model_answer == "2 * 3 = 7 and 7 + 1 = 9, so the answer is 9."
 
 
 class Unmendable(Check):

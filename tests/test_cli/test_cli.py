@@ -145,3 +145,15 @@ def test_run_prints_the_loop_as_it_happens(tmp_path):
     assert events[-1] == {"type": "final", "answer": "3367", "verified": True, "reason": ""}
     bad = run("run", "task", "-b", "scripted", "--tools", "calculator,nope")
     assert bad.exit_code == 2 and "unknown tools ['nope']" in bad.output
+
+
+def test_run_shows_an_answer_a_check_mended_and_what_the_model_wrote(tmp_path):
+    import json
+
+    replies = [json.dumps({"steps": ["Compute it"]}),
+               json.dumps({"tool_calls": [{"name": "calculator", "arguments": {"expression": "37 * 91"}}]}),
+               json.dumps({"answer": "37 * 91 = 3376"}), json.dumps({"passed": True, "reasons": []})]
+    result = run("run", "What is 37 * 91?", "-b", "scripted", "-o", f"replies={json.dumps(replies)}", "-w", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "  mended by sums_hold; the model wrote: 37 * 91 = 3376" in result.output
+    assert result.output.splitlines()[-1] == "answer (verified): 37 * 91 = 3367"

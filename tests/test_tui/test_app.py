@@ -103,6 +103,17 @@ async def test_trace_tree_nodes_match_the_tool_events():
         assert "verdict (model): passed" in labels and labels[-1] == "answer (verified)"
 
 
+async def test_an_answer_a_check_mended_shows_what_the_model_wrote():
+    backend = scripted(plan("Add the numbers."), calls("add", {"a": 2, "b": 3}), answer("2 + 3 = 6"), verdict(True))
+    app = TokentrailApp(backend, tools=ToolRegistry([add]))
+    async with app.run_test(size=(140, 40)) as pilot:
+        await send(pilot, "2 + 3?")
+        await settle(pilot)
+        (turn,) = app.query_one(TraceTree).root.children
+        (judged,) = [node for node in turn.children if str(node.label).startswith("verdict")]
+        assert [str(leaf.label) for leaf in judged.children] == ["mended by sums_hold; the model wrote: 2 + 3 = 6"]
+
+
 async def test_escape_cancels_at_once_and_the_app_stays_usable():
     class Slow(ScriptedBackend):
         def stream(self, request):
