@@ -88,30 +88,31 @@ def delete_everything(path: str) -> str:
     return f"deleted {path}"
 
 
-async def test_trace_tree_nodes_match_the_tool_events():
-    backend = scripted(plan("Add the numbers."), calls("add", {"a": 2, "b": 3}), answer("5"), verdict(True))
+async def traced_turn(answer_text: str):
+    """The trace tree's node for "2 + 3?" on the plan path: a plan, add(2, 3), the answer, the model's verdict."""
+    backend = scripted(plan("Add the numbers."), calls("add", {"a": 2, "b": 3}), answer(answer_text), verdict(True))
     app = TokentrailApp(backend, tools=ToolRegistry([add]))
     async with app.run_test(size=(140, 40)) as pilot:
         await send(pilot, "2 + 3?")
         await settle(pilot)
         (turn,) = app.query_one(TraceTree).root.children
-        labels = [str(node.label) for node in turn.children]
-        assert labels[0] == "plan" and str(turn.children[0].children[0].label) == "1. Add the numbers."
-        call = next(node for node in turn.children if str(node.label).startswith("tool "))
-        assert str(call.label) == 'tool add({"a": 2, "b": 3})'
-        assert str(call.children[0].label).startswith("→ 5 (")
-        assert "verdict (model): passed" in labels and labels[-1] == "answer (verified)"
+        return turn
+
+
+async def test_trace_tree_nodes_match_the_tool_events():
+    turn = await traced_turn("5")
+    labels = [str(node.label) for node in turn.children]
+    assert labels[0] == "plan" and str(turn.children[0].children[0].label) == "1. Add the numbers."
+    call = next(node for node in turn.children if str(node.label).startswith("tool "))
+    assert str(call.label) == 'tool add({"a": 2, "b": 3})'
+    assert str(call.children[0].label).startswith("→ 5 (")
+    assert "verdict (model): passed" in labels and labels[-1] == "answer (verified)"
 
 
 async def test_an_answer_a_check_mended_shows_what_the_model_wrote():
-    backend = scripted(plan("Add the numbers."), calls("add", {"a": 2, "b": 3}), answer("2 + 3 = 6"), verdict(True))
-    app = TokentrailApp(backend, tools=ToolRegistry([add]))
-    async with app.run_test(size=(140, 40)) as pilot:
-        await send(pilot, "2 + 3?")
-        await settle(pilot)
-        (turn,) = app.query_one(TraceTree).root.children
-        (judged,) = [node for node in turn.children if str(node.label).startswith("verdict")]
-        assert [str(leaf.label) for leaf in judged.children] == ["mended by sums_hold; the model wrote: 2 + 3 = 6"]
+    turn = await traced_turn("2 + 3 = 6")
+    (judged,) = [node for node in turn.children if str(node.label).startswith("verdict")]
+    assert [str(leaf.label) for leaf in judged.children] == ["mended by sums_hold; the model wrote: 2 + 3 = 6"]
 
 
 async def test_escape_cancels_at_once_and_the_app_stays_usable():
