@@ -279,9 +279,10 @@ class Batcher:
         sequence.steps.put(None)
         last = self.active.pop()
         if last is not sequence:  # the last occupied row moves into the freed one: rows stay 0..n-1
+            held = max(last.position, last.prefilled)  # a prompt still being computed has its chunks so far there
             for cache in self.caches:
-                cache.k[sequence.slot, :, : last.position] = cache.k[last.slot, :, : last.position]
-                cache.v[sequence.slot, :, : last.position] = cache.v[last.slot, :, : last.position]
+                cache.k[sequence.slot, :, :held] = cache.k[last.slot, :, :held]
+                cache.v[sequence.slot, :, :held] = cache.v[last.slot, :, :held]
             last.slot = sequence.slot
             self.active[last.slot] = last
 
