@@ -216,9 +216,7 @@ class Batcher:
         logits = model.prefill(prompt[:end], start)
         if end < len(prompt):
             return
-        for layer, cache in zip(model.layers, self.caches):
-            cache.k[sequence.slot, :, : len(prompt)] = layer.attention.cache.k[0, :, : len(prompt)]
-            cache.v[sequence.slot, :, : len(prompt)] = layer.attention.cache.v[0, :, : len(prompt)]
+        self._from_row_0(sequence.slot, len(prompt))
         sequence.logits, sequence.position = logits, len(prompt)
 
     def _prefill_together(self, sequences: list[BatchSequence]) -> None:
@@ -228,10 +226,8 @@ class Batcher:
         for sequence in sequences:
             if sequence.cached is None:  # its first chunk: start from what the prefix cache holds
                 model.setup_cache(1, len(sequence.prompt))
-                start = sequence.cached = sequence.prefilled = model.reusable_prefix(sequence.prompt)
-                for layer, cache in zip(model.layers, self.caches):
-                    cache.k[sequence.slot, :, :start] = layer.attention.cache.k[0, :, :start]
-                    cache.v[sequence.slot, :, :start] = layer.attention.cache.v[0, :, :start]
+                sequence.cached = sequence.prefilled = model.reusable_prefix(sequence.prompt)
+                self._from_row_0(sequence.slot, sequence.prefilled)
         chunks = [s.prompt[s.prefilled : s.prefilled + PREFILL_CHUNK] for s in sequences]
         width = max(len(c) for c in chunks)
         device = model.device
@@ -248,6 +244,12 @@ class Batcher:
             sequence.logits, sequence.position = logits[row], len(sequence.prompt)
             whole, slot = len(sequence.prompt) - len(sequence.prompt) % PREFILL_CHUNK, sequence.slot
             model.snapshots.save(sequence.prompt[:whole], [(c.k[slot : slot + 1], c.v[slot : slot + 1]) for c in self.caches])
+
+    def _from_row_0(self, slot: int, positions: int) -> None:
+        """Copies the first `positions` keys and values of the model's own cache (row 0) into `slot`."""
+        for layer, cache in zip(self.model.layers, self.caches):
+            cache.k[slot, :, :positions] = layer.attention.cache.k[0, :, :positions]
+            cache.v[slot, :, :positions] = layer.attention.cache.v[0, :, :positions]
 
     def _on_slots(self, forward: Callable[[], Tensor]) -> Tensor:
         """Runs `forward` with the layers reading and writing the slots' caches, not the model's own."""
