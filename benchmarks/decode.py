@@ -1,20 +1,22 @@
 """Load time, prefill and decode speed, and memory: ours beside transformers and llama.cpp.
 
     .venv/bin/python benchmarks/decode.py [--pulled NAME ...] [--model PATH.gguf ...] [--kernels avx2]
-                                          [--new-tokens 64] [--repeats 3] [--compile] [--no-agent]
+                                          [--repeats 3] [--compile] [--no-agent] [--llama-bench PATH]
 
 Models: SmolLM2-135M-Instruct Q4_1 (pulled), a qwen2-family Q4_K_M-like file built from
 SmolLM2's weights (tests/fixtures/tiny_models.py), pulled models named by --pulled
 (qwen2.5-coder-0.5b, qwen2.5-coder-1.5b: a real Q4_K_M) and any --model you pass. Each engine
 runs in its own process (peak memory is per process) on the same GGUF, the same token ids, the
 same number of threads, greedy. tokentrail fast loads twice: first (the converted model is
-written to an empty cache folder) and cached (mapped from it). The table names the CPU;
---kernels avx2 forces torch's AVX2 kernels on an AVX-512 machine (ATEN_CPU_CAPABILITY); llama.cpp
+written to an empty cache folder) and cached (mapped from it); a second fast row runs the other set
+of CPU kernels (ours or torch's, docs/engine.md). The table names the CPU;
+--kernels avx2 forces the AVX2 kernels on an AVX-512 machine (ATEN_CPU_CAPABILITY); llama.cpp
 keeps the instruction set it was compiled for, so --llama-cpp-path DIR points at an AVX2-only build
 (CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF"
 pip install --target DIR llama-cpp-python). transformers (pip install -e ".[goldens]") and llama-cpp-python (pip
 install llama-cpp-python: it compiles llama.cpp, about 40 minutes on two cores) are optional
-peers: their rows appear when they are installed. Then the agent: one `tokentrail run` task,
+peers: their rows appear when they are installed; --llama-bench adds a row from llama.cpp's own
+llama-bench (benchmarks/build_llama_server.sh builds it). Then the agent: one `tokentrail run` task,
 each model call's prefill with the cache cold and with its prefix reused.
 """
 
@@ -124,7 +126,7 @@ def worker(engine: str, path: Path, ids: list[int], repeats: int, timings: bool 
     base = rss_mb()
     start = time.perf_counter()
     if engine.startswith("tokentrail"):
-        precision = engine.split()[1]
+        precision = engine.split()[1].rstrip(",")
         run = ours(path, precision.removesuffix("+compile"), precision.endswith("+compile"))
     elif engine.startswith("transformers"):
         run = transformers_cache_loop(path)
@@ -145,6 +147,21 @@ def worker(engine: str, path: Path, ids: list[int], repeats: int, timings: bool 
     return result
 
 
+def llama_bench_row(binary: Path, path: Path, repeats: int) -> str:
+    """llama.cpp's own benchmark on the same file and threads: prefill 50 and 500, decode NEW_TOKENS (mean of repeats)."""
+    import torch
+
+    cmd = [str(binary), "-m", str(path), "-t", str(torch.get_num_threads()), "-p", "50,500", "-n", str(NEW_TOKENS),
+           "-r", str(repeats), "-o", "json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"{'llama.cpp (llama-bench)':32} failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}"
+    speed = {(t["n_prompt"], t["n_gen"]): t["avg_ts"] for t in json.loads(proc.stdout)}
+    build = json.loads(proc.stdout)[0].get("build_commit", "?")
+    return (f"{'llama.cpp (llama-bench)':32} {'-':>7} {'-':>8} {speed[(50, 0)]:10.1f} {speed[(500, 0)]:11.1f} "
+            f"{speed[(0, NEW_TOKENS)]:7.1f} {'-':>8} {'-':>8} {'-':>8}  (build {build})")
+
+
 def in_process(engine: str, path: Path, ids: str, repeats: int, env: dict[str, str], timings: bool = True
                ) -> dict[str, float] | str:
     """The worker's result, or the last line of its error."""
@@ -155,10 +172,18 @@ def in_process(engine: str, path: Path, ids: str, repeats: int, env: dict[str, s
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+OTHER_KERNELS = {"tokentrail fast, torch's kernels": "torch", "tokentrail fast, tokentrail's kernels": "tokentrail"}
+
+
 def engines(compile: bool) -> list[str]:
+    """Fast mode on the kernels it picks here, then on the other set where that runs here too."""
     import importlib.util
 
-    names = ["tokentrail fast", "tokentrail exact"] + (["tokentrail fast+compile"] if compile else [])
+    from backends.local import cpu_kernels
+
+    other = "torch" if cpu_kernels.chosen() == "tokentrail" else "tokentrail" if cpu_kernels.available() else None
+    names = ["tokentrail fast"] + [label for label, kernels in OTHER_KERNELS.items() if kernels == other]
+    names += ["tokentrail exact"] + (["tokentrail fast+compile"] if compile else [])
     if importlib.util.find_spec("transformers"):
         names.append("transformers cache loop (fp32)")
     if importlib.util.find_spec("llama_cpp"):
@@ -198,6 +223,8 @@ def main() -> None:
                         help="force torch's CPU kernels (ATEN_CPU_CAPABILITY) in every worker")
     parser.add_argument("--llama-cpp-path", type=Path, default=None,
                         help="a folder holding another build of llama_cpp (pip install --target DIR ...), e.g. an AVX2 one")
+    parser.add_argument("--llama-bench", type=Path, default=None,
+                        help="llama.cpp's llama-bench binary (benchmarks/build_llama_server.sh builds it): a row from it")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also measure fast mode with torch.compile")
     parser.add_argument("--no-agent", action="store_true", help="skip the agent's prefill table")
@@ -231,6 +258,8 @@ def main() -> None:
         ids = json.dumps(prompt_ids(path))
         for engine in engines(args.compile):
             env = os.environ | {"TOKENTRAIL_PACKED_CACHE": tempfile.mkdtemp(prefix="packed-")}
+            if engine in OTHER_KERNELS:
+                env["TOKENTRAIL_CPU_KERNELS"] = OTHER_KERNELS[engine]
             if engine == "llama.cpp" and args.llama_cpp_path:
                 env["PYTHONPATH"] = os.pathsep.join([str(args.llama_cpp_path), env.get("PYTHONPATH", "")])
             first = in_process(engine, path, ids, args.repeats, env, timings=False)
@@ -239,9 +268,12 @@ def main() -> None:
                 print(f"{engine:32} failed: {r if isinstance(r, str) else first}")
                 continue
             cached = f"{r['load_s']:8.2f}" if engine.startswith("tokentrail fast") else f"{'-':>8}"
+            engine = engine.replace("tokentrail fast, ", "  same, ")
             print(f"{engine:32} {first['load_s']:7.2f} {cached} {r['prefill50']:10.1f} {r['prefill500']:11.1f} "
                   f"{r['decode']:7.1f} {first['base_mb']:8.0f} {first['peak_mb']:8.0f} {first['after_mb']:8.0f}"
                   + (f"  ({r['build']})" if "build" in r else ""))
+        if args.llama_bench:
+            print(llama_bench_row(args.llama_bench, path, args.repeats))
         print()
     if args.no_agent:
         return

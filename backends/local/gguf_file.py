@@ -23,9 +23,9 @@ from backends.local.quant import (
     LoadSummary,
     Weight,
     dequantize_rows,
-    int4_fits,
     int4_from_gguf,
-    int4_kernel_is_fast,
+    int4_runs,
+    int8_kind,
     map_rows,
     requantized,
 )
@@ -185,8 +185,9 @@ def _deferred(file: GGUFFile, info: TensorInfo, convert: Callable[[], Weight], f
 
 
 def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary: LoadSummary) -> dict[str, Weight | Deferred]:
-    """A quantized tensor in fast mode: Q4_0/Q4_1/Q4_K as int4 (int8 rows on CPUs without AVX-512,
-    see quant.int4_kernel_is_fast), other types requantized to int8 rows.
+    """A quantized tensor in fast mode: Q4_0/Q4_1/Q4_K as int4 groups, other types as int8 blocks of 32
+    for our kernels (Q8_0 and Q5_0 exactly) or requantized to int8 rows for torch's (quant.ours;
+    with torch's, int4 becomes int8 rows on CPUs without AVX-512, see quant.int4_kernel_is_fast).
 
     Token embeddings and the output head also keep the file's blocks (`<name>.rows`, a view of
     the memory-mapped file), looked up row by row: embeddings of the prompt's tokens, the head's
@@ -200,7 +201,7 @@ def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary:
         return {name: GGUFRows(file.raw(info), info.type, info.name)}
     raw = file.raw(info)
     if name in ("lm_head.weight", "model.embed_tokens.weight"):
-        int4 = int4_fits(tuple(info.shape)) and int4_kernel_is_fast()
+        int4 = int4_runs(tuple(info.shape))
         summary.add(("int4" if int4 else "int8") + "+rows", info.name)
         rough = _deferred(file, info, lambda: requantized(raw, info.type, "int4" if int4 else "int8",
                                                           lambda first, end: file.release(info, first, end)), False)
@@ -208,10 +209,11 @@ def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary:
     if len(info.shape) != 2:
         return {name: _deferred(file, info, lambda: _float(file, info), True)}
     if info.type in INT4_TYPES:  # exact as int4 groups; on CPUs where int8 is faster, linear() makes int8 rows of them
-        summary.add("int4" if int4_kernel_is_fast() else "int8", info.name)
+        summary.add("int4" if int4_runs(tuple(info.shape)) else "int8", info.name)
         return {name: _deferred(file, info, lambda: int4_from_gguf(raw, info.type), False)}
     summary.add("int8", info.name)
-    return {name: _deferred(file, info, lambda: requantized(raw, info.type, "int8"), False)}
+    kind = int8_kind()
+    return {name: _deferred(file, info, lambda: requantized(raw, info.type, kind), False)}
 
 
 def _int_list(values: Any) -> list[int] | None:

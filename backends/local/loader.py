@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 
 from backends.local import packed_cache
+from backends.local.block_linear import int8_blocks
 from backends.local.checkpoint import Checkpoint
 from backends.local.config import ModelConfig, ModelLoadError, check_precision
 from backends.local.gguf_file import load_gguf
 from backends.local.hf_folder import load_hf_folder
 from backends.local.model import Transformer
-from backends.local.quant import Deferred, GGUFRows, LoadSummary, Weight, int4_fits, int4_groups, int8_rows
+from backends.local.quant import Deferred, GGUFRows, LoadSummary, Weight, int4_fits, int4_groups, int8_rows, ours
 from backends.local.tokenizer import LocalTokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -93,7 +94,9 @@ def _quantize_floats(weights: dict[str, Weight | Deferred], precision: str, summ
         head = name in ("lm_head.weight", "model.embed_tokens.weight")
         if precision == "int4" and not head and int4_fits(tuple(w.shape)):
             quantize, kind = int4_groups, "int4"
-        else:  # the head and embeddings stay int8: rows are looked up, top logits refined
+        elif ours():  # the head and embeddings stay int8: rows are looked up, top logits refined
+            quantize, kind = int8_blocks, "int8"
+        else:
             quantize, kind = int8_rows, "int8"
         weights[name] = w.then(quantize) if isinstance(w, Deferred) else quantize(w)
         summary.add(kind, name)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backends.local.attention import attention, last_row_weights, rows_attention
+from backends.local.block_linear import BlockInt4Linear, BlockInt8Linear, Int8Blocks
 from backends.local.config import ModelConfig, ModelLoadError
 from backends.local.prefix_cache import PrefixSnapshots, common_prefix
 from backends.local.quant import (
@@ -249,7 +250,8 @@ class Transformer(nn.Module):
         except (KeyError, RuntimeError, ValueError) as exc:
             raise ModelLoadError(f"weights do not fit the model: {exc}") from exc
         rows = w.get("model.embed_tokens.rows" if tied else "lm_head.rows")
-        if isinstance(self.output, Int8Linear) or (rows is not None and isinstance(self.output, Int4Linear)):
+        if isinstance(self.output, (Int8Linear, BlockInt8Linear)) or (
+                rows is not None and isinstance(self.output, (Int4Linear, BlockInt4Linear))):
             self.output = OutputHead(self.output, rows)
         self.norm = RMSNorm(as_float(_take(w, "model.norm.weight", dtype), dtype), config.norm_eps)
         self.tok_embeddings = self._lookup(w.get("model.embed_tokens.rows", embedding), tied)
@@ -268,8 +270,8 @@ class Transformer(nn.Module):
         """The module that embeds token ids: file blocks, int8 rows, or a float table, shared with a tied head."""
         if isinstance(table, nn.Module):
             return table
-        if isinstance(table, Int8Weight):
-            return self.output.matmul if tied and isinstance(self.output, OutputHead) else Int8Linear(table, None)
+        if isinstance(table, (Int8Weight, Int8Blocks)):
+            return self.output.matmul if tied and isinstance(self.output, OutputHead) else linear(table)
         if tied and isinstance(self.output, DenseLinear):
             return self.output
         return DenseLinear(as_float(table, self.dtype), None)
@@ -282,7 +284,7 @@ class Transformer(nn.Module):
         table = self.tok_embeddings
         if isinstance(table, DenseLinear):
             x = F.embedding(ids, table.weight)
-        elif isinstance(table, Int8Linear):
+        elif isinstance(table, (Int8Linear, BlockInt8Linear)):
             x = table.rows(ids).to(self.dtype)
         else:
             x = table(ids).to(self.dtype)  # GGUFRows

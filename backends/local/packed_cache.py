@@ -7,9 +7,9 @@ listed here, never runs other code, and leaves every tensor a page of the cache 
 it is read.
 
 An entry is keyed by the source file's sha256, a hash of the converter's source files,
-torch's version, the CPU kernels that packed it, the precision and the dtype. An entry that
-does not load or does not match (truncated, another version, another model) is removed and
-rebuilt, never trusted. Entries are written to a temporary file and renamed, so a full disk
+torch's version, the CPU kernels that packed it (ours or torch's, and the instruction set),
+the precision and the dtype. An entry that does not load or does not match (truncated, another
+version, another model) is removed and rebuilt, never trusted. Entries are written to a temporary file and renamed, so a full disk
 leaves no partial entry (and the model still loads). `TOKENTRAIL_PACKED_CACHE=0` turns the
 cache off; set to a folder, it keeps the entries there instead of under the tokentrail home.
 """
@@ -27,13 +27,14 @@ import torch
 from gguf import GGMLQuantizationType
 from torch import nn
 
-from backends.local import config, gguf_file, model, prefix_cache, quant
+from backends.local import block_linear, config, cpu_kernels, gguf_file, model, prefix_cache, quant
 from backends.paths import home
 
-_CONVERTER = (model, quant, gguf_file, config, prefix_cache)  # what a cached entry was made by
+_CONVERTER = (model, quant, block_linear, gguf_file, config, prefix_cache)  # what a cached entry was made by
 _SAFE_CLASSES = [
     model.Transformer, model.Block, model.Attention, model.FeedForward, model.RMSNorm, model.KVCache,
-    quant.Int4Linear, quant.Int8Linear, quant.DenseLinear, quant.OutputHead, quant.ConcatLinear, quant.GGUFRows,
+    quant.Int4Linear, quant.Int8Linear, block_linear.BlockInt4Linear, block_linear.BlockInt8Linear,
+    quant.DenseLinear, quant.OutputHead, quant.ConcatLinear, quant.GGUFRows,
     prefix_cache.PrefixSnapshots, config.ModelConfig, config.RopeScaling, GGMLQuantizationType, nn.ModuleList, set,
 ]
 
@@ -75,7 +76,8 @@ def entry_for(source: Path, precision: str, dtype: torch.dtype) -> Path | None:
     except OSError:
         return None
     converter = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in _CONVERTER)).hexdigest()
-    parts = [sha, converter, torch.__version__, torch.backends.cpu.get_cpu_capability(), precision, str(dtype)]
+    parts = [sha, converter, torch.__version__, torch.backends.cpu.get_cpu_capability(), cpu_kernels.chosen(), precision,
+             str(dtype)]
     return where / f"{sha[:16]}-{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:16]}.pt"
 
 

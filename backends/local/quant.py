@@ -7,6 +7,8 @@ Two CPU kernels of torch do the work, both fast only for bfloat16 activations:
   (Q5_*, Q6_K, Q8_0, ...) is dequantized once and requantized per row.
 Linear layers take activations of any float type and return the kernel's bfloat16 output
 as it is: the next op (a residual add, RoPE, the cache write) promotes it for free.
+Where our own kernels are chosen (cpu_kernels.chosen: CPUs where torch's run AVX2), `linear`
+makes their layers instead (block_linear.py: int4 groups and int8 blocks of 32, float32 output).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as QT
 from gguf.quants import dequantize
 from torch import Tensor, nn
+
+from backends.local import cpu_kernels
+from backends.local.block_linear import BlockInt4Linear, BlockInt8Linear, Int8Blocks, int8_blocks, int8_blocks_from_values
 
 GROUP = 32  # inputs per int4 (scale, zero) pair
 
@@ -69,7 +74,7 @@ class Int8Weight:
         return self.q.float() * self.scale[:, None]
 
 
-Weight = Tensor | Int4Weight | Int8Weight
+Weight = Tensor | Int4Weight | Int8Weight | Int8Blocks
 
 
 @dataclass
@@ -180,14 +185,20 @@ def _float_rows(raw: np.ndarray, qtype: QT) -> Tensor:
 
 
 def requantized(raw: np.ndarray, qtype: QT, kind: str, done: Callable[[int, int], None] | None = None
-                ) -> Int8Weight | Int4Weight:
-    """GGUF rows (raw bytes [N, row bytes]) as int8 rows or int4 groups (`kind`), about a megabyte at a time.
+                ) -> Int8Weight | Int4Weight | Int8Blocks:
+    """GGUF rows (raw bytes [N, row bytes]) as int8 rows, int4 groups or int8 blocks (`kind`), about a megabyte at a time.
+
+    As int8 blocks, Q8_0 and Q5_0 keep their own values and block scales (nothing rounds).
 
     Each part is written into the result's preallocated buffers: neither a float32 copy of the
     whole matrix nor a heap of small parts between the temporaries (glibc could not hand those
     holes back: +750 MB resident for Qwen2.5-0.5B's head) is ever made. done(first, end): rows
     first..end are converted (their bytes may leave memory)."""
     k = raw.shape[1] // GGML_QUANT_SIZES[qtype][1] * GGML_QUANT_SIZES[qtype][0]
+    if kind == "blocks" and qtype in _BLOCK_VALUES:
+        size, values = _BLOCK_VALUES[qtype]
+        blocks = lambda a, b: torch.from_numpy(np.ascontiguousarray(raw[a:b])).view(-1, k // 32, size)  # noqa: E731
+        return _requantize_rows(raw.shape[0], k, lambda a, b: int8_blocks_from_values(*values(blocks(a, b))), kind, done)
     return _requantize_rows(raw.shape[0], k, lambda a, b: _float_rows(raw[a:b], qtype), kind, done)
 
 
@@ -196,21 +207,41 @@ def int8_from_int4(weight: Int4Weight) -> Int8Weight:
     return _requantize_rows(*weight.shape, weight.dequantize, "int8")  # type: ignore[return-value]
 
 
-def _requantize_rows(n: int, k: int, float_rows: Callable[[int, int], Tensor], kind: str,
-                     done: Callable[[int, int], None] | None = None) -> Int8Weight | Int4Weight:
+def _requantize_rows(n: int, k: int, rows_of: Callable[[int, int], Tensor | Int8Blocks], kind: str,
+                     done: Callable[[int, int], None] | None = None) -> Int8Weight | Int4Weight | Int8Blocks:
+    """rows_of(first, end): those rows as float32, or already as int8 blocks."""
     rows = max(16, 2**18 // k)
     if kind == "int8":
         quantize, out = int8_rows, Int8Weight(torch.empty(n, k, dtype=torch.int8), torch.empty(n))
+    elif kind == "blocks":
+        quantize = int8_blocks
+        out = Int8Blocks(torch.empty(n, k, dtype=torch.int8), torch.empty(n, k // GROUP, dtype=torch.float16))
     else:
         quantize, out = int4_groups, Int4Weight(torch.empty(n, k // 2, dtype=torch.uint8), torch.empty(n, k // GROUP),
                                                 torch.empty(n, k // GROUP))
     for i in range(0, n, rows):
-        part = quantize(float_rows(i, i + rows))
+        part = rows_of(i, i + rows)
+        part = part if isinstance(part, Int8Blocks) else quantize(part)
         for f in fields(out):
             getattr(out, f.name)[i : i + rows] = getattr(part, f.name)
         if done:
             done(i, i + rows)
     return out
+
+
+def ours() -> bool:
+    """Whether quantized layers run on tokentrail's kernels (cpu_kernels.py) rather than torch's."""
+    return cpu_kernels.chosen() == "tokentrail"
+
+
+def int4_runs(shape: tuple[int, int]) -> bool:
+    """Whether int4 weights of this shape run as int4 here (else as int8 rows)."""
+    return (ours() and shape[1] % GROUP == 0) or (int4_fits(shape) and int4_kernel_is_fast())
+
+
+def int8_kind() -> str:
+    """How weights that are not int4 are kept: int8 blocks for our kernels, int8 rows for torch's."""
+    return "blocks" if ours() else "int8"
 
 
 def int4_kernel_is_fast() -> bool:
@@ -234,6 +265,8 @@ def concat(weights: list[Weight]) -> Weight:
         return Int4Weight(*(torch.cat([getattr(w, f) for w in weights]) for f in ("nibbles", "scale", "zero")))
     if all(isinstance(w, Int8Weight) for w in weights):
         return Int8Weight(torch.cat([w.q for w in weights]), torch.cat([w.scale for w in weights]))  # type: ignore[union-attr]
+    if all(isinstance(w, Int8Blocks) for w in weights):
+        return Int8Blocks(torch.cat([w.q for w in weights]), torch.cat([w.d for w in weights]))  # type: ignore[union-attr]
     raise ValueError("concat needs weights of one kind")
 
 
@@ -243,6 +276,8 @@ def split_rows(w: Weight, sizes: tuple[int, ...]) -> list[Weight]:
         return [Int4Weight(*parts) for parts in zip(*(t.split(sizes) for t in (w.nibbles, w.scale, w.zero)))]
     if isinstance(w, Int8Weight):
         return [Int8Weight(q, s) for q, s in zip(w.q.split(sizes), w.scale.split(sizes))]
+    if isinstance(w, Int8Blocks):
+        return [Int8Blocks(q, d) for q, d in zip(w.q.split(sizes), w.d.split(sizes))]
     return list(w.split(sizes))
 
 
@@ -256,6 +291,8 @@ def map_rows(w: Weight, fn: Callable[[Tensor], Tensor]) -> Weight:
         return Int4Weight(fn(w.nibbles), fn(w.scale), fn(w.zero))
     if isinstance(w, Int8Weight):
         return Int8Weight(fn(w.q), fn(w.scale))
+    if isinstance(w, Int8Blocks):
+        return Int8Blocks(fn(w.q), fn(w.d))
     return fn(w)
 
 
@@ -355,9 +392,13 @@ class DenseLinear(nn.Module):
 
 def linear(weight: Weight, bias: Tensor | None = None) -> nn.Module:
     if isinstance(weight, Int4Weight):
+        if ours() and weight.shape[1] % GROUP == 0:
+            return BlockInt4Linear(weight.nibbles, weight.scale, weight.zero, bias)
         if int4_fits(weight.shape) and int4_kernel_is_fast():
             return Int4Linear(weight, bias)
         weight = int8_from_int4(weight)
+    if isinstance(weight, Int8Blocks):
+        return BlockInt8Linear(weight, bias)
     if isinstance(weight, Int8Weight):
         return Int8Linear(weight, bias)
     return DenseLinear(weight, bias)

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from backends import BackendError, GenerationRequest, Message, SamplingParams, load_backend
-from backends.local import loader
+from backends.local import cpu_kernels, loader
+from backends.local.block_linear import BlockInt4Linear, BlockInt8Linear
 from backends.local.loader import load_model
 from backends.local.model import PREFILL_CHUNK
-from backends.local.quant import DenseLinear, GGUFRows, Int4Linear, Int8Linear, OutputHead
+from backends.local.quant import DenseLinear, GGUFRows, Int4Linear, Int8Linear, OutputHead, int4_kernel_is_fast
 from tests.fixtures.tiny_models import (
     GGMLQuantizationType as QT,
 )
@@ -43,6 +44,17 @@ def relative(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
+@pytest.fixture(params=["torch", "tokentrail"])
+def kernels(request, monkeypatch):
+    """Runs a test on torch's kernels and on ours; gives the (int4, int8) layer classes fast mode makes."""
+    if request.param == "tokentrail" and not cpu_kernels.available():
+        pytest.skip("our CPU kernels do not run here")
+    monkeypatch.setenv("TOKENTRAIL_CPU_KERNELS", request.param)
+    if request.param == "tokentrail":
+        return BlockInt4Linear, BlockInt8Linear
+    return Int4Linear if int4_kernel_is_fast() else Int8Linear, Int8Linear
+
+
 def tiny_gguf(tmp_path, family, quant):
     tokenizer = tiny_tokenizer()
     cfg = tiny_config(family, tokenizer.get_vocab_size(with_added_tokens=True))
@@ -51,16 +63,18 @@ def tiny_gguf(tmp_path, family, quant):
 
 @pytest.mark.parametrize("quant", [QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0])
 @pytest.mark.parametrize("family", ["qwen2", "llama", "qwen3", "gemma3", "phi3"])
-def test_fast_mode_keeps_weights_quantized_and_logits_close(tmp_path, family, quant):
+def test_fast_mode_keeps_weights_quantized_and_logits_close(tmp_path, family, quant, kernels):
     path = tiny_gguf(tmp_path, family, quant)
     exact, fast = load_model(path), load_model(path, precision="fast")
     assert fast.precision == "fast"
     layer = fast.model.layers[0]
-    kind = Int4Linear if quant in (QT.Q4_0, QT.Q4_1) else Int8Linear
+    int4, int8 = kernels
+    kind = int4 if quant in (QT.Q4_0, QT.Q4_1) else int8
     for module in (layer.attention.wqkv, layer.attention.wo, layer.feed_forward.w13, layer.feed_forward.w2):
         assert isinstance(module, kind), (module, quant)
     assert isinstance(fast.model.output, OutputHead)  # a rough int4 ranking whatever the type, then exact top rows
-    assert isinstance(fast.model.output.matmul, Int4Linear if fast.config.vocab_size % 16 == 0 else Int8Linear)
+    head = int4 if int4 is BlockInt4Linear or fast.config.vocab_size % 16 == 0 else Int8Linear
+    assert isinstance(fast.model.output.matmul, head)
     assert isinstance(fast.model.output.exact_rows, GGUFRows)
     assert isinstance(fast.model.tok_embeddings, GGUFRows)  # embeddings as exact as in exact mode
     if fast.config.tie_embeddings:  # one copy of the file's rows serves the lookup and the head
@@ -70,25 +84,27 @@ def test_fast_mode_keeps_weights_quantized_and_logits_close(tmp_path, family, qu
     assert error < 0.03, f"{quant.name}: relative logit error {error:.4f}"
 
 
-def test_mixed_types_in_one_fused_projection(tmp_path):
+def test_mixed_types_in_one_fused_projection(tmp_path, kernels):
     def mix(name):  # as llama.cpp's Q4_K_M does: some tensors of a layer at higher precision
         return QT.Q8_0 if name.endswith(("attn_v.weight", "ffn_up.weight")) else QT.Q4_0
 
     path = tiny_gguf(tmp_path, "qwen2", mix)
     fast = load_model(path, precision="fast")
+    int4, int8 = kernels
     wqkv = fast.model.layers[0].attention.wqkv  # q, k (int4) beside v (int8)
-    assert [type(part) for part in wqkv.parts] == [Int4Linear, Int4Linear, Int8Linear]
-    assert isinstance(fast.model.layers[0].attention.wo, Int4Linear)
+    assert [type(part) for part in wqkv.parts] == [int4, int4, int8]
+    assert isinstance(fast.model.layers[0].attention.wo, int4)
     assert relative(body_logits(fast), logits(load_model(path))) < 0.03
 
 
-def test_float_weights_stay_float_unless_quantization_is_asked_for(tiny_models):
+def test_float_weights_stay_float_unless_quantization_is_asked_for(tiny_models, kernels):
     folder, _, _ = tiny_models["llama"]
     exact = logits(load_model(folder))
     fast = load_model(folder, precision="fast")
     assert isinstance(fast.model.layers[0].feed_forward.w2, DenseLinear)
     assert torch.allclose(logits(fast), exact, atol=1e-5)
-    for precision, kind in (("int8", Int8Linear), ("int4", Int4Linear)):
+    int4, int8 = kernels
+    for precision, kind in (("int8", int8), ("int4", int4)):
         loaded = load_model(folder, precision=precision)
         assert isinstance(loaded.model.layers[0].feed_forward.w2, kind)
         assert isinstance(loaded.model.output, OutputHead) and loaded.model.output.exact_rows is None

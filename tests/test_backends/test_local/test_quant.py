@@ -5,6 +5,8 @@ import pytest
 import torch
 from gguf.quants import dequantize, quantize
 
+from backends.local import cpu_kernels, quant
+from backends.local.block_linear import BlockInt4Linear, BlockInt8Linear
 from backends.local.quant import (
     ConcatLinear,
     GGUFRows,
@@ -26,6 +28,18 @@ from tests.fixtures.tiny_models import quantize_q4_k
 @pytest.fixture(autouse=True)
 def seeded():
     torch.manual_seed(0)  # random inputs, the same ones every run
+
+
+@pytest.fixture
+def torch_kernels(monkeypatch):
+    monkeypatch.setenv("TOKENTRAIL_CPU_KERNELS", "torch")
+
+
+@pytest.fixture
+def our_kernels(monkeypatch):
+    if not cpu_kernels.available():
+        pytest.skip("our CPU kernels do not run here")
+    monkeypatch.setenv("TOKENTRAIL_CPU_KERNELS", "tokentrail")
 
 
 def matrix(rows: int, cols: int, seed: int = 0) -> np.ndarray:
@@ -98,7 +112,8 @@ def test_int4_groups_round_trip_error_is_bounded():
     assert ((q.dequantize() - w).abs() <= step / 2 + 1e-6).all()
 
 
-def test_projections_of_mixed_kinds_run_side_by_side():
+def test_projections_of_mixed_kinds_run_side_by_side(torch_kernels, monkeypatch):
+    monkeypatch.setattr(quant, "int4_kernel_is_fast", lambda: True)  # torch's int4 kernel, even where it is slow
     a = int4_groups(torch.from_numpy(matrix(16, 64, seed=4)))
     b = int8_rows(torch.from_numpy(matrix(32, 64, seed=5)))
     bias = torch.randn(48)
@@ -112,7 +127,7 @@ def test_projections_of_mixed_kinds_run_side_by_side():
     assert torch.equal(concat([a, a]).dequantize(), torch.cat([a.dequantize()] * 2))
 
 
-def test_a_shape_the_int4_kernel_cannot_take_runs_as_int8():
+def test_a_shape_the_int4_kernel_cannot_take_runs_as_int8(torch_kernels):
     weight = int4_groups(torch.from_numpy(matrix(24, 64, seed=6)))  # 24 outputs: not a multiple of 16
     layer = linear(weight)
     assert isinstance(layer, Int8Linear)
@@ -162,7 +177,7 @@ def test_fast_mode_reads_embedding_rows_from_the_file_without_copying_them(tmp_p
     assert any(int(span.split("-")[0], 16) <= address < int(span.split("-")[1], 16) for span, *_ in mapped)
 
 
-def test_without_avx512_int4_weights_run_as_int8_rows(monkeypatch):
+def test_without_avx512_int4_weights_run_as_int8_rows(monkeypatch, torch_kernels):
     weight = int4_from_gguf(blocks(matrix(64, 256, seed=4), QT.Q4_K), QT.Q4_K)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     layer = linear(weight)
@@ -172,3 +187,47 @@ def test_without_avx512_int4_weights_run_as_int8_rows(monkeypatch):
     assert ((layer(x).float() - expected).abs().max() / expected.abs().max()) < 0.02
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert isinstance(linear(weight), Int4Linear)
+
+
+@pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q5_0])
+def test_q8_0_and_q5_0_as_int8_blocks_keep_the_files_values_and_block_scales(qtype):
+    array = matrix(70, 512, seed=10)
+    raw = blocks(array, qtype)
+    reference = torch.from_numpy(dequantize(raw, qtype).reshape(array.shape))
+    weight = requantized(raw, qtype, "blocks")
+    assert weight.d.dtype == torch.float16 and weight.d.shape == (70, 16)
+    assert torch.equal(weight.dequantize(), reference)
+
+
+@pytest.mark.parametrize("qtype", [QT.Q5_1, QT.Q4_K])
+def test_other_types_as_int8_blocks_are_within_half_a_block_step(qtype):
+    array = matrix(40, 256, seed=11)
+    reference = torch.from_numpy(dequantize(blocks(array, qtype), qtype).reshape(array.shape))
+    weight = requantized(blocks(array, qtype), qtype, "blocks")
+    step = weight.d.float().repeat_interleave(32, dim=1)
+    assert ((weight.dequantize() - reference).abs() <= step / 2 + 1e-6).all()
+
+
+@pytest.mark.parametrize("qtype", [QT.Q4_0, QT.Q4_1, QT.Q4_K, QT.Q8_0])
+def test_our_kernels_run_gguf_weights_like_a_float_matmul(qtype, our_kernels):
+    k = 512 if qtype == QT.Q4_K else 352  # 11 groups of 32: the kernel's tail; 48 outputs: any count runs
+    raw = blocks(matrix(48, k, seed=12), qtype)
+    weight = requantized(raw, qtype, "blocks") if qtype == QT.Q8_0 else int4_from_gguf(raw, qtype)
+    bias = torch.randn(48)
+    layer = linear(weight, bias)
+    assert isinstance(layer, BlockInt8Linear if qtype == QT.Q8_0 else BlockInt4Linear)
+    x = torch.randn(2, 3, k)
+    expected = x @ weight.dequantize().T + bias
+    got = layer(x)
+    assert got.shape == (2, 3, 48) and got.dtype == torch.float32
+    # activations to about 15 bits; Q4_K's scale products round to float16 (2^-11)
+    assert ((got - expected).norm() / expected.norm()) < (1e-3 if qtype == QT.Q4_K else 1e-4)
+
+
+def test_int4_weights_in_our_layout_dequantize_to_the_same_values(our_kernels):
+    weight = int4_from_gguf(blocks(matrix(16, 64, seed=13), QT.Q4_1), QT.Q4_1)
+    layer = linear(weight)
+    groups = layer.nibbles.view(16, 2, 16)
+    q = torch.cat([groups & 0x0F, groups >> 4], dim=-1).float()  # byte i: value i (low), value i + 16 (high)
+    values = q * layer.scale.float()[..., None] + layer.mins.float()[..., None]
+    assert torch.equal(values.view(16, 64), weight.dequantize())  # Q4_1's d and m are float16: exact

@@ -1,0 +1,97 @@
+"""Linear layers on our CPU kernels (cpu_kernels.py): weights in blocks of 32 with float16 scales.
+
+- `BlockInt4Linear`: int4 groups (Q4_0, Q4_1, Q4_K), w = q * scale + min per group of 32. Q4_0 and
+  Q4_1 are exact; Q4_K's scale products (d * sc, dmin * m) round to float16 (relative 2^-11,
+  where torch's int4 kernel takes bfloat16, 2^-8).
+- `BlockInt8Linear`: int8 blocks, w = q * d per block of 32. Q8_0 and Q5_0 keep the file's own
+  values and block scales exactly; other types (Q6_K, Q5_K, ...) are requantized per block of 32.
+Activations are quantized to int8 blocks of 32 on the way in, as llama.cpp does; every row is
+computed alone, so a row's output does not depend on the others in the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from backends.local import cpu_kernels
+
+BLOCK = cpu_kernels.BLOCK
+
+
+@dataclass
+class Int8Blocks:
+    """w[n, k] = q[n, k] * d[n, k // 32]."""
+
+    q: Tensor  # int8 [N, K]
+    d: Tensor  # float16 [N, K / 32]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.q.shape)  # type: ignore[return-value]
+
+    def dequantize(self) -> Tensor:
+        n, k = self.q.shape
+        return (self.q.float().view(n, -1, BLOCK) * self.d.float()[..., None]).view(n, k)
+
+
+def int8_blocks(w: Tensor) -> Int8Blocks:
+    """Symmetric int8 per block of 32 of a float matrix [N, K]."""
+    n, k = w.shape
+    blocks = w.float().reshape(n, k // BLOCK, BLOCK)
+    d = (blocks.abs().amax(-1) / 127).half()
+    safe = torch.where(d > 0, d.float(), torch.ones(()))
+    q = (blocks / safe[..., None]).round_().clamp_(-127, 127).to(torch.int8)
+    return Int8Blocks(q.view(n, k), d)
+
+
+def int8_blocks_from_values(q: Tensor, d: Tensor) -> Int8Blocks:
+    """Block values (q [N, B, 32] in -128..127, d float16 [N, B, 1]) taken as they are: no rounding."""
+    n = q.shape[0]
+    return Int8Blocks(q.to(torch.int8).reshape(n, -1), d.reshape(n, -1).to(torch.float16))
+
+
+def fits(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 and shape[1] % BLOCK == 0
+
+
+class BlockInt4Linear(nn.Module):
+    def __init__(self, nibbles: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None) -> None:
+        """From quant.Int4Weight's parts: w = (q - 8) * scale + zero, byte j holding q[2j] (low) and q[2j+1] (high)."""
+        super().__init__()
+        n, half = nibbles.shape
+        self.out_features, self.in_features = n, half * 2
+        groups = torch.stack([nibbles & 0x0F, nibbles >> 4], dim=-1).view(n, -1, BLOCK)
+        self.register_buffer("nibbles", (groups[..., :16] | (groups[..., 16:] << 4)).reshape(n, half).contiguous())
+        self.register_buffer("scale", scale.to(torch.float16).contiguous())
+        self.register_buffer("mins", (zero.float() - 8 * scale.float()).to(torch.float16).contiguous())
+        self.bias = bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, self.in_features).float().contiguous()
+        matmul = cpu_kernels.int4_matmul_op if torch.compiler.is_compiling() else cpu_kernels.int4_matmul
+        y = matmul(self.nibbles, self.scale, self.mins, flat).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+class BlockInt8Linear(nn.Module):
+    def __init__(self, weight: Int8Blocks, bias: Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("q", weight.q.contiguous())
+        self.register_buffer("d", weight.d.contiguous())
+        self.bias = bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, self.in_features).float().contiguous()
+        matmul = cpu_kernels.int8_matmul_op if torch.compiler.is_compiling() else cpu_kernels.int8_matmul
+        y = matmul(self.q, self.d, flat).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def rows(self, ids: Tensor) -> Tensor:
+        """Dequantized rows: the token embedding when this is also the (tied) output head."""
+        q, d = self.q[ids.reshape(-1)], self.d[ids.reshape(-1)]
+        out = (q.float().view(q.shape[0], -1, BLOCK) * d.float()[..., None]).view(q.shape[0], -1)
+        return out.view(*ids.shape, self.in_features)

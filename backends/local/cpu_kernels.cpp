@@ -1,0 +1,87 @@
+// Matmuls on weights in blocks of 32, with activations quantized in blocks of 32 too: a block's
+// dot product is an integer sum, scaled once (as llama.cpp multiplies Q4/Q8 weights).
+//
+// Weights:
+//   int4: w[n, 32g + i] = q * scale[n, g] + min[n, g], q in 0..15; byte i of a group (16 bytes)
+//         holds value i in its low nibble and value i + 16 in its high nibble.
+//   int8: w[n, 32g + i] = q * d[n, g], q in -128..127.
+//   scale, min and d are float16.
+// Activations: x[m, 32g + i] ~ xd[m, g] * (hi + lo / 256), hi and lo int8 (cpu_kernels_body.h), so
+// about 15 bits a value: int8 alone (llama.cpp's way) cost SmolLM2 2 points of top-1 agreement.
+//
+// Built by cpu_kernels.py with g++ -O3 -fopenmp. Each instruction set's code is compiled for it
+// by `#pragma GCC target` (cpu_kernels_body.h, twice); tt_use_vnni picks one at run time, and
+// cpu_kernels.py calls nothing here unless tt_cpu_ok says the CPU has AVX2, FMA and F16C.
+#include <immintrin.h>
+#include <stdint.h>
+
+#include <vector>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace avx2 {
+static inline __m256i dot_u8_hi_lo(__m256i u, __m256i hi, __m256i lo) {
+    return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(u, hi), _mm256_set1_epi16(256)),
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(u, lo), _mm256_set1_epi16(1)));
+}
+#include "cpu_kernels_body.h"
+}  // namespace avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")
+namespace vnni {
+static inline __m256i dot_u8_hi_lo(__m256i u, __m256i hi, __m256i lo) {
+    return _mm256_dpbusd_epi32(_mm256_slli_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, hi), 8), u, lo);
+}
+#include "cpu_kernels_body.h"
+}  // namespace vnni
+#pragma GCC pop_options
+
+static bool use_vnni = false;
+
+// The quantized activations of a call, kept per calling thread and grown as needed
+struct Scratch {
+    std::vector<int8_t> q;
+    std::vector<float> d, s;
+    void fit(int64_t M, int64_t K) {
+        if ((int64_t)q.size() < 2 * M * K) q.resize(2 * M * K);
+        if ((int64_t)d.size() < M * K / 32) d.resize(M * K / 32), s.resize(M * K / 32);
+    }
+};
+static thread_local Scratch scratch;
+
+extern "C" {
+
+int tt_cpu_ok(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
+// 1: VNNI where the CPU has it (AVX-512 VNNI with VL); 0: AVX2. Returns the set in use.
+int tt_use_vnni(int wanted) {
+    __builtin_cpu_init();
+    use_vnni = wanted && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+    return use_vnni;
+}
+
+void tt_quantize_rows(const float* x, int64_t M, int64_t K, int8_t* xq, float* xd, float* xs, int threads) {
+#pragma omp parallel num_threads(threads)
+    avx2::quantize_shared(x, M * (K / 32), xq, xd, xs);
+}
+
+void tt_int4_matmul(const uint8_t* w, const uint16_t* scale, const uint16_t* mins, int64_t N, int64_t K,
+                    const float* x, int64_t M, float* y, int threads) {
+    scratch.fit(M, K);
+    (use_vnni ? vnni::int4_matmul : avx2::int4_matmul)(w, scale, mins, N, K, x, M, y, threads, scratch.q.data(),
+                                                      scratch.d.data(), scratch.s.data());
+}
+
+void tt_int8_matmul(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, const float* x, int64_t M, float* y,
+                    int threads) {
+    scratch.fit(M, K);
+    (use_vnni ? vnni::int8_matmul : avx2::int8_matmul)(w, d, N, K, x, M, y, threads, scratch.q.data(), scratch.d.data(),
+                                                      scratch.s.data());
+}
+
+}  // extern "C"

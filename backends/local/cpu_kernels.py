@@ -1,0 +1,182 @@
+"""Our CPU matmul kernels (cpu_kernels.cpp, cpu_kernels_body.h): int4 and int8 weights in blocks of 32
+times activations quantized in blocks of 32 to two int8 parts (about 15 bits), with integer dot products.
+
+The C++ file is compiled once with the system's g++ into tokentrail's cache (keyed by the source's
+hash) and called through ctypes with tensors' data pointers. Its OpenMP threads are torch's own:
+the library links libgomp.so.1, which torch has already loaded. Where there is no compiler, no
+AVX2/FMA/F16C, or the build fails, `available()` is False with one warning saying why, and the
+engine keeps torch's kernels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from backends.paths import home
+
+BLOCK = 32
+SOURCES = [Path(__file__).with_name("cpu_kernels.cpp"), Path(__file__).with_name("cpu_kernels_body.h")]
+FLAGS = ["-O3", "-shared", "-fPIC", "-fopenmp", "-std=c++17"]
+
+
+def _build_dir() -> Path:
+    return Path(os.environ.get("TOKENTRAIL_KERNEL_CACHE", home() / "kernels"))
+
+
+def _compile(out: Path) -> None:
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        raise RuntimeError("no C++ compiler (g++) on PATH")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        built = Path(tmp) / out.name
+        run = subprocess.run([compiler, *FLAGS, str(SOURCES[0]), "-o", str(built)], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {run.stderr.strip()[-500:]}")
+        os.replace(built, out)  # whole or not at all: another process may be loading it
+
+
+SETTINGS = ("auto", "tokentrail", "torch")
+
+
+def setting() -> str:
+    """TOKENTRAIL_CPU_KERNELS: auto (the default), tokentrail (ours wherever they run) or torch."""
+    value = os.environ.get("TOKENTRAIL_CPU_KERNELS", "auto").strip().lower() or "auto"
+    if value not in SETTINGS:
+        raise ValueError(f"TOKENTRAIL_CPU_KERNELS={value!r} is not one of {', '.join(SETTINGS)}")
+    return value
+
+
+def chosen() -> str:
+    """Whose kernels run quantized layers here: "tokentrail" or "torch".
+
+    By default ours where torch's kernels run AVX2 (decode 1.7x faster there; torch's AVX2 int4
+    kernel is the slow one), torch's where they run AVX-512 (as fast at decode, faster at prefill);
+    docs/engine.md has the measurements."""
+    wanted = setting()
+    if wanted == "torch" or not available():
+        return "torch"
+    if wanted == "auto" and torch.backends.cpu.get_cpu_capability() == "AVX512":
+        return "torch"
+    return "tokentrail"
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None (with one warning) where they cannot run here."""
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + " ".join(FLAGS).encode()).hexdigest()[:16]
+    path = _build_dir() / f"cpu_kernels-{digest}.so"
+    try:
+        if not path.exists():
+            _compile(path)
+        lib = _declared(ctypes.CDLL(str(path)))
+    except (OSError, RuntimeError) as e:
+        warnings.warn(f"tokentrail's CPU kernels are off ({e}); torch's kernels run instead", stacklevel=2)
+        return None
+    if not lib.tt_cpu_ok():
+        warnings.warn("this CPU lacks AVX2, FMA or F16C: tokentrail's CPU kernels are off; torch's kernels run instead",
+                      stacklevel=2)
+        return None
+    # AVX-512 VNNI where torch runs its AVX-512 kernels too: ATEN_CPU_CAPABILITY=avx2 forces both to AVX2
+    lib.tt_use_vnni(int(torch.backends.cpu.get_cpu_capability() == "AVX512"))
+    return lib
+
+
+def _declared(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Argument types for ctypes: pointers as addresses (int), sizes as int64, thread counts as int."""
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.tt_quantize_rows.argtypes = [p, i64, i64, p, p, p, i32]
+    lib.tt_int4_matmul.argtypes = [p, p, p, i64, i64, p, i64, p, i32]
+    lib.tt_int8_matmul.argtypes = [p, p, i64, i64, p, i64, p, i32]
+    for f in (lib.tt_quantize_rows, lib.tt_int4_matmul, lib.tt_int8_matmul):
+        f.restype = None
+    return lib
+
+
+def instruction_set() -> str:
+    """What our kernels run on here: "AVX-512 VNNI", "AVX2", or "off"."""
+    lib = library()
+    if lib is None:
+        return "off"
+    return "AVX-512 VNNI" if lib.tt_use_vnni(int(torch.backends.cpu.get_cpu_capability() == "AVX512")) else "AVX2"
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def _ptr(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+def _checked(x: Tensor, k: int) -> Tensor:
+    if x.dtype != torch.float32 or not x.is_contiguous() or x.dim() != 2 or x.shape[1] != k:
+        raise ValueError(f"the kernels take contiguous float32 [M, {k}] activations, not {x.dtype} {tuple(x.shape)}")
+    return x
+
+
+def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """float32 [M, K] -> (hi, lo int8 [M, K], d, s float32 [M, K/32]): per block of 32,
+    x ~ d * (256 * hi + lo) and s = the block's sum of x. The matmuls do this themselves; here for tests."""
+    lib = library()
+    assert lib is not None
+    m, k = _checked(x, x.shape[-1]).shape
+    both = torch.empty(m, k // BLOCK, 2, BLOCK, dtype=torch.int8)
+    d, s = torch.empty(m, k // BLOCK), torch.empty(m, k // BLOCK)
+    lib.tt_quantize_rows(_ptr(x), m, k, _ptr(both), _ptr(d), _ptr(s), torch.get_num_threads())
+    return both[:, :, 0].reshape(m, k), both[:, :, 1].reshape(m, k), d, s
+
+
+def int4_matmul(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor) -> Tensor:
+    """x float32 [M, K] times int4 weights (nibbles uint8 [N, K/2], scale and mins float16 [N, K/32];
+    layout in cpu_kernels.cpp) -> float32 [M, N]."""
+    lib = library()
+    assert lib is not None
+    n, k = nibbles.shape[0], nibbles.shape[1] * 2
+    y = torch.empty(x.shape[0], n)
+    lib.tt_int4_matmul(_ptr(nibbles), _ptr(scale), _ptr(mins), n, k, _ptr(_checked(x, k)), x.shape[0], _ptr(y),
+                       torch.get_num_threads())
+    return y
+
+
+def int8_matmul(q: Tensor, d: Tensor, x: Tensor) -> Tensor:
+    """x float32 [M, K] times int8 weights in blocks of 32 (q int8 [N, K], d float16 [N, K/32]) -> float32 [M, N]."""
+    lib = library()
+    assert lib is not None
+    n, k = q.shape
+    y = torch.empty(x.shape[0], n)
+    lib.tt_int8_matmul(_ptr(q), _ptr(d), n, k, _ptr(_checked(x, k)), x.shape[0], _ptr(y), torch.get_num_threads())
+    return y
+
+
+# The same two matmuls as torch operators, for code that torch.compile traces (an opaque call
+# instead of a graph break at ctypes); eager code calls the functions above, which skip the dispatcher.
+@torch.library.custom_op("tokentrail::int4_matmul", mutates_args=())
+def int4_matmul_op(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor) -> Tensor:
+    return int4_matmul(nibbles, scale, mins, x)
+
+
+@int4_matmul_op.register_fake
+def _(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor) -> Tensor:
+    return x.new_empty(x.shape[0], nibbles.shape[0])
+
+
+@torch.library.custom_op("tokentrail::int8_matmul", mutates_args=())
+def int8_matmul_op(q: Tensor, d: Tensor, x: Tensor) -> Tensor:
+    return int8_matmul(q, d, x)
+
+
+@int8_matmul_op.register_fake
+def _(q: Tensor, d: Tensor, x: Tensor) -> Tensor:
+    return x.new_empty(x.shape[0], q.shape[0])
