@@ -63,8 +63,11 @@ class BlockInt4Linear(nn.Module):
         super().__init__()
         n, half = nibbles.shape
         self.out_features, self.in_features = n, half * 2
-        groups = torch.stack([nibbles & 0x0F, nibbles >> 4], dim=-1).view(n, -1, BLOCK)
-        self.register_buffer("nibbles", (groups[..., :16] | (groups[..., 16:] << 4)).reshape(n, half).contiguous())
+        self.register_buffer("nibbles", torch.empty(n, half, dtype=torch.uint8))
+        for i in range(0, n, 4096):  # a part at a time: no full-size temporaries (a 150k-row head is 117 MB)
+            part = nibbles[i : i + 4096]
+            groups = torch.stack([part & 0x0F, part >> 4], dim=-1).view(part.shape[0], -1, BLOCK)
+            self.nibbles[i : i + 4096] = (groups[..., :16] | (groups[..., 16:] << 4)).view(part.shape[0], half)
         self.register_buffer("scale", scale.to(torch.float16).contiguous())
         self.register_buffer("mins", (zero.float() - 8 * scale.float()).to(torch.float16).contiguous())
         self.bias = bias

@@ -1,8 +1,8 @@
 """Our CPU matmul kernels (cpu_kernels.cpp, cpu_kernels_body.h): int4 and int8 weights in blocks of 32
 times activations quantized in blocks of 32 to two int8 parts (about 15 bits), with integer dot products.
 
-The C++ file is compiled once with the system's g++ into tokentrail's cache (keyed by the source's
-hash) and called through ctypes with tensors' data pointers. Its OpenMP threads are torch's own:
+The C++ file is compiled once with the system's g++ into tokentrail's cache (keyed by the sources'
+hash and the flags) and called through ctypes with tensors' data pointers. Its OpenMP threads are torch's own:
 the library links libgomp.so.1, which torch has already loaded. Where there is no compiler, no
 AVX2/FMA/F16C, or the build fails, `available()` is False with one warning saying why, and the
 engine keeps torch's kernels.
@@ -61,15 +61,13 @@ def setting() -> str:
 def chosen() -> str:
     """Whose kernels run quantized layers here: "tokentrail" or "torch".
 
-    By default ours where torch's kernels run AVX2 (decode 1.7x faster there; torch's AVX2 int4
-    kernel is the slow one), torch's where they run AVX-512 (as fast at decode, faster at prefill);
-    docs/engine.md has the measurements."""
+    By default ours where torch's kernels run AVX2 (decode 1.4-1.6x faster there; torch's AVX2 int4
+    kernel is the slow one), torch's where they run AVX-512 (about as fast at decode, twice as fast
+    at prefill); docs/engine.md has the measurements. Ours are built only when they would run."""
     wanted = setting()
-    if wanted == "torch" or not available():
+    if wanted == "torch" or (wanted == "auto" and torch.backends.cpu.get_cpu_capability() == "AVX512"):
         return "torch"
-    if wanted == "auto" and torch.backends.cpu.get_cpu_capability() == "AVX512":
-        return "torch"
-    return "tokentrail"
+    return "tokentrail" if available() else "torch"
 
 
 @functools.cache

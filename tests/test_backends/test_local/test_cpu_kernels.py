@@ -86,6 +86,7 @@ def test_the_library_is_built_once_into_the_cache_and_loads_libgomp_once(tmp_pat
 def test_without_a_compiler_torchs_kernels_run_with_one_warning(tmp_path, monkeypatch):
     monkeypatch.setenv("TOKENTRAIL_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setenv("TOKENTRAIL_CPU_KERNELS", "tokentrail")
     cpu_kernels.library.cache_clear()
     try:
         with pytest.warns(UserWarning, match="CPU kernels are off .*no C\\+\\+ compiler"):
@@ -110,12 +111,17 @@ def test_a_broken_build_names_the_compilers_complaint(tmp_path, monkeypatch):
         cpu_kernels.library.cache_clear()
 
 
-def test_by_default_ours_run_where_torchs_run_avx2_and_torchs_where_they_run_avx512(monkeypatch):
+def test_by_default_ours_run_where_torchs_run_avx2_and_torchs_where_they_run_avx512(tmp_path, monkeypatch):
     monkeypatch.delenv("TOKENTRAIL_CPU_KERNELS", raising=False)
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert cpu_kernels.chosen() == "tokentrail"
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    assert cpu_kernels.chosen() == "torch"
+    monkeypatch.setenv("TOKENTRAIL_KERNEL_CACHE", str(tmp_path))
+    cpu_kernels.library.cache_clear()
+    try:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+        assert cpu_kernels.chosen() == "torch" and list(tmp_path.iterdir()) == []  # nothing built that will not run
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+        assert cpu_kernels.chosen() == "tokentrail"
+    finally:
+        cpu_kernels.library.cache_clear()
 
 
 def test_the_setting_picks_the_kernels_and_a_bad_one_is_named(monkeypatch):
