@@ -157,9 +157,8 @@ def llama_bench_row(binary: Path, path: Path, repeats: int) -> str:
     if proc.returncode != 0:
         return f"{'llama.cpp (llama-bench)':32} failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}"
     speed = {(t["n_prompt"], t["n_gen"]): t["avg_ts"] for t in json.loads(proc.stdout)}
-    build = json.loads(proc.stdout)[0].get("build_commit", "?")
     return (f"{'llama.cpp (llama-bench)':32} {'-':>7} {'-':>8} {speed[(50, 0)]:10.1f} {speed[(500, 0)]:11.1f} "
-            f"{speed[(0, NEW_TOKENS)]:7.1f} {'-':>8} {'-':>8} {'-':>8}  (build {build})")
+            f"{speed[(0, NEW_TOKENS)]:7.1f} {'-':>8} {'-':>8} {'-':>8}  ({binary})")
 
 
 def in_process(engine: str, path: Path, ids: str, repeats: int, env: dict[str, str], timings: bool = True
