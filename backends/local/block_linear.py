@@ -5,8 +5,8 @@
   where torch's int4 kernel takes bfloat16, 2^-8).
 - `BlockInt8Linear`: int8 blocks, w = q * d per block of 32. Q8_0 and Q5_0 keep the file's own
   values and block scales exactly; other types (Q6_K, Q5_K, ...) are requantized per block of 32.
-Activations are quantized to int8 blocks of 32 on the way in, as llama.cpp does; every row is
-computed alone, so a row's output does not depend on the others in the batch.
+Activations are quantized per block of 32 on the way in, into two int8 parts (cpu_kernels.py);
+every row is computed alone, so a row's output does not depend on the others in the batch.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def int8_blocks_from_values(q: Tensor, d: Tensor) -> Int8Blocks:
 
 
 def fits(shape: tuple[int, ...]) -> bool:
+    """Whether our kernels take a weight of this shape: whole blocks along K (any number of rows)."""
     return len(shape) == 2 and shape[1] % BLOCK == 0
 
 
@@ -95,6 +96,5 @@ class BlockInt8Linear(nn.Module):
 
     def rows(self, ids: Tensor) -> Tensor:
         """Dequantized rows: the token embedding when this is also the (tied) output head."""
-        q, d = self.q[ids.reshape(-1)], self.d[ids.reshape(-1)]
-        out = (q.float().view(q.shape[0], -1, BLOCK) * d.float()[..., None]).view(q.shape[0], -1)
-        return out.view(*ids.shape, self.in_features)
+        flat = ids.reshape(-1)
+        return Int8Blocks(self.q[flat], self.d[flat]).dequantize().view(*ids.shape, self.in_features)

@@ -86,9 +86,13 @@ def library() -> ctypes.CDLL | None:
         warnings.warn("this CPU lacks AVX2, FMA or F16C: tokentrail's CPU kernels are off; torch's kernels run instead",
                       stacklevel=2)
         return None
-    # AVX-512 VNNI where torch runs its AVX-512 kernels too: ATEN_CPU_CAPABILITY=avx2 forces both to AVX2
-    lib.tt_use_vnni(int(torch.backends.cpu.get_cpu_capability() == "AVX512"))
+    _pick_instruction_set(lib)
     return lib
+
+
+def _pick_instruction_set(lib: ctypes.CDLL) -> bool:
+    """AVX-512 VNNI where torch runs its AVX-512 kernels too (ATEN_CPU_CAPABILITY=avx2 forces both to AVX2)."""
+    return bool(lib.tt_use_vnni(int(torch.backends.cpu.get_cpu_capability() == "AVX512")))
 
 
 def _declared(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -107,7 +111,7 @@ def instruction_set() -> str:
     lib = library()
     if lib is None:
         return "off"
-    return "AVX-512 VNNI" if lib.tt_use_vnni(int(torch.backends.cpu.get_cpu_capability() == "AVX512")) else "AVX2"
+    return "AVX-512 VNNI" if _pick_instruction_set(lib) else "AVX2"
 
 
 def available() -> bool:

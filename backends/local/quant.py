@@ -25,7 +25,7 @@ from gguf.quants import dequantize
 from torch import Tensor, nn
 
 from backends.local import cpu_kernels
-from backends.local.block_linear import BlockInt4Linear, BlockInt8Linear, Int8Blocks, int8_blocks, int8_blocks_from_values
+from backends.local.block_linear import BlockInt4Linear, BlockInt8Linear, Int8Blocks, fits, int8_blocks, int8_blocks_from_values
 
 GROUP = 32  # inputs per int4 (scale, zero) pair
 
@@ -236,7 +236,7 @@ def ours() -> bool:
 
 def int4_runs(shape: tuple[int, int]) -> bool:
     """Whether int4 weights of this shape run as int4 here (else as int8 rows)."""
-    return (ours() and shape[1] % GROUP == 0) or (int4_fits(shape) and int4_kernel_is_fast())
+    return (ours() and fits(shape)) or (int4_fits(shape) and int4_kernel_is_fast())
 
 
 def int8_kind() -> str:
@@ -392,7 +392,7 @@ class DenseLinear(nn.Module):
 
 def linear(weight: Weight, bias: Tensor | None = None) -> nn.Module:
     if isinstance(weight, Int4Weight):
-        if ours() and weight.shape[1] % GROUP == 0:
+        if ours() and fits(weight.shape):
             return BlockInt4Linear(weight.nibbles, weight.scale, weight.zero, bias)
         if int4_fits(weight.shape) and int4_kernel_is_fast():
             return Int4Linear(weight, bias)
