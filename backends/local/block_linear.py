@@ -3,17 +3,22 @@
 - `BlockInt4Linear`: int4 groups (Q4_0, Q4_1, Q4_K), w = q * scale + min per group of 32. Q4_0 and
   Q4_1 are exact; Q4_K's scale products (d * sc, dmin * m) round to float16 (relative 2^-11,
   where torch's int4 kernel takes bfloat16, 2^-8).
-- `BlockInt8Linear`: int8 blocks, w = q * d per block of 32. Q8_0 and Q5_0 keep the file's own
-  values and block scales exactly; other types (Q6_K, Q5_K, ...) are requantized per block of 32.
+- `BlockInt5Linear`: int5 groups, w = q * scale + min, q in 0..31: Q5_0 and Q5_1 as the file holds
+  them (a byte copy of each block's nibbles and fifth bits), 0.75 bytes a value where int8 takes 1.06.
+- `BlockInt8Linear`: int8 blocks, w = q * d per block of 32. Q8_0 keeps the file's own values and
+  block scales exactly; other types (Q6_K, Q5_K, ...) are requantized per block of 32.
 Activations are quantized per block of 32 on the way in, into two int8 parts (cpu_kernels.py);
 every row is computed alone, so a row's output does not depend on the others in the batch.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from gguf import GGMLQuantizationType as QT
 from torch import Tensor, nn
 
 from backends.local import cpu_kernels
@@ -53,6 +58,57 @@ def int8_blocks_from_values(q: Tensor, d: Tensor) -> Int8Blocks:
     return Int8Blocks(q.to(torch.int8).reshape(n, -1), d.reshape(n, -1).to(torch.float16))
 
 
+@dataclass
+class Int5Blocks:
+    """w[n, 32g + i] = q * scale[n, g] + mins[n, g], q in 0..31: its low four bits in nibbles (byte i of a
+    group's 16 holds value i low, value i + 16 high), its fifth in bit i of the group's 4 bytes of high."""
+
+    nibbles: Tensor  # uint8 [N, K / 2]
+    high: Tensor  # uint8 [N, K / 8]
+    scale: Tensor  # float16 [N, K / 32]
+    mins: Tensor  # float16 [N, K / 32]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.nibbles.shape[0], self.nibbles.shape[1] * 2
+
+    def values(self) -> Tensor:
+        """q as uint8 [N, K / 32, 32]."""
+        n, k = self.shape
+        groups = self.nibbles.view(n, -1, 16)
+        low = torch.cat([groups & 0x0F, groups >> 4], dim=-1)
+        bits = self.high.view(n, -1, 4, 1) >> torch.arange(8, dtype=torch.uint8) & 1
+        return low | (bits.reshape(n, -1, 32) << 4)
+
+    def dequantize(self) -> Tensor:
+        n, k = self.shape
+        return (self.values().float() * self.scale.float()[..., None] + self.mins.float()[..., None]).view(n, k)
+
+
+INT5_TYPES = {QT.Q5_0: 22, QT.Q5_1: 24}  # bytes a block: float16 d (and m), 4 bytes of fifth bits, 16 of nibbles
+
+
+def int5_from_gguf(raw: np.ndarray, qtype: QT) -> Int5Blocks:
+    """Q5_0 (w = d * (q - 16)) or Q5_1 (w = d * q + m) rows, raw bytes [N, row bytes], copied block part
+    by block part into the kernel's buffers: nothing rounds, no float copy is made."""
+    size = INT5_TYPES[qtype]
+    n, groups = raw.shape[0], raw.shape[1] // size
+    with warnings.catch_warnings():  # a read-only map: only the copies below read it
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        blocks = torch.from_numpy(np.ascontiguousarray(raw)).view(n, groups, size)
+    offset = 4 if qtype == QT.Q5_1 else 2
+    out = Int5Blocks(torch.empty(n, groups * 16, dtype=torch.uint8), torch.empty(n, groups * 4, dtype=torch.uint8),
+                     torch.empty(n, groups, dtype=torch.float16), torch.empty(n, groups, dtype=torch.float16))
+    out.nibbles.view(n, groups, 16).copy_(blocks[..., offset + 4 :])
+    out.high.view(n, groups, 4).copy_(blocks[..., offset : offset + 4])
+    out.scale.view(torch.uint8).view(n, groups, 2).copy_(blocks[..., 0:2])
+    if qtype == QT.Q5_1:
+        out.mins.view(torch.uint8).view(n, groups, 2).copy_(blocks[..., 2:4])
+    else:
+        torch.mul(out.scale, -16, out=out.mins)  # exact: a power of two
+    return out
+
+
 def fits(shape: tuple[int, ...]) -> bool:
     """Whether our kernels take a weight of this shape: whole blocks along K (any number of rows)."""
     return len(shape) == 2 and shape[1] % BLOCK == 0
@@ -77,6 +133,21 @@ class BlockInt4Linear(nn.Module):
         flat = x.reshape(-1, self.in_features).float().contiguous()
         matmul = cpu_kernels.int4_matmul_op if torch.compiler.is_compiling() else cpu_kernels.int4_matmul
         y = matmul(self.nibbles, self.scale, self.mins, flat).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+class BlockInt5Linear(nn.Module):
+    def __init__(self, weight: Int5Blocks, bias: Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        for name in ("nibbles", "high", "scale", "mins"):
+            self.register_buffer(name, getattr(weight, name).contiguous())
+        self.bias = bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, self.in_features).float().contiguous()
+        matmul = cpu_kernels.int4_matmul_op if torch.compiler.is_compiling() else cpu_kernels.int4_matmul
+        y = matmul(self.nibbles, self.scale, self.mins, flat, self.high).view(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
 

@@ -4,6 +4,8 @@
 // Weights:
 //   int4: w[n, 32g + i] = q * scale[n, g] + min[n, g], q in 0..15; byte i of a group (16 bytes)
 //         holds value i in its low nibble and value i + 16 in its high nibble.
+//   int5: the same with q in 0..31, each value's fifth bit in high[n, 4g .. 4g + 4] (bit i of the
+//         group's little-endian 32 bits for value i): Q5_0 and Q5_1 blocks as they are.
 //   int8: w[n, 32g + i] = q * d[n, g], q in -128..127.
 //   scale, min and d are float16.
 // Activations: x[m, 32g + i] ~ xd[m, g] * (hi + lo / 256), hi and lo int8 (cpu_kernels_body.h), so
@@ -14,6 +16,7 @@
 // cpu_kernels.py calls nothing here unless tt_cpu_ok says the CPU has AVX2, FMA and F16C.
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <vector>
 
@@ -24,6 +27,15 @@ static inline __m256i dot_u8_hi_lo(__m256i u, __m256i hi, __m256i lo) {
     return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(u, hi), _mm256_set1_epi16(256)),
                             _mm256_madd_epi16(_mm256_maddubs_epi16(u, lo), _mm256_set1_epi16(1)));
 }
+static inline __m256i fifth_bits(const uint8_t* p) {
+    uint32_t bits;
+    memcpy(&bits, p, 4);
+    // byte j takes source byte j / 8 (the shuffle works within 128-bit halves, each holding all 4), keeps bit j % 8
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits),
+                                               _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+    const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+}
 #include "cpu_kernels_body.h"
 }  // namespace avx2
 #pragma GCC pop_options
@@ -33,6 +45,11 @@ static inline __m256i dot_u8_hi_lo(__m256i u, __m256i hi, __m256i lo) {
 namespace vnni {
 static inline __m256i dot_u8_hi_lo(__m256i u, __m256i hi, __m256i lo) {
     return _mm256_dpbusd_epi32(_mm256_slli_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, hi), 8), u, lo);
+}
+static inline __m256i fifth_bits(const uint8_t* p) {
+    uint32_t bits;
+    memcpy(&bits, p, 4);
+    return _mm256_maskz_mov_epi8((__mmask32)bits, _mm256_set1_epi8(0x10));
 }
 #include "cpu_kernels_body.h"
 }  // namespace vnni
@@ -70,10 +87,11 @@ void tt_quantize_rows(const float* x, int64_t M, int64_t K, int8_t* xq, float* x
     avx2::quantize_shared(x, M * (K / 32), xq, xd, xs);
 }
 
-void tt_int4_matmul(const uint8_t* w, const uint16_t* scale, const uint16_t* mins, int64_t N, int64_t K,
-                    const float* x, int64_t M, float* y, int threads) {
+// high: null for int4 groups
+void tt_int4_matmul(const uint8_t* w, const uint8_t* high, const uint16_t* scale, const uint16_t* mins, int64_t N,
+                    int64_t K, const float* x, int64_t M, float* y, int threads) {
     scratch.fit(M, K);
-    (use_vnni ? vnni::int4_matmul : avx2::int4_matmul)(w, scale, mins, N, K, x, M, y, threads, scratch.q.data(),
+    (use_vnni ? vnni::int4_matmul : avx2::int4_matmul)(w, high, scale, mins, N, K, x, M, y, threads, scratch.q.data(),
                                                       scratch.d.data(), scratch.s.data());
 }
 

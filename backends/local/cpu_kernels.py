@@ -1,4 +1,4 @@
-"""Our CPU matmul kernels (cpu_kernels.cpp, cpu_kernels_body.h): int4 and int8 weights in blocks of 32
+"""Our CPU matmul kernels (cpu_kernels.cpp, cpu_kernels_body.h): int4, int5 and int8 weights in blocks of 32
 times activations quantized in blocks of 32 to two int8 parts (about 15 bits), with integer dot products.
 
 The C++ file is compiled once with the system's g++ into tokentrail's cache (keyed by the sources'
@@ -99,7 +99,7 @@ def _declared(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Argument types for ctypes: pointers as addresses (int), sizes as int64, thread counts as int."""
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.tt_quantize_rows.argtypes = [p, i64, i64, p, p, p, i32]
-    lib.tt_int4_matmul.argtypes = [p, p, p, i64, i64, p, i64, p, i32]
+    lib.tt_int4_matmul.argtypes = [p, p, p, p, i64, i64, p, i64, p, i32]
     lib.tt_int8_matmul.argtypes = [p, p, i64, i64, p, i64, p, i32]
     for f in (lib.tt_quantize_rows, lib.tt_int4_matmul, lib.tt_int8_matmul):
         f.restype = None
@@ -140,15 +140,16 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return both[:, :, 0].reshape(m, k), both[:, :, 1].reshape(m, k), d, s
 
 
-def int4_matmul(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor) -> Tensor:
+def int4_matmul(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None) -> Tensor:
     """x float32 [M, K] times int4 weights (nibbles uint8 [N, K/2], scale and mins float16 [N, K/32];
-    layout in cpu_kernels.cpp) -> float32 [M, N]."""
+    layout in cpu_kernels.cpp), or int5 weights with `high` (uint8 [N, K/8], each value's fifth bit)
+    -> float32 [M, N]."""
     lib = library()
     assert lib is not None
     n, k = nibbles.shape[0], nibbles.shape[1] * 2
     y = torch.empty(x.shape[0], n)
-    lib.tt_int4_matmul(_ptr(nibbles), _ptr(scale), _ptr(mins), n, k, _ptr(_checked(x, k)), x.shape[0], _ptr(y),
-                       torch.get_num_threads())
+    lib.tt_int4_matmul(_ptr(nibbles), None if high is None else _ptr(high), _ptr(scale), _ptr(mins), n, k,
+                       _ptr(_checked(x, k)), x.shape[0], _ptr(y), torch.get_num_threads())
     return y
 
 
@@ -165,12 +166,12 @@ def int8_matmul(q: Tensor, d: Tensor, x: Tensor) -> Tensor:
 # The same two matmuls as torch operators, for code that torch.compile traces (an opaque call
 # instead of a graph break at ctypes); eager code calls the functions above, which skip the dispatcher.
 @torch.library.custom_op("tokentrail::int4_matmul", mutates_args=())
-def int4_matmul_op(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor) -> Tensor:
-    return int4_matmul(nibbles, scale, mins, x)
+def int4_matmul_op(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None) -> Tensor:
+    return int4_matmul(nibbles, scale, mins, x, high)
 
 
 @int4_matmul_op.register_fake
-def _(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor) -> Tensor:
+def _(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None) -> Tensor:
     return x.new_empty(x.shape[0], nibbles.shape[0])
 
 

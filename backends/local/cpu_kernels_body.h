@@ -1,6 +1,6 @@
 // The kernels' bodies, included by cpu_kernels.cpp once per instruction set, inside a namespace
 // that defines dot_u8_hi_lo(u, hi, lo): 8 int32 lanes of 256 * (u . hi) + (u . lo) over 4 bytes each,
-// u unsigned, hi and lo signed.
+// u unsigned, hi and lo signed; and fifth_bits(p): 32 bytes, byte j 0x10 where bit j of p's 4 bytes is set.
 // One parallel region a call: the activations are quantized (blocks shared out among the
 // threads), then each output row n is one task, its activation rows taken in tiles of up to 4
 // (a weight group is unpacked once a tile). A row m's result never depends on the others.
@@ -92,9 +92,10 @@ static inline __m256i int4_group(const uint8_t* bytes) {  // 16 bytes -> the gro
 // A tile: weight rows n + i (i < NR) by activation rows r (r < R); each weight group is unpacked
 // and each activation block loaded once a tile. f[(4i + r) * G + g]: the group's weight scale
 // times the block's activation scale; extra[4i + r]: added to the row's sum; y[r * N + i].
-template <int NR, int R>
-static inline void int4_tile(const uint8_t* w, int64_t G, int64_t K, const int8_t* xq, const float* f,
-                             const float* extra, int64_t N, float* y) {
+// HIGH: int5 groups, each value's fifth bit in hb (4 bytes a group, bit j for value j).
+template <int NR, int R, bool HIGH>
+static inline void int4_tile(const uint8_t* w, const uint8_t* hb, int64_t G, int64_t K, const int8_t* xq,
+                             const float* f, const float* extra, int64_t N, float* y) {
     __m256 acc[NR][R];
     for (int i = 0; i < NR; i++)
         for (int r = 0; r < R; r++) acc[i][r] = _mm256_setzero_ps();
@@ -104,6 +105,10 @@ static inline void int4_tile(const uint8_t* w, int64_t G, int64_t K, const int8_
         for (int i = 0; i < NR; i++) {
             if ((g & 3) == 0) _mm_prefetch((const char*)(w + (i * G + g) * 16 + ahead), _MM_HINT_T0);
             u[i] = int4_group(w + (i * G + g) * 16);
+            if constexpr (HIGH) {
+                if ((g & 15) == 0) _mm_prefetch((const char*)(hb + (i * G + g) * 4 + ahead / 4), _MM_HINT_T0);
+                u[i] = _mm256_or_si256(u[i], fifth_bits(hb + (i * G + g) * 4));
+            }
         }
         for (int r = 0; r < R; r++) {
             const int8_t* b = xq + 2 * r * K + g * 64;
@@ -144,36 +149,38 @@ static inline void int8_tile(const int8_t* w, int64_t G, int64_t K, const int8_t
         for (int r = 0; r < R; r++) y[r * N + i] = hsum(acc[i][r]) + extra[4 * i + r];
 }
 
-template <bool INT4, int NR, int R>
-static inline void tile(const void* w, int64_t G, int64_t K, const int8_t* xq, const float* f, const float* extra,
-                        int64_t N, float* y) {
-    if constexpr (INT4) int4_tile<NR, R>((const uint8_t*)w, G, K, xq, f, extra, N, y);
-    else int8_tile<NR, R>((const int8_t*)w, G, K, xq, f, extra, N, y);
+// BITS: 4 (int4 groups), 5 (int4 groups and their fifth bits in hb) or 8 (int8 blocks)
+template <int BITS, int NR, int R>
+static inline void tile(const void* w, const uint8_t* hb, int64_t G, int64_t K, const int8_t* xq, const float* f,
+                        const float* extra, int64_t N, float* y) {
+    if constexpr (BITS == 8) int8_tile<NR, R>((const int8_t*)w, G, K, xq, f, extra, N, y);
+    else int4_tile<NR, R, BITS == 5>((const uint8_t*)w, hb, G, K, xq, f, extra, N, y);
 }
 
-// Weight rows n .. n + nr (nr is 1 or 2, starting at w) times every activation row, 4 at a time;
+// Weight rows n .. n + nr (nr is 1 or 2, starting at w and hb) times every activation row, 4 at a time;
 // prepare(row, act, f, extra) writes the tile's scales for weight row `row` and activation row `act`.
-template <bool INT4, typename Prepare>
-static inline void row_pair(const void* w, int nr, int64_t n, int64_t M, int64_t N, int64_t G, int64_t K,
-                            const int8_t* xq, float* f, float* extra, float* y, Prepare prepare) {
+template <int BITS, typename Prepare>
+static inline void row_pair(const void* w, const uint8_t* hb, int nr, int64_t n, int64_t M, int64_t N, int64_t G,
+                            int64_t K, const int8_t* xq, float* f, float* extra, float* y, Prepare prepare) {
     for (int64_t m = 0; m < M; m += 4) {
         const int rows = M - m < 4 ? (int)(M - m) : 4;
         for (int i = 0; i < nr; i++)
             for (int r = 0; r < rows; r++) prepare(n + i, m + r, f + (4 * i + r) * G, extra + 4 * i + r);
         const int8_t* xm = xq + 2 * m * K;
         float* ym = y + m * N + n;
-        if (nr == 2 && rows == 4) tile<INT4, 2, 4>(w, G, K, xm, f, extra, N, ym);
-        else if (nr == 1 && rows == 4) tile<INT4, 1, 4>(w, G, K, xm, f, extra, N, ym);
+        if (nr == 2 && rows == 4) tile<BITS, 2, 4>(w, hb, G, K, xm, f, extra, N, ym);
+        else if (nr == 1 && rows == 4) tile<BITS, 1, 4>(w, hb, G, K, xm, f, extra, N, ym);
         else
             for (int r = 0; r < rows; r++) {
-                if (nr == 2) tile<INT4, 2, 1>(w, G, K, xm + 2 * r * K, f + r * G, extra + r, N, ym + r * N);
-                else tile<INT4, 1, 1>(w, G, K, xm + 2 * r * K, f + r * G, extra + r, N, ym + r * N);
+                if (nr == 2) tile<BITS, 2, 1>(w, hb, G, K, xm + 2 * r * K, f + r * G, extra + r, N, ym + r * N);
+                else tile<BITS, 1, 1>(w, hb, G, K, xm + 2 * r * K, f + r * G, extra + r, N, ym + r * N);
             }
     }
 }
 
-static void int4_matmul(const uint8_t* w, const uint16_t* scale, const uint16_t* mins, int64_t N, int64_t K,
-                        const float* x, int64_t M, float* y, int threads, int8_t* xq, float* xd, float* xs) {
+// high: null for int4 groups, else int5 groups' fifth bits
+static void int4_matmul(const uint8_t* w, const uint8_t* high, const uint16_t* scale, const uint16_t* mins, int64_t N,
+                        int64_t K, const float* x, int64_t M, float* y, int threads, int8_t* xq, float* xd, float* xs) {
     const int64_t G = K / 32;
 #pragma omp parallel num_threads(threads)
     {
@@ -187,8 +194,11 @@ static void int4_matmul(const uint8_t* w, const uint16_t* scale, const uint16_t*
             *sum = sum_floats(t, G);  // the mins' part: sum over the row's groups of min * (the block's sum of x)
         };
 #pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n += 2)
-            row_pair<true>(w + n * G * 16, N - n < 2 ? 1 : 2, n, M, N, G, K, xq, f, extra, y, prepare);
+        for (int64_t n = 0; n < N; n += 2) {
+            const int nr = N - n < 2 ? 1 : 2;
+            if (high) row_pair<5>(w + n * G * 16, high + n * G * 4, nr, n, M, N, G, K, xq, f, extra, y, prepare);
+            else row_pair<4>(w + n * G * 16, nullptr, nr, n, M, N, G, K, xq, f, extra, y, prepare);
+        }
     }
 }
 
@@ -206,6 +216,6 @@ static void int8_matmul(const int8_t* w, const uint16_t* d, int64_t N, int64_t K
         };
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n += 2)
-            row_pair<false>(w + n * K, N - n < 2 ? 1 : 2, n, M, N, G, K, xq, f, extra, y, prepare);
+            row_pair<8>(w + n * K, nullptr, N - n < 2 ? 1 : 2, n, M, N, G, K, xq, f, extra, y, prepare);
     }
 }

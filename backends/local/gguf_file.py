@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType
 
+from backends.local.block_linear import INT5_TYPES, int5_from_gguf
 from backends.local.chat_template import family_template
 from backends.local.checkpoint import Checkpoint, check_weights, split_fused
 from backends.local.config import ModelConfig, ModelLoadError, family_of
@@ -27,6 +28,7 @@ from backends.local.quant import (
     int4_runs,
     int8_kind,
     map_rows,
+    ours,
     requantized,
 )
 from backends.local.tokenizer import LocalTokenizer
@@ -185,8 +187,8 @@ def _deferred(file: GGUFFile, info: TensorInfo, convert: Callable[[], Weight], f
 
 
 def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary: LoadSummary) -> dict[str, Weight | Deferred]:
-    """A quantized tensor in fast mode: Q4_0/Q4_1/Q4_K as int4 groups, other types as int8 blocks of 32
-    for our kernels (Q8_0 and Q5_0 exactly) or requantized to int8 rows for torch's (quant.ours;
+    """A quantized tensor in fast mode: Q4_0/Q4_1/Q4_K as int4 groups, Q5_0/Q5_1 as int5 groups for our
+    kernels, other types as int8 blocks of 32 for ours (Q8_0 exactly) or requantized to int8 rows for torch's (quant.ours;
     with torch's, int4 becomes int8 rows on CPUs without AVX-512, see quant.int4_kernel_is_fast).
 
     Token embeddings and the output head also keep the file's blocks (`<name>.rows`, a view of
@@ -211,6 +213,9 @@ def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary:
     if info.type in INT4_TYPES:  # exact as int4 groups; on CPUs where int8 is faster, linear() makes int8 rows of them
         summary.add("int4" if int4_runs(tuple(info.shape)) else "int8", info.name)
         return {name: _deferred(file, info, lambda: int4_from_gguf(raw, info.type), False)}
+    if info.type in INT5_TYPES and ours():  # exact, and 0.75 bytes a value where int8 blocks take 1.06
+        summary.add("int5", info.name)
+        return {name: _deferred(file, info, lambda: int5_from_gguf(raw, info.type), False)}
     summary.add("int8", info.name)
     kind = int8_kind()
     return {name: _deferred(file, info, lambda: requantized(raw, info.type, kind), False)}

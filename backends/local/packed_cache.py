@@ -33,7 +33,7 @@ from backends.paths import home
 _CONVERTER = (model, quant, block_linear, gguf_file, config, prefix_cache)  # what a cached entry was made by
 _SAFE_CLASSES = [
     model.Transformer, model.Block, model.Attention, model.FeedForward, model.RMSNorm, model.KVCache,
-    quant.Int4Linear, quant.Int8Linear, block_linear.BlockInt4Linear, block_linear.BlockInt8Linear,
+    quant.Int4Linear, quant.Int8Linear, block_linear.BlockInt4Linear, block_linear.BlockInt5Linear, block_linear.BlockInt8Linear,
     quant.DenseLinear, quant.OutputHead, quant.ConcatLinear, quant.GGUFRows,
     prefix_cache.PrefixSnapshots, config.ModelConfig, config.RopeScaling, GGMLQuantizationType, nn.ModuleList, set,
 ]

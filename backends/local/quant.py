@@ -13,6 +13,7 @@ makes their layers instead (block_linear.py: int4 groups and int8 blocks of 32, 
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -25,7 +26,16 @@ from gguf.quants import dequantize
 from torch import Tensor, nn
 
 from backends.local import cpu_kernels
-from backends.local.block_linear import BlockInt4Linear, BlockInt8Linear, Int8Blocks, fits, int8_blocks, int8_blocks_from_values
+from backends.local.block_linear import (
+    BlockInt4Linear,
+    BlockInt5Linear,
+    BlockInt8Linear,
+    Int5Blocks,
+    Int8Blocks,
+    fits,
+    int8_blocks,
+    int8_blocks_from_values,
+)
 
 GROUP = 32  # inputs per int4 (scale, zero) pair
 
@@ -74,7 +84,7 @@ class Int8Weight:
         return self.q.float() * self.scale[:, None]
 
 
-Weight = Tensor | Int4Weight | Int8Weight | Int8Blocks
+Weight = Tensor | Int4Weight | Int8Weight | Int8Blocks | Int5Blocks
 
 
 @dataclass
@@ -257,28 +267,26 @@ def dequantize_rows(raw: np.ndarray, qtype: QT) -> Tensor:
     return torch.from_numpy(np.array(values, dtype=np.float32).reshape(raw.shape[0], -1))
 
 
+def _parts(w: Weight) -> list[Tensor]:
+    """A quantized weight's tensors, each with one row per output row."""
+    return [getattr(w, f.name) for f in fields(w)]  # type: ignore[arg-type]
+
+
 def concat(weights: list[Weight]) -> Weight:
     """Stacks weights of one kind along the output dimension."""
-    if all(isinstance(w, Tensor) for w in weights):
+    kind = type(weights[0])
+    if any(type(w) is not kind for w in weights):
+        raise ValueError("concat needs weights of one kind")
+    if kind is Tensor:
         return torch.cat(weights)  # type: ignore[arg-type]
-    if all(isinstance(w, Int4Weight) for w in weights):
-        return Int4Weight(*(torch.cat([getattr(w, f) for w in weights]) for f in ("nibbles", "scale", "zero")))
-    if all(isinstance(w, Int8Weight) for w in weights):
-        return Int8Weight(torch.cat([w.q for w in weights]), torch.cat([w.scale for w in weights]))  # type: ignore[union-attr]
-    if all(isinstance(w, Int8Blocks) for w in weights):
-        return Int8Blocks(torch.cat([w.q for w in weights]), torch.cat([w.d for w in weights]))  # type: ignore[union-attr]
-    raise ValueError("concat needs weights of one kind")
+    return kind(*(torch.cat(parts) for parts in zip(*map(_parts, weights))))
 
 
 def split_rows(w: Weight, sizes: tuple[int, ...]) -> list[Weight]:
-    """A weight cut along its output rows into parts of `sizes` rows (views where the kind allows)."""
-    if isinstance(w, Int4Weight):
-        return [Int4Weight(*parts) for parts in zip(*(t.split(sizes) for t in (w.nibbles, w.scale, w.zero)))]
-    if isinstance(w, Int8Weight):
-        return [Int8Weight(q, s) for q, s in zip(w.q.split(sizes), w.scale.split(sizes))]
-    if isinstance(w, Int8Blocks):
-        return [Int8Blocks(q, d) for q, d in zip(w.q.split(sizes), w.d.split(sizes))]
-    return list(w.split(sizes))
+    """A weight cut along its output rows into parts of `sizes` rows (views)."""
+    if isinstance(w, Tensor):
+        return list(w.split(sizes))
+    return [type(w)(*parts) for parts in zip(*(t.split(sizes) for t in _parts(w)))]
 
 
 def as_float(w: Weight, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -287,13 +295,7 @@ def as_float(w: Weight, dtype: torch.dtype = torch.float32) -> Tensor:
 
 def map_rows(w: Weight, fn: Callable[[Tensor], Tensor]) -> Weight:
     """Applies a reordering of output rows to every per-row part of a weight."""
-    if isinstance(w, Int4Weight):
-        return Int4Weight(fn(w.nibbles), fn(w.scale), fn(w.zero))
-    if isinstance(w, Int8Weight):
-        return Int8Weight(fn(w.q), fn(w.scale))
-    if isinstance(w, Int8Blocks):
-        return Int8Blocks(fn(w.q), fn(w.d))
-    return fn(w)
+    return fn(w) if isinstance(w, Tensor) else type(w)(*map(fn, _parts(w)))
 
 
 @dataclass
@@ -399,6 +401,8 @@ def linear(weight: Weight, bias: Tensor | None = None) -> nn.Module:
         weight = int8_from_int4(weight)
     if isinstance(weight, Int8Blocks):
         return BlockInt8Linear(weight, bias)
+    if isinstance(weight, Int5Blocks):
+        return BlockInt5Linear(weight, bias)
     if isinstance(weight, Int8Weight):
         return Int8Linear(weight, bias)
     return DenseLinear(weight, bias)
@@ -417,10 +421,12 @@ class ConcatLinear(nn.Module):
 
 
 def fused_linear(weights: list[Weight], bias: Tensor | None = None) -> nn.Module:
-    """One layer for several projections (Q/K/V, gate/up): one matmul when their kinds agree."""
-    if len({type(w) for w in weights}) == 1:
+    """One layer for several projections (Q/K/V, gate/up): one matmul for each run of neighbours of one kind
+    (a Q5_0 query and key beside a Q8_0 value: two)."""
+    runs = [list(run) for _, run in itertools.groupby(weights, key=type)]
+    if len(runs) == 1:
         return linear(concat(weights), bias)
-    return ConcatLinear([linear(w) for w in weights], bias)
+    return ConcatLinear([linear(concat(run)) for run in runs], bias)
 
 
 class GGUFRows(nn.Module):

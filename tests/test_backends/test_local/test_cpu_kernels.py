@@ -25,6 +25,17 @@ def int4_parts(n: int, k: int) -> tuple[torch.Tensor, ...]:
     return nibbles, scale, mins, dense
 
 
+def int5_parts(n: int, k: int) -> tuple[torch.Tensor, ...]:
+    """Random int5 weights in the kernel's layout (fifth bits apart), and the same as float32 [N, K]."""
+    q = torch.randint(0, 32, (n, k // 32, 32), dtype=torch.uint8)
+    nibbles, scale, mins, _ = int4_parts(n, k)
+    nibbles = ((q[..., :16] & 0x0F) | ((q[..., 16:] & 0x0F) << 4)).reshape(n, k // 2)
+    bits = ((q >> 4).long() << torch.arange(32)).sum(-1).to(torch.int32)  # bit i: value i's fifth
+    high = bits.view(torch.uint8).reshape(n, k // 8)
+    dense = (q.float() * scale.float()[..., None] + mins.float()[..., None]).view(n, k)
+    return nibbles, high, scale, mins, dense
+
+
 def int8_parts(n: int, k: int) -> tuple[torch.Tensor, ...]:
     q = torch.randint(-128, 128, (n, k), dtype=torch.int8)  # -128 too: a file may hold it
     d = (torch.rand(n, k // 32) * 0.01).half()
@@ -54,6 +65,13 @@ def test_int4_matmul_matches_a_float_matmul(n, k, m):
     assert relative_error(cpu_kernels.int4_matmul(nibbles, scale, mins, x), x @ dense.T) < 1e-4
 
 
+@pytest.mark.parametrize("n,k,m", [(64, 256, 1), (41, 352, 5), (16, 32 * 11, 64)])
+def test_int5_matmul_matches_a_float_matmul(n, k, m):
+    nibbles, high, scale, mins, dense = int5_parts(n, k)
+    x = torch.randn(m, k)
+    assert relative_error(cpu_kernels.int4_matmul(nibbles, scale, mins, x, high), x @ dense.T) < 1e-4
+
+
 @pytest.mark.parametrize("n,k,m", [(64, 256, 1), (25, 352, 7)])
 def test_int8_matmul_matches_a_float_matmul(n, k, m):
     q, d, dense = int8_parts(n, k)
@@ -64,8 +82,10 @@ def test_int8_matmul_matches_a_float_matmul(n, k, m):
 def test_a_row_gives_the_same_bits_alone_and_in_a_batch():
     nibbles, scale, mins, _ = int4_parts(47, 512)
     q, d, _ = int8_parts(47, 512)
+    n5, high, s5, m5, _ = int5_parts(47, 512)
     x = torch.randn(9, 512)  # tiles of 2 weight rows by 4 activation rows, then 2 by 1, and 1 by 4 and 1 by 1
-    for matmul in (lambda v: cpu_kernels.int4_matmul(nibbles, scale, mins, v), lambda v: cpu_kernels.int8_matmul(q, d, v)):
+    for matmul in (lambda v: cpu_kernels.int4_matmul(nibbles, scale, mins, v), lambda v: cpu_kernels.int8_matmul(q, d, v),
+                   lambda v: cpu_kernels.int4_matmul(n5, s5, m5, v, high)):
         together = matmul(x)
         assert all(torch.equal(matmul(x[i : i + 1].contiguous())[0], together[i]) for i in (0, 4, 8))
 
@@ -141,11 +161,14 @@ def test_avx512_vnni_and_avx2_give_the_same_bits():
         pytest.skip("no AVX-512 VNNI here")
     nibbles, scale, mins, _ = int4_parts(32, 256)
     q, d, _ = int8_parts(32, 256)
+    n5, high, s5, m5, _ = int5_parts(32, 256)
     x = torch.randn(6, 256)
+    run = lambda: (cpu_kernels.int4_matmul(nibbles, scale, mins, x), cpu_kernels.int8_matmul(q, d, x),  # noqa: E731
+                   cpu_kernels.int4_matmul(n5, s5, m5, x, high))
     try:
-        with_vnni = cpu_kernels.int4_matmul(nibbles, scale, mins, x), cpu_kernels.int8_matmul(q, d, x)
+        with_vnni = run()
         lib.tt_use_vnni(0)
-        with_avx2 = cpu_kernels.int4_matmul(nibbles, scale, mins, x), cpu_kernels.int8_matmul(q, d, x)
+        with_avx2 = run()
     finally:
         cpu_kernels.instruction_set()  # back to this CPU's choice
     assert all(torch.equal(a, b) for a, b in zip(with_vnni, with_avx2))

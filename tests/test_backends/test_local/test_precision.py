@@ -5,7 +5,7 @@ import torch
 
 from backends import BackendError, GenerationRequest, Message, SamplingParams, load_backend
 from backends.local import cpu_kernels, loader
-from backends.local.block_linear import BlockInt4Linear, BlockInt8Linear
+from backends.local.block_linear import BlockInt4Linear, BlockInt5Linear, BlockInt8Linear
 from backends.local.loader import load_model
 from backends.local.model import PREFILL_CHUNK
 from backends.local.quant import DenseLinear, GGUFRows, Int4Linear, Int8Linear, OutputHead, int4_kernel_is_fast
@@ -70,6 +70,8 @@ def test_fast_mode_keeps_weights_quantized_and_logits_close(tmp_path, family, qu
     layer = fast.model.layers[0]
     int4, int8 = kernels
     kind = int4 if quant in (QT.Q4_0, QT.Q4_1) else int8
+    if int4 is BlockInt4Linear and quant in (QT.Q5_0, QT.Q5_1):
+        kind = BlockInt5Linear  # the file's blocks as they are
     for module in (layer.attention.wqkv, layer.attention.wo, layer.feed_forward.w13, layer.feed_forward.w2):
         assert isinstance(module, kind), (module, quant)
     assert isinstance(fast.model.output, OutputHead)  # a rough int4 ranking whatever the type, then exact top rows
@@ -91,8 +93,10 @@ def test_mixed_types_in_one_fused_projection(tmp_path, kernels):
     path = tiny_gguf(tmp_path, "qwen2", mix)
     fast = load_model(path, precision="fast")
     int4, int8 = kernels
-    wqkv = fast.model.layers[0].attention.wqkv  # q, k (int4) beside v (int8)
-    assert [type(part) for part in wqkv.parts] == [int4, int4, int8]
+    wqkv = fast.model.layers[0].attention.wqkv  # q and k (int4, one matmul) beside v (int8)
+    assert [type(part) for part in wqkv.parts] == [int4, int8]
+    assert [part.out_features for part in wqkv.parts] == [fast.config.dim + fast.config.n_kv_heads * fast.config.head_dim,
+                                                          fast.config.n_kv_heads * fast.config.head_dim]
     assert isinstance(fast.model.layers[0].attention.wo, int4)
     assert relative(body_logits(fast), logits(load_model(path))) < 0.03
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from backends import load_backend
+from backends.local import cpu_kernels
 from tests.fixtures.tiny_models import write_smollm2_as_qwen2
 
 pytestmark = pytest.mark.model
@@ -56,11 +57,16 @@ def test_fast_mode_on_smollm2(smollm2, smollm2_exact):
     assert agreement >= 0.97, agreement
 
 
-def test_fast_mode_on_a_qwen2_family_q4_k_m_file(smollm2_as_qwen2):
+@pytest.mark.parametrize("kernels", ["torch", "tokentrail"])
+def test_fast_mode_on_a_qwen2_family_q4_k_m_file(smollm2_as_qwen2, kernels, monkeypatch):
+    if kernels == "tokentrail" and not cpu_kernels.available():
+        pytest.skip("our CPU kernels do not run here")
+    monkeypatch.setenv("TOKENTRAIL_CPU_KERNELS", kernels)
     exact = load_backend("local", model=str(smollm2_as_qwen2), precision="exact")
     fast = load_backend("local", model=str(smollm2_as_qwen2))
     assert exact.loaded.config.family == "qwen2" and exact.loaded.config.qkv_bias
-    assert set(fast.loaded.summary.counts()) == {"int4", "int8", "int4+rows"}
+    ours = {"int5"} if kernels == "tokentrail" else set()  # Q5_0 as int5 groups on ours, int8 rows on torch's
+    assert set(fast.loaded.summary.counts()) == {"int4", "int8", "int4+rows"} | ours
     ppl_exact, ppl_fast, agreement = quality(exact, fast)
     assert ppl_exact < 40
     assert abs(ppl_fast / ppl_exact - 1) < 0.02, (ppl_exact, ppl_fast)

@@ -6,7 +6,7 @@ import torch
 from gguf.quants import dequantize, quantize
 
 from backends.local import cpu_kernels, quant
-from backends.local.block_linear import BlockInt4Linear, BlockInt8Linear
+from backends.local.block_linear import BlockInt4Linear, BlockInt5Linear, BlockInt8Linear, Int5Blocks, int5_from_gguf
 from backends.local.quant import (
     ConcatLinear,
     GGUFRows,
@@ -19,7 +19,9 @@ from backends.local.quant import (
     int4_groups,
     int8_rows,
     linear,
+    map_rows,
     requantized,
+    split_rows,
 )
 from tests.fixtures.tiny_models import GGMLQuantizationType as QT
 from tests.fixtures.tiny_models import quantize_q4_k
@@ -124,6 +126,11 @@ def test_projections_of_mixed_kinds_run_side_by_side(torch_kernels, monkeypatch)
     assert ((fused(x) - expected).norm() / expected.norm()) < 0.01
     one_matmul = fused_linear([a, a])
     assert isinstance(one_matmul, Int4Linear) and one_matmul.out_features == 32
+    bias = torch.randn(64)
+    neighbours = fused_linear([a, a, b], bias)  # a query and key of one kind beside a value of another: two matmuls
+    assert [p.out_features for p in neighbours.parts] == [32, 32]
+    expected = x @ torch.cat([a.dequantize(), a.dequantize(), b.dequantize()]).T + bias
+    assert ((neighbours(x) - expected).norm() / expected.norm()) < 0.01
     assert torch.equal(concat([a, a]).dequantize(), torch.cat([a.dequantize()] * 2))
 
 
@@ -208,14 +215,41 @@ def test_other_types_as_int8_blocks_are_within_half_a_block_step(qtype):
     assert ((weight.dequantize() - reference).abs() <= step / 2 + 1e-6).all()
 
 
-@pytest.mark.parametrize("qtype", [QT.Q4_0, QT.Q4_1, QT.Q4_K, QT.Q8_0])
+@pytest.mark.parametrize("qtype", [QT.Q5_0, QT.Q5_1])
+def test_q5_as_int5_groups_keep_the_files_values_and_scales(qtype):
+    array = matrix(70, 512, seed=10)
+    raw = blocks(array, qtype)
+    reference = torch.from_numpy(dequantize(raw, qtype).reshape(array.shape))
+    weight = int5_from_gguf(raw, qtype)
+    assert weight.nibbles.shape == (70, 256) and weight.high.shape == (70, 64) and weight.scale.dtype == torch.float16
+    assert torch.equal(weight.dequantize(), reference)
+    assert weight.values().max() > 15  # the fifth bits are there
+
+
+def test_quantized_weights_of_every_kind_concat_split_and_reorder_by_rows():
+    weight = int5_from_gguf(blocks(matrix(24, 64, seed=14), QT.Q5_0), QT.Q5_0)
+    top, rest = split_rows(weight, (10, 14))
+    assert isinstance(top, Int5Blocks) and top.shape == (10, 64)
+    assert torch.equal(concat([top, rest]).dequantize(), weight.dequantize())
+    flipped = map_rows(weight, lambda t: t.flip(0))
+    assert torch.equal(flipped.dequantize(), weight.dequantize().flip(0))
+    with pytest.raises(ValueError, match="one kind"):
+        concat([top, int8_rows(torch.randn(4, 64))])
+
+
+@pytest.mark.parametrize("qtype", [QT.Q4_0, QT.Q4_1, QT.Q4_K, QT.Q8_0, QT.Q5_0, QT.Q5_1])
 def test_our_kernels_run_gguf_weights_like_a_float_matmul(qtype, our_kernels):
     k = 512 if qtype == QT.Q4_K else 352  # 11 groups of 32: the kernel's tail; 48 outputs: any count runs
     raw = blocks(matrix(48, k, seed=12), qtype)
-    weight = requantized(raw, qtype, "blocks") if qtype == QT.Q8_0 else int4_from_gguf(raw, qtype)
+    if qtype == QT.Q8_0:
+        weight, kind = requantized(raw, qtype, "blocks"), BlockInt8Linear
+    elif qtype in (QT.Q5_0, QT.Q5_1):
+        weight, kind = int5_from_gguf(raw, qtype), BlockInt5Linear
+    else:
+        weight, kind = int4_from_gguf(raw, qtype), BlockInt4Linear
     bias = torch.randn(48)
     layer = linear(weight, bias)
-    assert isinstance(layer, BlockInt8Linear if qtype == QT.Q8_0 else BlockInt4Linear)
+    assert isinstance(layer, kind)
     x = torch.randn(2, 3, k)
     expected = x @ weight.dequantize().T + bias
     got = layer(x)
