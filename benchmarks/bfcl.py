@@ -141,9 +141,10 @@ def serve_llama_cpp(binary: Path, model: str | None) -> tuple[subprocess.Popen, 
     raise RuntimeError(f"llama.cpp's server did not start: {' '.join(command)}")
 
 
-def evaluate(code: Path, model: str | None, limit: int, choice: str,
-             llama_server: Path | None = None) -> dict[str, tuple[int, int, int, int, float]]:
-    """Per category: (cases, right, replies with exactly one call, more than one call, seconds)."""
+def evaluate(code: Path, model: str | None, limit: int, choice: str, llama_server: Path | None = None,
+             misses: bool = False) -> dict[str, tuple[int, int, int, int, float]]:
+    """Per category: (cases, right, replies with exactly one call, more than one call, seconds).
+    misses: print each wrong reply beside the expected calls."""
     import openai
 
     process, url = serve_llama_cpp(llama_server, model) if llama_server else serve(code, model)
@@ -160,7 +161,12 @@ def evaluate(code: Path, model: str | None, limit: int, choice: str,
                 reply = client.chat.completions.create(model=model_id, temperature=0, max_tokens=400, tool_choice=choice,
                                                        messages=case["question"][0], tools=tools(case))
                 got = [(c.function.name, _loads(c.function.arguments)) for c in reply.choices[0].message.tool_calls or []]
-                solved += right(got, case)
+                ok = right(got, case)
+                solved += ok
+                if misses and not ok:
+                    print(f"  miss {case['id']}: {case['question'][0][-1]['content'][:100]!r}\n    got {got}"
+                          f"{'' if got else ' text ' + repr((reply.choices[0].message.content or '')[:100])}"
+                          f"\n    expected {case['ground_truth']}", flush=True)
                 single += len(got) == 1
                 several += len(got) > 1
             results[category] = (len(chosen), solved, single, several, time.perf_counter() - start)
@@ -185,13 +191,14 @@ def main() -> None:
     parser.add_argument("--choice", default="required", choices=["required", "auto"])
     parser.add_argument("--llama-server", type=Path, default=None,
                         help="llama.cpp's llama-server binary: the same models through it too, in the same run")
+    parser.add_argument("--misses", action="store_true", help="print each wrong reply beside the expected calls")
     args = parser.parse_args()
     print(f"BFCL v4 ({WHEEL}), tool_choice={args.choice!r}, server code: {args.code}\n")
     print("| model | category | cases | right | one call | more than one | s/case |\n|---|---|---|---|---|---|---|")
     servers = [("tokentrail", None)] + ([("llama.cpp", args.llama_server)] if args.llama_server else [])
     for model in args.model or [None]:
         for server, binary in servers:
-            results = evaluate(args.code, model, args.cases, args.choice, binary)
+            results = evaluate(args.code, model, args.cases, args.choice, binary, args.misses)
             for category, (n, solved, single, several, seconds) in results.items():
                 print(f"| {model or 'default'} ({server}) | {category} | {n} | {solved} ({solved / n:.0%}) | {single} "
                       f"| {several} | {seconds / n:.1f} |", flush=True)
