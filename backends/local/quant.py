@@ -42,15 +42,17 @@ GROUP = 32  # inputs per int4 (scale, zero) pair
 
 @dataclass
 class Int4Weight:
-    """w[n, k] = (q[n, k] - 8) * scale[n, k // 32] + zero[n, k // 32], q kept two to a byte."""
+    """w[n, k] = (q[n, k] - 8) * scale[n, k // 32] + zero[n, k // 32], q kept two to a byte as GGUF's
+    Q4_0 blocks and our kernels keep them: byte i of a group's 16 holds value i (low) and value i + 16 (high)."""
 
-    nibbles: Tensor  # uint8 [N, K / 2]: q[n, 2j] in the low nibble of byte j, q[n, 2j + 1] in the high
+    nibbles: Tensor  # uint8 [N, K / 2]
     scale: Tensor  # float32 [N, K / 32]
     zero: Tensor  # float32 [N, K / 32]
 
     @classmethod
     def from_values(cls, q: Tensor, scale: Tensor, zero: Tensor) -> Int4Weight:
-        return cls(q[:, 0::2] | (q[:, 1::2] << 4), scale, zero)
+        groups = q.view(q.shape[0], -1, GROUP)
+        return cls((groups[..., :16] | (groups[..., 16:] << 4)).view(q.shape[0], -1), scale, zero)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -59,7 +61,8 @@ class Int4Weight:
     def values(self, start: int = 0, end: int | None = None) -> Tensor:
         """q of rows start..end as uint8 [rows, K]."""
         b = self.nibbles[start:end]
-        return torch.stack([b & 0x0F, b >> 4], dim=-1).view(b.shape[0], -1)
+        groups = b.view(b.shape[0], -1, 16)
+        return torch.cat([groups & 0x0F, groups >> 4], dim=-1).view(b.shape[0], -1)
 
     def dequantize(self, start: int = 0, end: int | None = None) -> Tensor:
         """Rows start..end as float32."""
@@ -111,12 +114,6 @@ def _f16(blocks: np.ndarray, start: int) -> np.ndarray:
     return blocks[..., start : start + 2].copy().view(np.float16).astype(np.float32)[..., 0]
 
 
-def _nibbles(qs: np.ndarray) -> np.ndarray:
-    """[..., 16·j bytes] -> [..., 32·j values]: each 16 bytes hold 32 values, low nibbles first."""
-    low, high = qs & 0x0F, qs >> 4
-    return np.concatenate([low[..., None, :], high[..., None, :]], axis=-2).reshape(*qs.shape[:-1], -1)
-
-
 def _q4_k_scales(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 8 six-bit sub-block scales and mins of a Q4_K block (ggml's get_scale_min_k4)."""
     a, b, c = packed[..., 0:4], packed[..., 4:8], packed[..., 8:12]
@@ -128,15 +125,16 @@ def _q4_k_scales(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def int4_from_gguf(raw: np.ndarray, qtype: QT) -> Int4Weight:
     """Q4_0 / Q4_1 / Q4_K rows (raw bytes [N, row bytes]) as int4 groups, without rounding a value."""
     n = raw.shape[0]
-    if qtype == QT.Q4_0:  # w = d * (q - 8)
-        blocks = raw.reshape(n, -1, 18)
+    as_tensor = lambda a, dtype=np.float32: torch.from_numpy(np.ascontiguousarray(a, dtype=dtype).reshape(n, -1))  # noqa: E731
+    if qtype in (QT.Q4_0, QT.Q4_1):  # the blocks' nibbles are already in Int4Weight's order: copied as they are
+        blocks = raw.reshape(n, -1, 18 if qtype == QT.Q4_0 else 20)
         d = _f16(blocks, 0)
-        q, scale, zero = _nibbles(blocks[..., 2:]), d, np.zeros_like(d)
-    elif qtype == QT.Q4_1:  # w = d * q + m
-        blocks = raw.reshape(n, -1, 20)
-        d, m = _f16(blocks, 0), _f16(blocks, 2)
-        q, scale, zero = _nibbles(blocks[..., 4:]), d, m + 8 * d
-    elif qtype == QT.Q4_K:  # per 32-value sub-block j: w = d * sc_j * q - dmin * m_j
+        if qtype == QT.Q4_0:  # w = d * (q - 8)
+            nibbles, zero = blocks[..., 2:], np.zeros_like(d)
+        else:  # w = d * q + m
+            nibbles, zero = blocks[..., 4:], _f16(blocks, 2) + 8 * d
+        return Int4Weight(as_tensor(nibbles, np.uint8), as_tensor(d), as_tensor(zero))
+    if qtype == QT.Q4_K:  # per 32-value sub-block j: w = d * sc_j * q - dmin * m_j
         blocks = raw.reshape(n, -1, 144)
         d, dmin = _f16(blocks, 0)[..., None], _f16(blocks, 2)[..., None]
         sc, mins = _q4_k_scales(blocks[..., 4:16])
@@ -146,7 +144,6 @@ def int4_from_gguf(raw: np.ndarray, qtype: QT) -> Int4Weight:
         zero = 8 * scale - dmin * mins
     else:
         raise ValueError(f"{qtype.name} has no int4 mapping")
-    as_tensor = lambda a, dtype=np.float32: torch.from_numpy(np.ascontiguousarray(a, dtype=dtype).reshape(n, -1))  # noqa: E731
     return Int4Weight.from_values(as_tensor(q, np.uint8), as_tensor(scale), as_tensor(zero))
 
 
