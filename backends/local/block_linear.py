@@ -109,12 +109,19 @@ def int5_from_gguf(raw: np.ndarray, qtype: QT) -> Int5Blocks:
     return out
 
 
+def _norm(norm: nn.Module | None) -> tuple[Tensor | None, float]:
+    """An RMSNorm's (weight, eps) for the kernels to apply on the way in, or nothing."""
+    return (None, 0.0) if norm is None else (norm.weight.float().contiguous(), float(norm.eps))
+
+
 def fits(shape: tuple[int, ...]) -> bool:
     """Whether our kernels take a weight of this shape: whole blocks along K (any number of rows)."""
     return len(shape) == 2 and shape[1] % BLOCK == 0
 
 
 class BlockInt4Linear(nn.Module):
+    takes_norm = True  # forward(x, norm) is forward(norm(x)), the norm applied as x is quantized
+
     def __init__(self, nibbles: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None) -> None:
         """From quant.Int4Weight's parts: w = (q - 8) * scale + zero; its nibbles are in the kernel's order
         already and are taken as they are (a 150k-row head's 117 MB are not copied)."""
@@ -126,14 +133,16 @@ class BlockInt4Linear(nn.Module):
         self.register_buffer("mins", (zero.float() - 8 * scale.float()).to(torch.float16).contiguous())
         self.bias = bias
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
         flat = x.reshape(-1, self.in_features).float().contiguous()
         matmul = cpu_kernels.int4_matmul_op if torch.compiler.is_compiling() else cpu_kernels.int4_matmul
-        y = matmul(self.nibbles, self.scale, self.mins, flat).view(*x.shape[:-1], self.out_features)
+        y = matmul(self.nibbles, self.scale, self.mins, flat, None, *_norm(norm)).view(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
 
 class BlockInt5Linear(nn.Module):
+    takes_norm = True
+
     def __init__(self, weight: Int5Blocks, bias: Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
@@ -141,14 +150,16 @@ class BlockInt5Linear(nn.Module):
             self.register_buffer(name, getattr(weight, name).contiguous())
         self.bias = bias
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
         flat = x.reshape(-1, self.in_features).float().contiguous()
         matmul = cpu_kernels.int4_matmul_op if torch.compiler.is_compiling() else cpu_kernels.int4_matmul
-        y = matmul(self.nibbles, self.scale, self.mins, flat, self.high).view(*x.shape[:-1], self.out_features)
+        y = matmul(self.nibbles, self.scale, self.mins, flat, self.high, *_norm(norm)).view(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
 
 class BlockInt8Linear(nn.Module):
+    takes_norm = True
+
     def __init__(self, weight: Int8Blocks, bias: Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
@@ -156,10 +167,10 @@ class BlockInt8Linear(nn.Module):
         self.register_buffer("d", weight.d.contiguous())
         self.bias = bias
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
         flat = x.reshape(-1, self.in_features).float().contiguous()
         matmul = cpu_kernels.int8_matmul_op if torch.compiler.is_compiling() else cpu_kernels.int8_matmul
-        y = matmul(self.q, self.d, flat).view(*x.shape[:-1], self.out_features)
+        y = matmul(self.q, self.d, flat, *_norm(norm)).view(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
     def rows(self, ids: Tensor) -> Tensor:

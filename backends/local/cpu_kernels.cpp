@@ -15,6 +15,7 @@
 // by `#pragma GCC target` (cpu_kernels_body.h, twice); tt_use_vnni picks one at run time, and
 // cpu_kernels.py calls nothing here unless tt_cpu_ok says the CPU has AVX2, FMA and F16C.
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -60,10 +61,11 @@ static bool use_vnni = false;
 // The quantized activations of a call, kept per calling thread and grown as needed
 struct Scratch {
     std::vector<int8_t> q;
-    std::vector<float> d, s;
+    std::vector<float> d, s, r;
     void fit(int64_t M, int64_t K) {
         if ((int64_t)q.size() < 2 * M * K) q.resize(2 * M * K);
         if ((int64_t)d.size() < M * K / 32) d.resize(M * K / 32), s.resize(M * K / 32);
+        if ((int64_t)r.size() < M) r.resize(M);
     }
 };
 static thread_local Scratch scratch;
@@ -84,22 +86,23 @@ int tt_use_vnni(int wanted) {
 
 void tt_quantize_rows(const float* x, int64_t M, int64_t K, int8_t* xq, float* xd, float* xs, int threads) {
 #pragma omp parallel num_threads(threads)
-    avx2::quantize_shared(x, M * (K / 32), xq, xd, xs);
+    avx2::quantize_shared(x, M, K, nullptr, 0.0f, xq, xd, xs, nullptr);
 }
 
-// high: null for int4 groups
+// high: null for int4 groups; norm: null, or an RMSNorm's weight applied to x first (with eps)
 void tt_int4_matmul(const uint8_t* w, const uint8_t* high, const uint16_t* scale, const uint16_t* mins, int64_t N,
-                    int64_t K, const float* x, int64_t M, float* y, int threads) {
+                    int64_t K, const float* x, int64_t M, float* y, int threads, const float* norm, float eps) {
     scratch.fit(M, K);
-    (use_vnni ? vnni::int4_matmul : avx2::int4_matmul)(w, high, scale, mins, N, K, x, M, y, threads, scratch.q.data(),
-                                                      scratch.d.data(), scratch.s.data());
+    (use_vnni ? vnni::int4_matmul : avx2::int4_matmul)(w, high, scale, mins, N, K, x, M, y, threads, norm, eps,
+                                                      scratch.q.data(), scratch.d.data(), scratch.s.data(),
+                                                      scratch.r.data());
 }
 
 void tt_int8_matmul(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, const float* x, int64_t M, float* y,
-                    int threads) {
+                    int threads, const float* norm, float eps) {
     scratch.fit(M, K);
-    (use_vnni ? vnni::int8_matmul : avx2::int8_matmul)(w, d, N, K, x, M, y, threads, scratch.q.data(), scratch.d.data(),
-                                                      scratch.s.data());
+    (use_vnni ? vnni::int8_matmul : avx2::int8_matmul)(w, d, N, K, x, M, y, threads, norm, eps, scratch.q.data(),
+                                                      scratch.d.data(), scratch.s.data(), scratch.r.data());
 }
 
 }  // extern "C"

@@ -97,10 +97,10 @@ def _pick_instruction_set(lib: ctypes.CDLL) -> bool:
 
 def _declared(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Argument types for ctypes: pointers as addresses (int), sizes as int64, thread counts as int."""
-    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
     lib.tt_quantize_rows.argtypes = [p, i64, i64, p, p, p, i32]
-    lib.tt_int4_matmul.argtypes = [p, p, p, p, i64, i64, p, i64, p, i32]
-    lib.tt_int8_matmul.argtypes = [p, p, i64, i64, p, i64, p, i32]
+    lib.tt_int4_matmul.argtypes = [p, p, p, p, i64, i64, p, i64, p, i32, p, f32]
+    lib.tt_int8_matmul.argtypes = [p, p, i64, i64, p, i64, p, i32, p, f32]
     for f in (lib.tt_quantize_rows, lib.tt_int4_matmul, lib.tt_int8_matmul):
         f.restype = None
     return lib
@@ -140,46 +140,59 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return both[:, :, 0].reshape(m, k), both[:, :, 1].reshape(m, k), d, s
 
 
-def int4_matmul(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None) -> Tensor:
+def _norm_ptr(norm: Tensor | None, k: int) -> int | None:
+    if norm is None:
+        return None
+    if norm.dtype != torch.float32 or not norm.is_contiguous() or norm.shape != (k,):
+        raise ValueError(f"the kernels take an RMSNorm weight as contiguous float32 [{k}], not {norm.dtype} {tuple(norm.shape)}")
+    return _ptr(norm)
+
+
+def int4_matmul(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None,
+                norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
     """x float32 [M, K] times int4 weights (nibbles uint8 [N, K/2], scale and mins float16 [N, K/32];
     layout in cpu_kernels.cpp), or int5 weights with `high` (uint8 [N, K/8], each value's fifth bit)
-    -> float32 [M, N]."""
+    -> float32 [M, N]. With `norm`, x goes in RMS-normalized first: x * rsqrt(mean(x^2) + eps) * norm."""
     lib = library()
     assert lib is not None
     n, k = nibbles.shape[0], nibbles.shape[1] * 2
     y = torch.empty(x.shape[0], n)
     lib.tt_int4_matmul(_ptr(nibbles), None if high is None else _ptr(high), _ptr(scale), _ptr(mins), n, k,
-                       _ptr(_checked(x, k)), x.shape[0], _ptr(y), torch.get_num_threads())
+                       _ptr(_checked(x, k)), x.shape[0], _ptr(y), torch.get_num_threads(), _norm_ptr(norm, k), eps)
     return y
 
 
-def int8_matmul(q: Tensor, d: Tensor, x: Tensor) -> Tensor:
-    """x float32 [M, K] times int8 weights in blocks of 32 (q int8 [N, K], d float16 [N, K/32]) -> float32 [M, N]."""
+def int8_matmul(q: Tensor, d: Tensor, x: Tensor, norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
+    """x float32 [M, K] times int8 weights in blocks of 32 (q int8 [N, K], d float16 [N, K/32]) -> float32 [M, N];
+    `norm` as for int4_matmul."""
     lib = library()
     assert lib is not None
     n, k = q.shape
     y = torch.empty(x.shape[0], n)
-    lib.tt_int8_matmul(_ptr(q), _ptr(d), n, k, _ptr(_checked(x, k)), x.shape[0], _ptr(y), torch.get_num_threads())
+    lib.tt_int8_matmul(_ptr(q), _ptr(d), n, k, _ptr(_checked(x, k)), x.shape[0], _ptr(y), torch.get_num_threads(),
+                       _norm_ptr(norm, k), eps)
     return y
 
 
 # The same two matmuls as torch operators, for code that torch.compile traces (an opaque call
 # instead of a graph break at ctypes); eager code calls the functions above, which skip the dispatcher.
 @torch.library.custom_op("tokentrail::int4_matmul", mutates_args=())
-def int4_matmul_op(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None) -> Tensor:
-    return int4_matmul(nibbles, scale, mins, x, high)
+def int4_matmul_op(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None,
+                   norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
+    return int4_matmul(nibbles, scale, mins, x, high, norm, eps)
 
 
 @int4_matmul_op.register_fake
-def _(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None) -> Tensor:
+def _(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None,
+      norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
     return x.new_empty(x.shape[0], nibbles.shape[0])
 
 
 @torch.library.custom_op("tokentrail::int8_matmul", mutates_args=())
-def int8_matmul_op(q: Tensor, d: Tensor, x: Tensor) -> Tensor:
-    return int8_matmul(q, d, x)
+def int8_matmul_op(q: Tensor, d: Tensor, x: Tensor, norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
+    return int8_matmul(q, d, x, norm, eps)
 
 
 @int8_matmul_op.register_fake
-def _(q: Tensor, d: Tensor, x: Tensor) -> Tensor:
+def _(q: Tensor, d: Tensor, x: Tensor, norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
     return x.new_empty(x.shape[0], q.shape[0])

@@ -70,9 +70,41 @@ static void quantize_block(const float* v, int8_t* q, float* d, float* s) {
     *s = hsum(sum);
 }
 
-static inline void quantize_shared(const float* x, int64_t blocks, int8_t* xq, float* xd, float* xs) {
+static inline float sum_squares(const float* a, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(a + i);
+        acc = _mm256_fmadd_ps(v, v, acc);
+    }
+    float s = hsum(acc);
+    for (; i < n; i++) s += a[i] * a[i];
+    return s;
+}
+
+// The M rows of x quantized, their blocks shared out among the threads. With `norm` (an RMSNorm's
+// weight, K floats), each row is normalized on the way: x * rsqrt(mean(x^2) + eps) * norm, done as
+// quantizing x * norm and scaling the block's d and s by the row's rsqrt (rs: M floats of scratch).
+static inline void quantize_shared(const float* x, int64_t M, int64_t K, const float* norm, float eps, int8_t* xq,
+                                   float* xd, float* xs, float* rs) {
+    const int64_t G = K / 32;
+    if (norm) {
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < blocks; r++) quantize_block(x + r * 32, xq + r * 64, xd + r, xs + r);
+        for (int64_t m = 0; m < M; m++) rs[m] = 1.0f / sqrtf(sum_squares(x + m * K, K) / (float)K + eps);
+    }
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < M * G; b++) {
+        if (!norm) {
+            quantize_block(x + b * 32, xq + b * 64, xd + b, xs + b);
+            continue;
+        }
+        float t[32];
+        const float *v = x + b * 32, *g = norm + (b % G) * 32;
+        for (int i = 0; i < 32; i++) t[i] = v[i] * g[i];
+        quantize_block(t, xq + b * 64, xd + b, xs + b);
+        xd[b] *= rs[b / G];
+        xs[b] *= rs[b / G];
+    }
 }
 
 #ifndef PREFETCH
@@ -180,11 +212,12 @@ static inline void row_pair(const void* w, const uint8_t* hb, int nr, int64_t n,
 
 // high: null for int4 groups, else int5 groups' fifth bits
 static void int4_matmul(const uint8_t* w, const uint8_t* high, const uint16_t* scale, const uint16_t* mins, int64_t N,
-                        int64_t K, const float* x, int64_t M, float* y, int threads, int8_t* xq, float* xd, float* xs) {
+                        int64_t K, const float* x, int64_t M, float* y, int threads, const float* norm, float eps,
+                        int8_t* xq, float* xd, float* xs, float* rs) {
     const int64_t G = K / 32;
 #pragma omp parallel num_threads(threads)
     {
-        quantize_shared(x, M * G, xq, xd, xs);
+        quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
         float* f = (float*)__builtin_alloca(sizeof(float) * 8 * G);
         float* t = (float*)__builtin_alloca(sizeof(float) * G);
         float extra[8];
@@ -203,11 +236,11 @@ static void int4_matmul(const uint8_t* w, const uint8_t* high, const uint16_t* s
 }
 
 static void int8_matmul(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, const float* x, int64_t M, float* y,
-                        int threads, int8_t* xq, float* xd, float* xs) {
+                        int threads, const float* norm, float eps, int8_t* xq, float* xd, float* xs, float* rs) {
     const int64_t G = K / 32;
 #pragma omp parallel num_threads(threads)
     {
-        quantize_shared(x, M * G, xq, xd, xs);
+        quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
         float* f = (float*)__builtin_alloca(sizeof(float) * 8 * G);
         float extra[8];
         auto prepare = [&](int64_t row, int64_t act, float* out, float* sum) {

@@ -97,6 +97,13 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
+def project(layer: nn.Module, norm: RMSNorm | None, x: Tensor) -> Tensor:
+    """layer(norm(x)); our kernels' layers normalize x as they quantize it (one call, not six ops)."""
+    if norm is None:
+        return layer(x)
+    return layer(x, norm) if getattr(layer, "takes_norm", False) else layer(norm(x))
+
+
 class KVCache(nn.Module):
     def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype,
                  device: torch.device) -> None:
@@ -150,10 +157,11 @@ class Attention(nn.Module):
         self.record = False  # keep the last row's attention weights in `looked` (see Transformer.record_attention)
         self.looked: Tensor | None = None
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int | Rows) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int | Rows, norm: RMSNorm | None = None) -> Tensor:
+        """x: the residual stream, normalized by `norm` first."""
         b, t, _ = x.shape
         h, hkv, d = self.n_heads, self.n_kv_heads, self.head_dim
-        qkv = self.wqkv(x).view(b, t, h + 2 * hkv, d)
+        qkv = project(self.wqkv, norm, x).view(b, t, h + 2 * hkv, d)
         qk = qkv[:, :, : h + hkv]
         if self.q_norm is not None:
             qk = torch.cat((self.q_norm(qk[:, :, :h]), self.k_norm(qk[:, :, h:])), dim=2)
@@ -181,8 +189,8 @@ class FeedForward(nn.Module):
         self.w13, self.w2 = w13, w2  # gate and up, fused; down
         self.gelu = activation == "gelu_tanh"
 
-    def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.w13(x).split(self.ffn_dim, dim=-1)
+    def forward(self, x: Tensor, norm: RMSNorm | None = None) -> Tensor:
+        gate, up = project(self.w13, norm, x).split(self.ffn_dim, dim=-1)
         return self.w2((F.gelu(gate, approximate="tanh") if self.gelu else F.silu(gate)) * up)
 
 
@@ -220,9 +228,9 @@ class Block(nn.Module):
         )
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, start: int | Rows) -> Tensor:
-        a = self.attention(self.attention_norm(x), cos, sin, start)
+        a = self.attention(x, cos, sin, start, self.attention_norm)
         h = x + (a if self.post_attention_norm is None else self.post_attention_norm(a))
-        f = self.feed_forward(self.ffn_norm(h))
+        f = self.feed_forward(h, self.ffn_norm)
         return h + (f if self.post_ffn_norm is None else self.post_ffn_norm(f))
 
 

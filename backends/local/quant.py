@@ -411,9 +411,10 @@ class ConcatLinear(nn.Module):
     def __init__(self, parts: list[nn.Module], bias: Tensor | None) -> None:
         super().__init__()
         self.parts, self.bias = nn.ModuleList(parts), bias
+        self.takes_norm = all(getattr(part, "takes_norm", False) for part in parts)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = torch.cat([part(x).float() for part in self.parts], dim=-1)
+    def forward(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
+        y = torch.cat([(part(x) if norm is None else part(x, norm)).float() for part in self.parts], dim=-1)
         return y if self.bias is None else y + self.bias
 
 

@@ -79,6 +79,22 @@ def test_int8_matmul_matches_a_float_matmul(n, k, m):
     assert relative_error(cpu_kernels.int8_matmul(q, d, x), x @ dense.T) < 1e-4
 
 
+def test_an_rms_norm_applied_on_the_way_in_is_the_norm_then_the_matmul():
+    k = 352
+    x = torch.randn(5, k) * torch.tensor([0.01, 1.0, 30.0, 1.0, 1.0])[:, None]
+    weight, eps = torch.rand(k) + 0.5, 1e-6
+    normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+    nibbles, scale, mins, _ = int4_parts(24, k)
+    n5, high, s5, m5, _ = int5_parts(24, k)
+    q, d, _ = int8_parts(24, k)
+    for matmul in (lambda v, **n: cpu_kernels.int4_matmul(nibbles, scale, mins, v, **n),
+                   lambda v, **n: cpu_kernels.int4_matmul(n5, s5, m5, v, high, **n),
+                   lambda v, **n: cpu_kernels.int8_matmul(q, d, v, **n)):
+        assert relative_error(matmul(x, norm=weight, eps=eps), matmul(normed)) < 1e-5
+    with pytest.raises(ValueError, match=r"RMSNorm weight as contiguous float32 \[352\]"):
+        cpu_kernels.int8_matmul(q, d, x, norm=weight[:100], eps=eps)
+
+
 def test_a_row_gives_the_same_bits_alone_and_in_a_batch():
     nibbles, scale, mins, _ = int4_parts(47, 512)
     q, d, _ = int8_parts(47, 512)

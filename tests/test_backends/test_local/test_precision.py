@@ -86,6 +86,19 @@ def test_fast_mode_keeps_weights_quantized_and_logits_close(tmp_path, family, qu
     assert error < 0.03, f"{quant.name}: relative logit error {error:.4f}"
 
 
+def test_our_layers_normalize_as_they_quantize_and_give_the_same_logits(tmp_path, monkeypatch):
+    if not cpu_kernels.available():
+        pytest.skip("our CPU kernels do not run here")
+    monkeypatch.setenv("TOKENTRAIL_CPU_KERNELS", "tokentrail")
+    path = tiny_gguf(tmp_path, "qwen2", QT.Q4_0)
+    fast = load_model(path, precision="fast")
+    assert fast.model.layers[0].attention.wqkv.takes_norm and fast.model.layers[0].feed_forward.w13.takes_norm
+    fused = body_logits(fast)
+    for kind in (BlockInt4Linear, BlockInt5Linear, BlockInt8Linear):
+        monkeypatch.setattr(kind, "takes_norm", False)  # the norm as its own ops, then the matmul
+    assert relative(fused, body_logits(fast)) < 1e-4
+
+
 def test_mixed_types_in_one_fused_projection(tmp_path, kernels):
     def mix(name):  # as llama.cpp's Q4_K_M does: some tensors of a layer at higher precision
         return QT.Q8_0 if name.endswith(("attn_v.weight", "ffn_up.weight")) else QT.Q4_0
