@@ -119,9 +119,24 @@ def fits(shape: tuple[int, ...]) -> bool:
     return len(shape) == 2 and shape[1] % BLOCK == 0
 
 
-class BlockInt4Linear(nn.Module):
-    takes_norm = True  # forward(x, norm) is forward(norm(x)), the norm applied as x is quantized
+class _BlockLinear(nn.Module):
+    """A layer on our kernels: float32 rows in and out, its bias added after."""
 
+    takes_norm = True  # forward(x, norm) is forward(norm(x)), the norm applied as x is quantized
+    in_features: int
+    out_features: int
+    bias: Tensor | None
+
+    def matmul(self, flat: Tensor, norm: Tensor | None, eps: float, compiling: bool) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
+        flat = x.reshape(-1, self.in_features).float().contiguous()
+        y = self.matmul(flat, *_norm(norm), torch.compiler.is_compiling()).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+class BlockInt4Linear(_BlockLinear):
     def __init__(self, nibbles: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None) -> None:
         """From quant.Int4Weight's parts: w = (q - 8) * scale + zero; its nibbles are in the kernel's order
         already and are taken as they are (a 150k-row head's 117 MB are not copied)."""
@@ -133,16 +148,12 @@ class BlockInt4Linear(nn.Module):
         self.register_buffer("mins", (zero.float() - 8 * scale.float()).to(torch.float16).contiguous())
         self.bias = bias
 
-    def forward(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
-        flat = x.reshape(-1, self.in_features).float().contiguous()
-        matmul = cpu_kernels.int4_matmul_op if torch.compiler.is_compiling() else cpu_kernels.int4_matmul
-        y = matmul(self.nibbles, self.scale, self.mins, flat, None, *_norm(norm)).view(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+    def matmul(self, flat: Tensor, norm: Tensor | None, eps: float, compiling: bool) -> Tensor:
+        op = cpu_kernels.int4_matmul_op if compiling else cpu_kernels.int4_matmul
+        return op(self.nibbles, self.scale, self.mins, flat, None, norm, eps)
 
 
-class BlockInt5Linear(nn.Module):
-    takes_norm = True
-
+class BlockInt5Linear(_BlockLinear):
     def __init__(self, weight: Int5Blocks, bias: Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
@@ -150,16 +161,12 @@ class BlockInt5Linear(nn.Module):
             self.register_buffer(name, getattr(weight, name).contiguous())
         self.bias = bias
 
-    def forward(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
-        flat = x.reshape(-1, self.in_features).float().contiguous()
-        matmul = cpu_kernels.int4_matmul_op if torch.compiler.is_compiling() else cpu_kernels.int4_matmul
-        y = matmul(self.nibbles, self.scale, self.mins, flat, self.high, *_norm(norm)).view(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+    def matmul(self, flat: Tensor, norm: Tensor | None, eps: float, compiling: bool) -> Tensor:
+        op = cpu_kernels.int4_matmul_op if compiling else cpu_kernels.int4_matmul
+        return op(self.nibbles, self.scale, self.mins, flat, self.high, norm, eps)
 
 
-class BlockInt8Linear(nn.Module):
-    takes_norm = True
-
+class BlockInt8Linear(_BlockLinear):
     def __init__(self, weight: Int8Blocks, bias: Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
@@ -167,11 +174,9 @@ class BlockInt8Linear(nn.Module):
         self.register_buffer("d", weight.d.contiguous())
         self.bias = bias
 
-    def forward(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
-        flat = x.reshape(-1, self.in_features).float().contiguous()
-        matmul = cpu_kernels.int8_matmul_op if torch.compiler.is_compiling() else cpu_kernels.int8_matmul
-        y = matmul(self.q, self.d, flat, *_norm(norm)).view(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+    def matmul(self, flat: Tensor, norm: Tensor | None, eps: float, compiling: bool) -> Tensor:
+        op = cpu_kernels.int8_matmul_op if compiling else cpu_kernels.int8_matmul
+        return op(self.q, self.d, flat, norm, eps)
 
     def rows(self, ids: Tensor) -> Tensor:
         """Dequantized rows: the token embedding when this is also the (tied) output head."""
