@@ -58,14 +58,22 @@ def setting() -> str:
     return value
 
 
-def chosen() -> str:
-    """Whose kernels run quantized layers here: "tokentrail" or "torch".
+KINDS = ("int4", "other")
+
+
+def chosen(kind: str = "int4") -> str:
+    """Whose kernels run quantized layers of a kind here: "tokentrail" or "torch". kind: "int4" for
+    Q4_0/Q4_1/Q4_K weights (torch's int4 kernel can take them), "other" for the rest (Q5_*, Q6_K, Q8_0, ...).
 
     By default ours where torch's kernels run AVX2 (decode 1.4-1.6x faster there; torch's AVX2 int4
-    kernel is the slow one), torch's where they run AVX-512 (about as fast at decode, twice as fast
-    at prefill); docs/engine.md has the measurements. Ours are built only when they would run."""
+    kernel is the slow one). Where they run AVX-512, torch's bfloat16 int4 kernel for int4 weights
+    (prefill up to 1.5-2x ours) and ours for the rest (Q5_0 as int5 groups against torch's int8 rows:
+    decode 1.4x, prefill level, less memory); docs/engine.md has the measurements. Ours are built
+    only when they would run."""
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     wanted = setting()
-    if wanted == "torch" or (wanted == "auto" and torch.backends.cpu.get_cpu_capability() == "AVX512"):
+    if wanted == "torch" or (wanted == "auto" and kind == "int4" and torch.backends.cpu.get_cpu_capability() == "AVX512"):
         return "torch"
     return "tokentrail" if available() else "torch"
 

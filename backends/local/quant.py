@@ -7,8 +7,9 @@ Two CPU kernels of torch do the work, both fast only for bfloat16 activations:
   (Q5_*, Q6_K, Q8_0, ...) is dequantized once and requantized per row.
 Linear layers take activations of any float type and return the kernel's bfloat16 output
 as it is: the next op (a residual add, RoPE, the cache write) promotes it for free.
-Where our own kernels are chosen (cpu_kernels.chosen: CPUs where torch's run AVX2), `linear`
-makes their layers instead (block_linear.py: int4 groups and int8 blocks of 32, float32 output).
+Where our own kernels are chosen (cpu_kernels.chosen: every weight where torch's kernels run AVX2,
+weights other than int4 where they run AVX-512), `linear` makes their layers instead (block_linear.py: int4,
+int5 and int8 groups of 32, float32 output).
 """
 
 from __future__ import annotations
@@ -236,9 +237,9 @@ def _requantize_rows(n: int, k: int, rows_of: Callable[[int, int], Tensor | Int8
     return out
 
 
-def ours() -> bool:
-    """Whether quantized layers run on tokentrail's kernels (cpu_kernels.py) rather than torch's."""
-    return cpu_kernels.chosen() == "tokentrail"
+def ours(kind: str = "int4") -> bool:
+    """Whether quantized layers of a kind (cpu_kernels.chosen) run on tokentrail's kernels rather than torch's."""
+    return cpu_kernels.chosen(kind) == "tokentrail"
 
 
 def int4_runs(shape: tuple[int, int]) -> bool:
@@ -248,7 +249,7 @@ def int4_runs(shape: tuple[int, int]) -> bool:
 
 def int8_kind() -> str:
     """How weights that are not int4 are kept: int8 blocks for our kernels, int8 rows for torch's."""
-    return "blocks" if ours() else "int8"
+    return "blocks" if ours("other") else "int8"
 
 
 def int4_kernel_is_fast() -> bool:
