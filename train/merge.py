@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from backends.local import lora
 from backends.local.backend import LocalBackend
 from backends.local.model import rope_inv_freq
-from backends.local.quant import DenseLinear
+from backends.local.quant_layers import DenseLinear
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
 

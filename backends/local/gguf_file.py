@@ -20,7 +20,6 @@ from backends.local.gguf_reader import GGUFFile, TensorInfo
 from backends.local.quant import (
     INT4_TYPES,
     Deferred,
-    GGUFRows,
     LoadSummary,
     Weight,
     dequantize_rows,
@@ -31,6 +30,7 @@ from backends.local.quant import (
     ours,
     requantized,
 )
+from backends.local.quant_layers import GGUFRows
 from backends.local.tokenizer import LocalTokenizer
 
 _LAYER_TENSORS = {

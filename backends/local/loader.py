@@ -25,7 +25,8 @@ from backends.local.config import ModelConfig, ModelLoadError, check_precision
 from backends.local.gguf_file import load_gguf
 from backends.local.hf_folder import load_hf_folder
 from backends.local.model import Transformer
-from backends.local.quant import Deferred, GGUFRows, LoadSummary, Weight, int4_fits, int4_groups, int8_rows, ours
+from backends.local.quant import Deferred, LoadSummary, Weight, int4_fits, int4_groups, int8_rows, ours
+from backends.local.quant_layers import GGUFRows
 from backends.local.tokenizer import LocalTokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -4,7 +4,7 @@ The families differ only in what the config says (QKV bias, tied embeddings, Q/K
 norms around each sublayer, GELU, sliding-window layers with their own RoPE base, an
 embedding scale, logit soft-capping), so one model serves them all.
 Q/K/V and gate/up projections are fused at load time: fewer, larger matmuls per step. The
-linear layers come from `quant.linear`: dense float, or weights that stay quantized.
+linear layers come from `quant_layers.linear`: dense float, or weights that stay quantized.
 """
 
 from __future__ import annotations
@@ -22,19 +22,8 @@ from backends.local.attention import attention, last_row_weights, rows_attention
 from backends.local.block_linear import BlockInt4Linear, BlockInt8Linear, Int8Blocks
 from backends.local.config import ModelConfig, ModelLoadError
 from backends.local.prefix_cache import PrefixSnapshots, common_prefix
-from backends.local.quant import (
-    Deferred,
-    DenseLinear,
-    Int4Linear,
-    Int8Linear,
-    Int8Weight,
-    OutputHead,
-    Weight,
-    as_float,
-    fused_linear,
-    linear,
-    made,
-)
+from backends.local.quant import Deferred, Int8Weight, Weight, as_float, made
+from backends.local.quant_layers import DenseLinear, Int4Linear, Int8Linear, OutputHead, fused_linear, linear
 
 PREFIX_CACHE_BYTES = 64 * 2**20  # earlier prompts' K/V kept for reuse (SmolLM2: about 1,400 tokens)
 # Prompts are computed in chunks of this many tokens at fixed absolute positions, and only whole

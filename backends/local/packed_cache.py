@@ -27,14 +27,15 @@ import torch
 from gguf import GGMLQuantizationType
 from torch import nn
 
-from backends.local import block_linear, config, cpu_kernels, gguf_file, model, prefix_cache, quant
+from backends.local import block_linear, config, cpu_kernels, gguf_file, model, prefix_cache, quant, quant_layers
 from backends.paths import home
 
-_CONVERTER = (model, quant, block_linear, gguf_file, config, prefix_cache)  # what a cached entry was made by
+_CONVERTER = (model, quant, quant_layers, block_linear, gguf_file, config, prefix_cache)  # what a cached entry was made by
 _SAFE_CLASSES = [
     model.Transformer, model.Block, model.Attention, model.FeedForward, model.RMSNorm, model.KVCache,
-    quant.Int4Linear, quant.Int8Linear, block_linear.BlockInt4Linear, block_linear.BlockInt5Linear, block_linear.BlockInt8Linear,
-    quant.DenseLinear, quant.OutputHead, quant.ConcatLinear, quant.GGUFRows,
+    quant_layers.Int4Linear, quant_layers.Int8Linear, quant_layers.DenseLinear,
+    quant_layers.OutputHead, quant_layers.ConcatLinear, quant_layers.GGUFRows,
+    block_linear.BlockInt4Linear, block_linear.BlockInt5Linear, block_linear.BlockInt8Linear,
     prefix_cache.PrefixSnapshots, config.ModelConfig, config.RopeScaling, GGMLQuantizationType, nn.ModuleList, set,
 ]
 
@@ -81,7 +82,7 @@ def entry_for(source: Path, precision: str, dtype: torch.dtype) -> Path | None:
     return where / f"{sha[:16]}-{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:16]}.pt"
 
 
-def load(entry: Path, expected: config.ModelConfig, file_rows: dict[str, quant.GGUFRows]) -> model.Transformer | None:
+def load(entry: Path, expected: config.ModelConfig, file_rows: dict[str, quant_layers.GGUFRows]) -> model.Transformer | None:
     """The cached model, or None (a missing entry; a bad one is removed with a warning).
 
     file_rows: the source file's embedding and head rows by tensor name, views of its map: an
@@ -128,8 +129,8 @@ def save(entry: Path, built: model.Transformer) -> None:
             old.unlink(missing_ok=True)
 
 
-def _file_rows(built: nn.Module) -> list[quant.GGUFRows]:
-    return [m for m in built.modules() if isinstance(m, quant.GGUFRows)]
+def _file_rows(built: nn.Module) -> list[quant_layers.GGUFRows]:
+    return [m for m in built.modules() if isinstance(m, quant_layers.GGUFRows)]
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

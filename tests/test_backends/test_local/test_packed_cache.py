@@ -9,7 +9,7 @@ import torch
 
 from backends.local import loader, packed_cache
 from backends.local.loader import load_model
-from backends.local.quant import GGUFRows
+from backends.local.quant_layers import GGUFRows
 from tests.fixtures.tiny_models import GGMLQuantizationType as QT
 from tests.fixtures.tiny_models import random_weights, tiny_config, tiny_tokenizer, write_gguf
 

@@ -8,7 +8,8 @@ from backends.local import cpu_kernels, loader
 from backends.local.block_linear import BlockInt4Linear, BlockInt5Linear, BlockInt8Linear
 from backends.local.loader import load_model
 from backends.local.model import PREFILL_CHUNK
-from backends.local.quant import DenseLinear, GGUFRows, Int4Linear, Int8Linear, OutputHead, int4_kernel_is_fast
+from backends.local.quant import int4_kernel_is_fast
+from backends.local.quant_layers import DenseLinear, GGUFRows, Int4Linear, Int8Linear, OutputHead
 from tests.fixtures.tiny_models import (
     GGMLQuantizationType as QT,
 )

@@ -7,22 +7,8 @@ from gguf.quants import dequantize, quantize
 
 from backends.local import cpu_kernels, quant
 from backends.local.block_linear import BlockInt4Linear, BlockInt5Linear, BlockInt8Linear, Int5Blocks, int5_from_gguf
-from backends.local.quant import (
-    ConcatLinear,
-    GGUFRows,
-    Int4Linear,
-    Int8Linear,
-    OutputHead,
-    concat,
-    fused_linear,
-    int4_from_gguf,
-    int4_groups,
-    int8_rows,
-    linear,
-    map_rows,
-    requantized,
-    split_rows,
-)
+from backends.local.quant import concat, int4_from_gguf, int4_groups, int8_rows, map_rows, requantized, split_rows
+from backends.local.quant_layers import ConcatLinear, GGUFRows, Int4Linear, Int8Linear, OutputHead, fused_linear, linear
 from tests.fixtures.tiny_models import GGMLQuantizationType as QT
 from tests.fixtures.tiny_models import quantize_q4_k
 
