@@ -74,7 +74,7 @@ class Int5Blocks:
 
     def values(self) -> Tensor:
         """q as uint8 [N, K / 32, 32]."""
-        n, k = self.shape
+        n = self.shape[0]
         groups = self.nibbles.view(n, -1, 16)
         low = torch.cat([groups & 0x0F, groups >> 4], dim=-1)
         bits = self.high.view(n, -1, 4, 1) >> torch.arange(8, dtype=torch.uint8) & 1

@@ -1,13 +1,11 @@
 """Weights that stay quantized: GGUF blocks as int4 groups or int8 rows, and which kernels take them
 (the layers that run them are in quant_layers.py).
 
-Two CPU kernels of torch do the work, both fast only for bfloat16 activations:
+Two CPU kernels of torch can do the work, both fast only for bfloat16 activations:
 - `_weight_int4pack_mm_for_cpu`: w = (q - 8) * scale + zero, one (scale, zero) per group of
   32 inputs. Q4_0, Q4_1 and Q4_K map onto it exactly (only the scales round to bfloat16).
 - `_weight_int8pack_mm`: w = q * scale, one scale per output row. Every other GGUF type
   (Q5_*, Q6_K, Q8_0, ...) is dequantized once and requantized per row.
-Linear layers take activations of any float type and return the kernel's bfloat16 output
-as it is: the next op (a residual add, RoPE, the cache write) promotes it for free.
 Where our own kernels are chosen (cpu_kernels.chosen: every weight where torch's kernels run AVX2,
 weights other than int4 where they run AVX-512), `linear` makes their layers instead (block_linear.py: int4,
 int5 and int8 groups of 32, float32 output).
@@ -266,11 +264,18 @@ def _parts(w: Weight) -> list[Tensor]:
     return [getattr(w, f.name) for f in fields(w)]  # type: ignore[arg-type]
 
 
+def kind_of(w: Weight) -> type:
+    """Tensor for any float tensor (a Parameter too), else the quantized weight's class."""
+    return Tensor if isinstance(w, Tensor) else type(w)
+
+
 def concat(weights: list[Weight]) -> Weight:
-    """Stacks weights of one kind along the output dimension."""
-    kind = type(weights[0])
-    if any(type(w) is not kind for w in weights):
+    """Stacks weights of one kind along the output dimension (one weight is returned as it is, not copied)."""
+    kind = kind_of(weights[0])
+    if any(kind_of(w) is not kind for w in weights):
         raise ValueError("concat needs weights of one kind")
+    if len(weights) == 1:
+        return weights[0]
     if kind is Tensor:
         return torch.cat(weights)  # type: ignore[arg-type]
     return kind(*(torch.cat(parts) for parts in zip(*map(_parts, weights))))

@@ -1,6 +1,8 @@
 """The layers that run weights in memory: torch's int4 and int8 kernels (quant.py says when), dense float,
 the output head that ranks then refines, projections of mixed kinds side by side, and embedding rows
-read from the file. `linear` picks the layer for a weight; our own kernels' layers are in block_linear.py."""
+read from the file. `linear` picks the layer for a weight; our own kernels' layers are in block_linear.py.
+torch's layers take activations of any float type and return the kernel's bfloat16 output as it is:
+the next op (a residual add, RoPE, the cache write) promotes it for free."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from backends.local.quant import (
     int4_fits,
     int4_kernel_is_fast,
     int8_from_int4,
+    kind_of,
     ours,
 )
 
@@ -135,7 +138,7 @@ class ConcatLinear(nn.Module):
 def fused_linear(weights: list[Weight], bias: Tensor | None = None) -> nn.Module:
     """One layer for several projections (Q/K/V, gate/up): one matmul for each run of neighbours of one kind
     (a Q5_0 query and key beside a Q8_0 value: two)."""
-    runs = [list(run) for _, run in itertools.groupby(weights, key=type)]
+    runs = [list(run) for _, run in itertools.groupby(weights, key=kind_of)]
     if len(runs) == 1:
         return linear(concat(weights), bias)
     return ConcatLinear([linear(concat(run)) for run in runs], bias)
