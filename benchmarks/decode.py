@@ -180,8 +180,8 @@ def engines(compile: bool) -> list[str]:
 
     from backends.local import cpu_kernels
 
-    default = {cpu_kernels.chosen(kind) for kind in cpu_kernels.KINDS}
-    others = [k for k in ("torch", "tokentrail") if default != {k} and (k == "torch" or cpu_kernels.available())]
+    default = cpu_kernels.chosen()
+    others = [k for k in ("torch", "tokentrail") if default != k and (k == "torch" or cpu_kernels.available())]
     names = ["tokentrail fast"] + [label for label, kernels in OTHER_KERNELS.items() if kernels in others]
     names += ["tokentrail exact"] + (["tokentrail fast+compile"] if compile else [])
     if importlib.util.find_spec("transformers"):

@@ -25,5 +25,4 @@ def cpu_line() -> str:
     forced = f" (forced by ATEN_CPU_CAPABILITY={setting})" if setting else ""
     return (f"{name}; AVX2 {'yes' if 'avx2' in flags else 'no'}, AVX-512 {avx512}, AMX {amx}; "
             f"torch kernels {kernels}{forced}, tokentrail kernels {cpu_kernels.instruction_set()} "
-            f"(fast mode runs {cpu_kernels.chosen('int4')}'s for int4 weights, {cpu_kernels.chosen('other')}'s for "
-            f"the rest); {torch.get_num_threads()} threads")
+            f"(fast mode runs {cpu_kernels.chosen()}'s); {torch.get_num_threads()} threads")

@@ -1,8 +1,10 @@
 """The one attention function the model calls; it picks the implementation.
 
-"torch": scaled_dot_product_attention, the default on the CPU. "triton": our kernels
-(flash prefill, split-K decode), the default on CUDA; on the CPU they run only under
-TRITON_INTERPRET=1. `TOKENTRAIL_ATTENTION=torch|triton` overrides the default.
+"torch": scaled_dot_product_attention. "cpu": the same, except that a decoding step of one
+sequence is one call of our C++ kernel (RoPE, cache write and attention: cpu_attention.h); the
+default on the CPU in fast precision where our kernels build. "triton": our kernels (flash
+prefill, split-K decode), the default on CUDA; on the CPU they run only under TRITON_INTERPRET=1.
+`TOKENTRAIL_ATTENTION=torch|cpu|triton` overrides the default.
 """
 
 from __future__ import annotations
@@ -14,13 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IMPLEMENTATIONS = ("torch", "triton")
+IMPLEMENTATIONS = ("torch", "cpu", "triton")
 
 
-def choose(device: torch.device, requested: str | None = None) -> str:
-    name = requested or os.environ.get("TOKENTRAIL_ATTENTION") or ("triton" if device.type == "cuda" else "torch")
+def choose(device: torch.device, requested: str | None = None, precision: str = "fast") -> str:
+    """Exact precision keeps "torch" on the CPU: its decode steps stay bit-identical to a batched row's."""
+    from backends.local import cpu_kernels
+
+    ours = device.type == "cpu" and cpu_kernels.setting() != "torch" and cpu_kernels.available()
+    default = "triton" if device.type == "cuda" else "cpu" if ours and precision == "fast" else "torch"
+    name = requested or os.environ.get("TOKENTRAIL_ATTENTION") or default
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"attention implementation {name!r} is unknown; choose one of {', '.join(IMPLEMENTATIONS)}")
+    if name == "cpu" and not ours:
+        raise ValueError("attention='cpu' needs the CPU and tokentrail's CPU kernels (a C++ compiler, AVX2, "
+                         "TOKENTRAIL_CPU_KERNELS not 'torch'); use attention='torch'")
     if name == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError("attention='triton' needs a CUDA device, or TRITON_INTERPRET=1 to run on the CPU")
     return name

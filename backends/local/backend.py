@@ -91,7 +91,7 @@ class LocalBackend:
             except lora.AdapterError as exc:
                 raise BackendError(str(exc)) from exc
         self.device = self.loaded.model.device
-        self.attention = attention_impl.choose(self.device, attention)
+        self.attention = attention_impl.choose(self.device, attention, precision or "fast")
         self.loaded.model.set_attention(self.attention)
         if compile:
             self.loaded.model.compile_decode()

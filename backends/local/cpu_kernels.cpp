@@ -19,7 +19,34 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <algorithm>
 #include <vector>
+
+// A decoding step's weights and caches (cpu_decode.h; built by cpu_decode.py)
+struct TTLinear {
+    const void* w;           // int4, int5: nibbles; int8: q
+    const uint8_t* high;     // int5: fifth bits; else null
+    const uint16_t* scale;   // int4, int5: scale; int8: d
+    const uint16_t* mins;    // int4, int5
+    int64_t n, k, bits;      // bits: 4, 5 or 8
+};
+struct TTProjection {        // up to 3 weights of different kinds side by side (their rows in order), then a bias
+    TTLinear part[3];
+    int64_t parts;
+    const float* bias;       // or null
+};
+struct TTLayer {
+    TTProjection qkv, out, gate_up, down;
+    const float* attention_norm;
+    const float* ffn_norm;
+    float* k_cache;          // [hkv, capacity, d]
+    float* v_cache;
+    int64_t capacity, window, local_rope;
+};
+struct TTModel {
+    int64_t layers, dim, h, hkv, d, rot, ffn;
+    float eps, scale;
+};
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
@@ -38,6 +65,8 @@ static inline __m256i fifth_bits(const uint8_t* p) {
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
 }
 #include "cpu_kernels_body.h"
+#include "cpu_attention.h"
+#include "cpu_decode.h"
 }  // namespace avx2
 #pragma GCC pop_options
 
@@ -53,6 +82,8 @@ static inline __m256i fifth_bits(const uint8_t* p) {
     return _mm256_maskz_mov_epi8((__mmask32)bits, _mm256_set1_epi8(0x10));
 }
 #include "cpu_kernels_body.h"
+#include "cpu_attention.h"
+#include "cpu_decode.h"
 }  // namespace vnni
 #pragma GCC pop_options
 
@@ -103,6 +134,20 @@ void tt_int8_matmul(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, co
     scratch.fit(M, K);
     (use_vnni ? vnni::int8_matmul : avx2::int8_matmul)(w, d, N, K, x, M, y, threads, norm, eps, scratch.q.data(),
                                                       scratch.d.data(), scratch.s.data(), scratch.r.data());
+}
+
+// One query token's attention, decoding one sequence (cpu_attention.h)
+void tt_attend_one(float* qkv, float* kc, float* vc, int64_t cap, int64_t pos, const float* cos, const float* sin,
+                   int64_t rot, int64_t h, int64_t hkv, int64_t d, float scale, int64_t window, float* out, int threads) {
+    (use_vnni ? vnni::attend_one : avx2::attend_one)(qkv, kc, vc, cap, pos, cos, sin, rot, h, hkv, d, scale, window, out, threads);
+}
+
+// A decoding step of one sequence through every block (cpu_decode.h); work: (h + 2 hkv) d + h d + dim + 3 ffn floats
+void tt_decode_layers(const TTLayer* layers, const TTModel* m, float* x, int64_t pos, const float* const* rope,
+                      float* work, int threads) {
+    scratch.fit(1, std::max({m->dim, m->h * m->d, m->ffn}));
+    (use_vnni ? vnni::decode_layers : avx2::decode_layers)(layers, m, x, pos, rope, work, scratch.q.data(),
+                                                          scratch.d.data(), scratch.s.data(), scratch.r.data(), threads);
 }
 
 }  // extern "C"

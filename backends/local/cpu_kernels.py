@@ -26,7 +26,8 @@ from torch import Tensor
 from backends.paths import home
 
 BLOCK = 32
-SOURCES = [Path(__file__).with_name("cpu_kernels.cpp"), Path(__file__).with_name("cpu_kernels_body.h")]
+SOURCES = [Path(__file__).with_name(name)
+           for name in ("cpu_kernels.cpp", "cpu_kernels_body.h", "cpu_attention.h", "cpu_decode.h")]
 FLAGS = ["-O3", "-shared", "-fPIC", "-fopenmp", "-std=c++17"]
 
 
@@ -58,22 +59,12 @@ def setting() -> str:
     return value
 
 
-KINDS = ("int4", "other")
-
-
-def chosen(kind: str = "int4") -> str:
-    """Whose kernels run quantized layers of a kind here: "tokentrail" or "torch". kind: "int4" for
-    Q4_0/Q4_1/Q4_K weights (torch's int4 kernel can take them), "other" for the rest (Q5_*, Q6_K, Q8_0, ...).
-
-    By default ours where torch's kernels run AVX2 (decode 1.4-1.6x faster there; torch's AVX2 int4
-    kernel is the slow one). Where they run AVX-512, torch's bfloat16 int4 kernel for int4 weights
-    (prefill up to 1.5-2x ours) and ours for the rest (Q5_0 as int5 groups against torch's int8 rows:
-    decode 1.4x, prefill level, less memory); docs/engine.md has the measurements. Ours are built
-    only when they would run."""
-    if kind not in KINDS:
-        raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    wanted = setting()
-    if wanted == "torch" or (wanted == "auto" and kind == "int4" and torch.backends.cpu.get_cpu_capability() == "AVX512"):
+def chosen() -> str:
+    """Whose kernels run quantized layers here: "tokentrail" or "torch". By default ours wherever they build:
+    with them a decoding step is one call (cpu_decode.py), 1.2-2.2x torch's decode on AVX-512 and more on AVX2,
+    for up to 10-25% of prefill speed on AVX-512, where torch's bfloat16 int4 kernel prefills faster
+    (docs/engine.md has the measurements)."""
+    if setting() == "torch":
         return "torch"
     return "tokentrail" if available() else "torch"
 
@@ -109,7 +100,9 @@ def _declared(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.tt_quantize_rows.argtypes = [p, i64, i64, p, p, p, i32]
     lib.tt_int4_matmul.argtypes = [p, p, p, p, i64, i64, p, i64, p, i32, p, f32]
     lib.tt_int8_matmul.argtypes = [p, p, i64, i64, p, i64, p, i32, p, f32]
-    for f in (lib.tt_quantize_rows, lib.tt_int4_matmul, lib.tt_int8_matmul):
+    lib.tt_attend_one.argtypes = [p, p, p, i64, i64, p, p, i64, i64, i64, i64, f32, i64, p, i32]
+    lib.tt_decode_layers.argtypes = [p, p, p, i64, p, p, i32]
+    for f in (lib.tt_quantize_rows, lib.tt_int4_matmul, lib.tt_int8_matmul, lib.tt_attend_one, lib.tt_decode_layers):
         f.restype = None
     return lib
 
@@ -180,6 +173,31 @@ def int8_matmul(q: Tensor, d: Tensor, x: Tensor, norm: Tensor | None = None, eps
     lib.tt_int8_matmul(_ptr(q), _ptr(d), n, k, _ptr(_checked(x, k)), x.shape[0], _ptr(y), torch.get_num_threads(),
                        _norm_ptr(norm, k), eps)
     return y
+
+
+def attend_one(qkv: Tensor, k_cache: Tensor, v_cache: Tensor, position: int, cos: Tensor, sin: Tensor,
+               scale: float | None = None, window: int = 0) -> Tensor:
+    """One token's attention in one sequence (decoding): qkv float32 [h + 2 hkv, d], the token's query, key and
+    value heads (its query and key heads are rotated in place); k_cache, v_cache float32 [hkv, capacity, d], where
+    its key and value are written at `position`; cos, sin [rotary_dim] at that position (Hugging Face's halves).
+    Returns float32 [h * d]: each query head's softmax(q k * scale) v over positions 0..position, or only the
+    last `window` of them."""
+    lib = library()
+    assert lib is not None
+    hkv, capacity, d = k_cache.shape
+    h = qkv.shape[0] - 2 * hkv
+    rot = cos.shape[-1]
+    tensors = (qkv, k_cache, v_cache, cos, sin)
+    if (any(t.dtype != torch.float32 or not t.is_contiguous() for t in tensors) or qkv.shape[1] != d
+            or v_cache.shape != k_cache.shape or h <= 0 or h % hkv or not 0 <= position < capacity
+            or sin.shape[-1] != rot or rot > d or rot % 2 or cos.numel() != rot or sin.numel() != rot):
+        raise ValueError("attend_one takes contiguous float32 qkv [h + 2 hkv, d], caches [hkv, capacity, d] with "
+                         f"position < capacity, cos and sin [rotary_dim <= d]; got {[tuple(t.shape) for t in tensors]}, "
+                         f"{[t.dtype for t in tensors]}, position {position}")
+    out = torch.empty(h * d)
+    lib.tt_attend_one(_ptr(qkv), _ptr(k_cache), _ptr(v_cache), capacity, position, _ptr(cos), _ptr(sin), rot, h, hkv,
+                      d, scale or d ** -0.5, window, _ptr(out), torch.get_num_threads())
+    return out
 
 
 # The same two matmuls as torch operators, for code that torch.compile traces (an opaque call

@@ -210,45 +210,52 @@ static inline void row_pair(const void* w, const uint8_t* hb, int nr, int64_t n,
     }
 }
 
-// high: null for int4 groups, else int5 groups' fifth bits
+// high: null for int4 groups, else int5 groups' fifth bits. Called by every thread of a parallel region.
+static void int4_rows(const uint8_t* w, const uint8_t* high, const uint16_t* scale, const uint16_t* mins, int64_t N,
+                      int64_t K, const float* x, int64_t M, float* y, const float* norm, float eps, int8_t* xq,
+                      float* xd, float* xs, float* rs) {
+    const int64_t G = K / 32;
+    quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
+    float* f = (float*)__builtin_alloca(sizeof(float) * 8 * G);
+    float* t = (float*)__builtin_alloca(sizeof(float) * G);
+    float extra[8];
+    auto prepare = [&](int64_t row, int64_t act, float* out, float* sum) {
+        scaled_halves(scale + row * G, xd + act * G, out, G);
+        scaled_halves(mins + row * G, xs + act * G, t, G);
+        *sum = sum_floats(t, G);  // the mins' part: sum over the row's groups of min * (the block's sum of x)
+    };
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; n += 2) {
+        const int nr = N - n < 2 ? 1 : 2;
+        if (high) row_pair<5>(w + n * G * 16, high + n * G * 4, nr, n, M, N, G, K, xq, f, extra, y, prepare);
+        else row_pair<4>(w + n * G * 16, nullptr, nr, n, M, N, G, K, xq, f, extra, y, prepare);
+    }
+}
+
 static void int4_matmul(const uint8_t* w, const uint8_t* high, const uint16_t* scale, const uint16_t* mins, int64_t N,
                         int64_t K, const float* x, int64_t M, float* y, int threads, const float* norm, float eps,
                         int8_t* xq, float* xd, float* xs, float* rs) {
-    const int64_t G = K / 32;
 #pragma omp parallel num_threads(threads)
-    {
-        quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
-        float* f = (float*)__builtin_alloca(sizeof(float) * 8 * G);
-        float* t = (float*)__builtin_alloca(sizeof(float) * G);
-        float extra[8];
-        auto prepare = [&](int64_t row, int64_t act, float* out, float* sum) {
-            scaled_halves(scale + row * G, xd + act * G, out, G);
-            scaled_halves(mins + row * G, xs + act * G, t, G);
-            *sum = sum_floats(t, G);  // the mins' part: sum over the row's groups of min * (the block's sum of x)
-        };
+    int4_rows(w, high, scale, mins, N, K, x, M, y, norm, eps, xq, xd, xs, rs);
+}
+
+static void int8_rows(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, const float* x, int64_t M, float* y,
+                      const float* norm, float eps, int8_t* xq, float* xd, float* xs, float* rs) {
+    const int64_t G = K / 32;
+    quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
+    float* f = (float*)__builtin_alloca(sizeof(float) * 8 * G);
+    float extra[8];
+    auto prepare = [&](int64_t row, int64_t act, float* out, float* sum) {
+        scaled_halves(d + row * G, xd + act * G, out, G);
+        *sum = 0;
+    };
 #pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n += 2) {
-            const int nr = N - n < 2 ? 1 : 2;
-            if (high) row_pair<5>(w + n * G * 16, high + n * G * 4, nr, n, M, N, G, K, xq, f, extra, y, prepare);
-            else row_pair<4>(w + n * G * 16, nullptr, nr, n, M, N, G, K, xq, f, extra, y, prepare);
-        }
-    }
+    for (int64_t n = 0; n < N; n += 2)
+        row_pair<8>(w + n * K, nullptr, N - n < 2 ? 1 : 2, n, M, N, G, K, xq, f, extra, y, prepare);
 }
 
 static void int8_matmul(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, const float* x, int64_t M, float* y,
                         int threads, const float* norm, float eps, int8_t* xq, float* xd, float* xs, float* rs) {
-    const int64_t G = K / 32;
 #pragma omp parallel num_threads(threads)
-    {
-        quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
-        float* f = (float*)__builtin_alloca(sizeof(float) * 8 * G);
-        float extra[8];
-        auto prepare = [&](int64_t row, int64_t act, float* out, float* sum) {
-            scaled_halves(d + row * G, xd + act * G, out, G);
-            *sum = 0;
-        };
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n += 2)
-            row_pair<8>(w + n * K, nullptr, N - n < 2 ? 1 : 2, n, M, N, G, K, xq, f, extra, y, prepare);
-    }
+    int8_rows(w, d, N, K, x, M, y, norm, eps, xq, xd, xs, rs);
 }

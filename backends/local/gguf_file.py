@@ -213,7 +213,7 @@ def _quantized(file: GGUFFile, info: TensorInfo, name: str, tied: bool, summary:
     if info.type in INT4_TYPES:  # exact as int4 groups; on CPUs where int8 is faster, linear() makes int8 rows of them
         summary.add("int4" if int4_runs(tuple(info.shape)) else "int8", info.name)
         return {name: _deferred(file, info, lambda: int4_from_gguf(raw, info.type), False)}
-    if info.type in INT5_TYPES and ours("other"):  # exact, and 0.75 bytes a value where int8 blocks take 1.06
+    if info.type in INT5_TYPES and ours():  # exact, and 0.75 bytes a value where int8 blocks take 1.06
         summary.add("int5", info.name)
         return {name: _deferred(file, info, lambda: int5_from_gguf(raw, info.type), False)}
     summary.add("int8", info.name)

@@ -95,7 +95,7 @@ def _quantize_floats(weights: dict[str, Weight | Deferred], precision: str, summ
         head = name in ("lm_head.weight", "model.embed_tokens.weight")
         if precision == "int4" and not head and int4_fits(tuple(w.shape)):
             quantize, kind = int4_groups, "int4"
-        elif ours("other"):  # the head and embeddings stay int8: rows are looked up, top logits refined
+        elif ours():  # the head and embeddings stay int8: rows are looked up, top logits refined
             quantize, kind = int8_blocks, "int8"
         else:
             quantize, kind = int8_rows, "int8"

@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from backends.local import cpu_kernels
 from backends.local.attention import attention, last_row_weights, rows_attention
 from backends.local.block_linear import BlockInt4Linear, BlockInt8Linear, Int8Blocks
 from backends.local.config import ModelConfig, ModelLoadError
+from backends.local.cpu_decode import DecodeStep, fits, key_of, modules_of
 from backends.local.prefix_cache import PrefixSnapshots, common_prefix
 from backends.local.quant import Deferred, Int8Weight, Weight, as_float, made
 from backends.local.quant_layers import DenseLinear, Int4Linear, Int8Linear, OutputHead, fused_linear, linear
@@ -154,6 +156,12 @@ class Attention(nn.Module):
         qk = qkv[:, :, : h + hkv]
         if self.q_norm is not None:
             qk = torch.cat((self.q_norm(qk[:, :, :h]), self.k_norm(qk[:, :, h:])), dim=2)
+        if self.impl == "cpu" and b == t == 1 and isinstance(start, int) and not self.record and self.cache is not None \
+                and self.cache.k.dtype == torch.float32 and not torch.compiler.is_compiling():  # one sequence decoding
+            heads = torch.cat((qk, qkv[:, :, h + hkv :]), dim=2) if self.q_norm is not None else qkv
+            out = cpu_kernels.attend_one(heads[0, 0].float().contiguous(), self.cache.k[0], self.cache.v[0], start,
+                                         cos.reshape(-1), sin.reshape(-1), self.scale, self.window)
+            return self.wo(out.view(1, 1, h * d))
         qk = rotate(qk, cos, sin)  # RoPE on the query and key heads at once
         q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
         v = qkv[:, :, h + hkv :].transpose(1, 2)
@@ -260,6 +268,9 @@ class Transformer(nn.Module):
         self.embed_scale = config.embed_scale
         self.max_cache_len = 0
         self.compiled_block: Callable[..., Tensor] | None = None  # see compile_decode
+        self.decode_step: DecodeStep | None = None  # see _decode_step
+        self.decode_key: tuple[int, ...] = ()
+        self.block_modules = modules_of(self)
         self.cached: list[int] = []  # the tokens whose keys and values row 0 of the cache holds, as whole prefill chunks
         self.snapshots = PrefixSnapshots(PREFIX_CACHE_BYTES)
 
@@ -347,6 +358,10 @@ class Transformer(nn.Module):
 
     def _blocks(self, x: Tensor, ropes: tuple[Tensor, ...], start: int | Rows) -> Tensor:
         """ropes: cos, sin of the global layers, then of the sliding-window layers."""
+        if x.shape[0] == x.shape[1] == 1 and isinstance(start, int) and self.layers[0].attention.impl == "cpu":
+            step = self._decode_step()
+            if step is not None:
+                return step(x, start, ropes)
         recording = self.layers[0].attention.record  # weights are read off eager attention, not compiled code
         compiled = self.compiled_block if x.shape[1] == 1 and not recording and isinstance(start, int) else None
         if compiled is not None:
@@ -362,6 +377,17 @@ class Transformer(nn.Module):
         for layer in self.layers:
             x = layer(x, *ropes[2 * layer.sliding : 2 * layer.sliding + 2], start)
         return x
+
+    def _decode_step(self) -> DecodeStep | None:
+        """The blocks as one C++ call for a decoding step of one sequence, where they fit it (see cpu_decode.py);
+        looked at again when a block's projections or cache change."""
+        if self.layers[0].attention.record or self.compiled_block is not None:
+            return None
+        key = key_of(self.block_modules)
+        if key != self.decode_key:
+            self.decode_step = DecodeStep(self) if fits(self) else None
+            self.decode_key = key
+        return self.decode_step
 
     def record_attention(self, on: bool) -> None:
         """While on, every forward keeps its last row's head-averaged attention weights (see `looked`)."""

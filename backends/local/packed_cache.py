@@ -77,8 +77,8 @@ def entry_for(source: Path, precision: str, dtype: torch.dtype) -> Path | None:
     except OSError:
         return None
     converter = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in _CONVERTER)).hexdigest()
-    kernels = [cpu_kernels.chosen(kind) for kind in cpu_kernels.KINDS]
-    parts = [sha, converter, torch.__version__, torch.backends.cpu.get_cpu_capability(), *kernels, precision, str(dtype)]
+    parts = [sha, converter, torch.__version__, torch.backends.cpu.get_cpu_capability(), cpu_kernels.chosen(), precision,
+             str(dtype)]
     return where / f"{sha[:16]}-{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:16]}.pt"
 
 

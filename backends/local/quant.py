@@ -231,9 +231,9 @@ def _requantize_rows(n: int, k: int, rows_of: Callable[[int, int], Tensor | Int8
     return out
 
 
-def ours(kind: str = "int4") -> bool:
-    """Whether quantized layers of a kind (cpu_kernels.chosen) run on tokentrail's kernels rather than torch's."""
-    return cpu_kernels.chosen(kind) == "tokentrail"
+def ours() -> bool:
+    """Whether quantized layers (cpu_kernels.chosen) run on tokentrail's kernels rather than torch's."""
+    return cpu_kernels.chosen() == "tokentrail"
 
 
 def int4_runs(shape: tuple[int, int]) -> bool:
@@ -243,7 +243,7 @@ def int4_runs(shape: tuple[int, int]) -> bool:
 
 def int8_kind() -> str:
     """How weights that are not int4 are kept: int8 blocks for our kernels, int8 rows for torch's."""
-    return "blocks" if ours("other") else "int8"
+    return "blocks" if ours() else "int8"
 
 
 def int4_kernel_is_fast() -> bool:

@@ -147,18 +147,14 @@ def test_a_broken_build_names_the_compilers_complaint(tmp_path, monkeypatch):
         cpu_kernels.library.cache_clear()
 
 
-def test_by_default_ours_run_where_torchs_run_avx2_and_torchs_int4_kernel_where_it_runs_avx512(tmp_path, monkeypatch):
+def test_by_default_ours_run_on_avx2_and_on_avx512(tmp_path, monkeypatch):
     monkeypatch.delenv("TOKENTRAIL_CPU_KERNELS", raising=False)
     monkeypatch.setenv("TOKENTRAIL_KERNEL_CACHE", str(tmp_path))
     cpu_kernels.library.cache_clear()
     try:
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-        assert cpu_kernels.chosen("int4") == "torch" and list(tmp_path.iterdir()) == []  # nothing built for it
-        assert cpu_kernels.chosen("other") == "tokentrail"
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-        assert cpu_kernels.chosen("int4") == cpu_kernels.chosen("other") == "tokentrail"
-        with pytest.raises(ValueError, match="kind 'int5' is not one of int4, other"):
-            cpu_kernels.chosen("int5")
+        for capability in ("AVX512", "AVX2"):
+            monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+            assert cpu_kernels.chosen() == "tokentrail"
     finally:
         cpu_kernels.library.cache_clear()
 

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from backends.local import cpu_kernels
+
 pytest.importorskip("triton")
 
 from backends.local.kernels import decode_attention, decode_attention_ref, prefill_attention, prefill_attention_ref  # noqa: E402
@@ -125,7 +127,13 @@ def test_backend_option_and_environment_choose_the_kernels(tiny_models, monkeypa
     assert by_env.attention == "triton"
     monkeypatch.delenv("TOKENTRAIL_ATTENTION")
     plain = load_backend("local", model=path)
-    assert plain.attention == "torch"  # the CPU default
+    assert plain.attention == ("cpu" if cpu_kernels.available() else "torch")  # the CPU default in fast precision
+    assert load_backend("local", model=path, precision="exact").attention == "torch"
     assert by_option.generate(request).token_ids == plain.generate(request).token_ids == by_env.generate(request).token_ids
+    monkeypatch.setenv("TOKENTRAIL_CPU_KERNELS", "torch")
+    assert load_backend("local", model=path).attention == "torch"
+    with pytest.raises((ValueError, BackendError), match="attention='cpu' needs"):
+        load_backend("local", model=path, attention="cpu")
+    monkeypatch.delenv("TOKENTRAIL_CPU_KERNELS")
     with pytest.raises((ValueError, BackendError), match="'flash' is unknown"):
         load_backend("local", model=path, attention="flash")

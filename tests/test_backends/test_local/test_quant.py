@@ -5,10 +5,19 @@ import pytest
 import torch
 from gguf.quants import dequantize, quantize
 
-from backends.local import cpu_kernels, quant
+from backends.local import cpu_kernels, quant_layers
 from backends.local.block_linear import BlockInt4Linear, BlockInt5Linear, BlockInt8Linear, Int5Blocks, int5_from_gguf
 from backends.local.quant import concat, int4_from_gguf, int4_groups, int8_rows, map_rows, requantized, split_rows
-from backends.local.quant_layers import ConcatLinear, GGUFRows, Int4Linear, Int8Linear, OutputHead, fused_linear, linear
+from backends.local.quant_layers import (
+    ConcatLinear,
+    GGUFRows,
+    Int4Linear,
+    Int8Linear,
+    OutputHead,
+    fused_linear,
+    linear,
+    top_indices,
+)
 from tests.fixtures.tiny_models import GGMLQuantizationType as QT
 from tests.fixtures.tiny_models import quantize_q4_k
 
@@ -82,6 +91,17 @@ def test_int8_rows_and_refined_top_logits():
     assert torch.equal(matmul.rows(torch.tensor([3, 7])), q.dequantize()[[3, 7]])
 
 
+@pytest.mark.parametrize("vocab", [100, 49152, 151936, 4099])
+def test_top_indices_are_topks_set(vocab):
+    y = torch.randn(2, 3, vocab)
+    y[0, 0, :40] = 7.0  # a run of ties inside one block
+    y[1, 2, 17::32] = 9.0  # the top values spread one a block
+    got = top_indices(y, 64).sort(-1).values
+    want = y.topk(64, dim=-1).values.sort(-1).values
+    assert got.shape == (2, 3, 64) and all(row.unique().numel() == 64 for row in got.view(-1, 64))
+    assert torch.equal(y.gather(-1, got).sort(-1).values, want)  # the same values (ties may pick other indices)
+
+
 def test_the_head_refines_from_the_files_own_rows():
     array = matrix(500, 64, seed=8)
     raw = blocks(array, QT.Q8_0)
@@ -101,7 +121,7 @@ def test_int4_groups_round_trip_error_is_bounded():
 
 
 def test_projections_of_mixed_kinds_run_side_by_side(torch_kernels, monkeypatch):
-    monkeypatch.setattr(quant, "int4_kernel_is_fast", lambda: True)  # torch's int4 kernel, even where it is slow
+    monkeypatch.setattr(quant_layers, "int4_kernel_is_fast", lambda: True)  # torch's int4 kernel, even where it is slow
     a = int4_groups(torch.from_numpy(matrix(16, 64, seed=4)))
     b = int8_rows(torch.from_numpy(matrix(32, 64, seed=5)))
     bias = torch.randn(48)
