@@ -41,26 +41,20 @@ static void rotate_and_store(float* qkv, float* kc, float* vc, int64_t cap, int6
     }
 }
 
-// out [h, d]: each query head's attention over positions 0..pos, or the last `window` of them (window > 0).
-// Called by every thread of a parallel region: the heads are shared out.
-static void attend_heads(const float* qkv, const float* kc, const float* vc, int64_t cap, int64_t pos, int64_t h,
-                         int64_t hkv, int64_t d, float scale, int64_t window, float* out) {
+// o [d]: query q's attention over positions 0..pos of one key/value head (kc, vc: [cap, d]), or the last
+// `window` of them (window > 0)
+static void attend_head(const float* q, const float* kc, const float* vc, int64_t pos, int64_t d, float scale,
+                        int64_t window, float* o) {
     const int64_t first = window && pos + 1 > window ? pos + 1 - window : 0, n = pos + 1 - first;
-#pragma omp for schedule(static)
-    for (int64_t head = 0; head < h; head++) {
-        std::vector<float> p(n);
-        const float* q = qkv + head * d;
-        const int64_t g = head / (h / hkv);
-        const float* keys = kc + (g * cap + first) * d;
-        const float* values = vc + (g * cap + first) * d;
-        float top = -INFINITY;
-        for (int64_t t = 0; t < n; t++) top = fmaxf(top, p[t] = dot(q, keys + t * d, d) * scale);
-        float total = 0.0f;
-        for (int64_t t = 0; t < n; t++) total += p[t] = expf(p[t] - top);
-        float* o = out + head * d;
-        memset(o, 0, d * sizeof(float));
-        for (int64_t t = 0; t < n; t++) add_scaled(o, values + t * d, p[t] / total, d);
-    }
+    std::vector<float> p(n);
+    const float* keys = kc + first * d;
+    const float* values = vc + first * d;
+    float top = -INFINITY;
+    for (int64_t t = 0; t < n; t++) top = fmaxf(top, p[t] = dot(q, keys + t * d, d) * scale);
+    float total = 0.0f;
+    for (int64_t t = 0; t < n; t++) total += p[t] = expf(p[t] - top);
+    memset(o, 0, d * sizeof(float));
+    for (int64_t t = 0; t < n; t++) add_scaled(o, values + t * d, p[t] / total, d);
 }
 
 static void attend_one(float* qkv, float* kc, float* vc, int64_t cap, int64_t pos, const float* cos, const float* sin,
@@ -69,6 +63,8 @@ static void attend_one(float* qkv, float* kc, float* vc, int64_t cap, int64_t po
     rotate_and_store(qkv, kc, vc, cap, pos, cos, sin, rot, h, hkv, d);
     const int64_t seen = window && window < pos + 1 ? window : pos + 1;
     const bool wide = threads > 1 && h * seen * d >= (1 << 16);  // below this a parallel region costs more than it saves
-#pragma omp parallel if (wide) num_threads(threads)
-    attend_heads(qkv, kc, vc, cap, pos, h, hkv, d, scale, window, out);
+#pragma omp parallel for if (wide) num_threads(threads) schedule(static)
+    for (int64_t head = 0; head < h; head++)
+        attend_head(qkv + head * d, kc + head / (h / hkv) * cap * d, vc + head / (h / hkv) * cap * d, pos, d, scale,
+                    window, out + head * d);
 }

@@ -1,55 +1,66 @@
-// A decoding step of one sequence through every block, included by cpu_kernels.cpp once per
+// A decoding step of M sequences through every block, included by cpu_kernels.cpp once per
 // instruction set: one parallel region for the whole step, its threads meeting at a barrier after
 // each matmul (as llama.cpp's thread pool does) instead of a region a matmul, and none of the
 // torch operators and Python between the matmuls (at batch 1 on a 135M model those took more
 // time than the matmuls). Blocks of the Llama shape: pre-norms, SiLU-gated FFN, no Q/K norms.
 
-static void project_rows(const TTProjection& p, const float* x, float* y, const float* norm, float eps, int8_t* xq,
-                         float* xd, float* xs, float* rs) {
+// y [M, ldy] = the projection of x [M, k] (its parts' columns side by side)
+static void project_rows(const TTProjection& p, const float* x, int64_t M, float* y, int64_t ldy, const float* norm,
+                         float eps, int8_t* xq, float* xd, float* xs, float* rs) {
     for (int64_t i = 0; i < p.parts; y += p.part[i].n, i++) {
         const TTLinear& l = p.part[i];
-        if (l.bits == 8) int8_rows((const int8_t*)l.w, l.scale, l.n, l.k, x, 1, y, norm, eps, xq, xd, xs, rs);
-        else int4_rows((const uint8_t*)l.w, l.high, l.scale, l.mins, l.n, l.k, x, 1, y, norm, eps, xq, xd, xs, rs);
+        if (l.bits == 8) int8_rows((const int8_t*)l.w, l.scale, l.n, l.k, x, M, y, ldy, norm, eps, xq, xd, xs, rs);
+        else int4_rows((const uint8_t*)l.w, l.high, l.scale, l.mins, l.n, l.k, x, M, y, ldy, norm, eps, xq, xd, xs, rs);
     }
 }
 
-static void add_into(float* x, const float* y, const float* bias, int64_t n) {  // x += y (+ bias)
-    for (int64_t i = 0; i < n; i++) x[i] += bias ? y[i] + bias[i] : y[i];
+// x [M, n] += y [M, n] (or nothing, y null) + bias [n] (or nothing) on each row, shared out among the threads
+static void add_rows(float* x, const float* y, const float* bias, int64_t M, int64_t n) {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < M * n; i++) x[i] += (y ? y[i] : 0.0f) + (bias ? bias[i % n] : 0.0f);
 }
 
-// x [dim]: the token's residual stream, updated in place; rope: cos and sin [rot] at pos of the global
-// layers, then of the sliding-window ones; work: TTModel's float scratch; xq .. rs: the matmuls' scratch.
-static void decode_layers(const TTLayer* layers, const TTModel* m, float* x, int64_t pos, const float* const* rope,
-                          float* work, int8_t* xq, float* xd, float* xs, float* rs, int threads) {
-    const int64_t h = m->h, hkv = m->hkv, d = m->d, ffn = m->ffn;
+// x [M, dim]: the sequences' residual streams, updated in place; sequence r is at position pos[r], its keys and
+// values in row r of each layer's cache ([rows, hkv, capacity, d]); rope: cos and sin [M, rot] of the global layers,
+// then of the sliding-window ones; work: (h + 2 hkv) d + h d + dim + 3 ffn floats a sequence; xq .. rs: the
+// matmuls' scratch.
+static void decode_layers(const TTLayer* layers, const TTModel* m, int64_t M, float* x, const int64_t* pos,
+                          const float* const* rope, float* work, int8_t* xq, float* xd, float* xs, float* rs,
+                          int threads) {
+    const int64_t h = m->h, hkv = m->hkv, d = m->d, ffn = m->ffn, dim = m->dim, width = (h + 2 * hkv) * d;
     float* qkv = work;
-    float* att = qkv + (h + 2 * hkv) * d;
-    float* tmp = att + h * d;
-    float* gate_up = tmp + m->dim;
-    float* act = gate_up + 2 * ffn;
+    float* att = qkv + M * width;
+    float* tmp = att + M * h * d;
+    float* gate_up = tmp + M * dim;
+    float* act = gate_up + M * 2 * ffn;
 #pragma omp parallel num_threads(threads)
     for (int64_t i = 0; i < m->layers; i++) {
         const TTLayer& l = layers[i];
-        project_rows(l.qkv, x, qkv, l.attention_norm, m->eps, xq, xd, xs, rs);
-#pragma omp single
-        {
-            if (l.qkv.bias) add_into(qkv, l.qkv.bias, nullptr, (h + 2 * hkv) * d);
-            rotate_and_store(qkv, l.k_cache, l.v_cache, l.capacity, pos, rope[2 * l.local_rope],
-                             rope[2 * l.local_rope + 1], m->rot, h, hkv, d);
+        const int64_t row = hkv * l.capacity * d;  // a sequence's cache
+        project_rows(l.qkv, x, M, qkv, width, l.attention_norm, m->eps, xq, xd, xs, rs);
+        if (l.qkv.bias) add_rows(qkv, nullptr, l.qkv.bias, M, width);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < M; r++)
+            rotate_and_store(qkv + r * width, l.k_cache + r * row, l.v_cache + r * row, l.capacity, pos[r],
+                             rope[2 * l.local_rope] + r * m->rot, rope[2 * l.local_rope + 1] + r * m->rot, m->rot, h, hkv, d);
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < M * h; j++) {
+            const int64_t r = j / h, head = j % h, g = head / (h / hkv);
+            attend_head(qkv + r * width + head * d, l.k_cache + r * row + g * l.capacity * d,
+                        l.v_cache + r * row + g * l.capacity * d, pos[r], d, m->scale, l.window, att + j * d);
         }
-        attend_heads(qkv, l.k_cache, l.v_cache, l.capacity, pos, h, hkv, d, m->scale, l.window, att);
-        project_rows(l.out, att, tmp, nullptr, 0.0f, xq, xd, xs, rs);
-#pragma omp single
-        add_into(x, tmp, l.out.bias, m->dim);
-        project_rows(l.gate_up, x, gate_up, l.ffn_norm, m->eps, xq, xd, xs, rs);
+        project_rows(l.out, att, M, tmp, dim, nullptr, 0.0f, xq, xd, xs, rs);
+        add_rows(x, tmp, l.out.bias, M, dim);
+        project_rows(l.gate_up, x, M, gate_up, 2 * ffn, l.ffn_norm, m->eps, xq, xd, xs, rs);
         const float* bias = l.gate_up.bias;
 #pragma omp for schedule(static)
-        for (int64_t j = 0; j < ffn; j++) {
-            const float g = bias ? gate_up[j] + bias[j] : gate_up[j], u = bias ? gate_up[ffn + j] + bias[ffn + j] : gate_up[ffn + j];
+        for (int64_t j = 0; j < M * ffn; j++) {
+            const int64_t r = j / ffn, c = j % ffn;
+            float g = gate_up[r * 2 * ffn + c], u = gate_up[r * 2 * ffn + ffn + c];
+            if (bias) g += bias[c], u += bias[ffn + c];
             act[j] = g / (1.0f + expf(-g)) * u;
         }
-        project_rows(l.down, act, tmp, nullptr, 0.0f, xq, xd, xs, rs);
-#pragma omp single
-        add_into(x, tmp, l.down.bias, m->dim);
+        project_rows(l.down, act, M, tmp, dim, nullptr, 0.0f, xq, xd, xs, rs);
+        add_rows(x, tmp, l.down.bias, M, dim);
     }
 }

@@ -1,11 +1,12 @@
-"""A decoding step of one sequence through every block as one call of our C++ kernels (cpu_decode.h).
+"""A decoding step through every block as one call of our C++ kernels (cpu_decode.h): one sequence, or a
+batch of sequences each at its own position (continuous batching).
 
 At batch 1 on a small model the matmuls are not what takes the time: SmolLM2's 30 blocks ran about
 40 torch operators each, Python between them, and a parallel region a matmul, and those took more
 than the matmuls did. Here a step is one call; its threads meet at a barrier after each matmul.
 
 It takes blocks of the Llama shape (pre-norms, a SiLU-gated FFN, no Q/K norms) whose projections are
-all on our kernels, with a float32 cache of one sequence; anything else (LoRA-wrapped projections,
+all on our kernels, with float32 caches; anything else (LoRA-wrapped projections,
 torch's kernels, Gemma's norms, attention being recorded) runs the model's own forward, which gives
 the same results within float rounding.
 """
@@ -50,12 +51,12 @@ def _parts(module: nn.Module) -> list[nn.Module] | None:
 
 
 def fits(model: nn.Module) -> bool:
-    """Whether every block can run here: our kernels' projections, Llama's shape, float32 caches of one sequence."""
+    """Whether every block can run here: our kernels' projections, Llama's shape, float32 caches."""
     for block in model.layers:
         a, f = block.attention, block.feed_forward
         if (a.q_norm is not None or block.post_attention_norm is not None or block.post_ffn_norm is not None
-                or f.gelu or a.record or a.impl != "cpu" or a.cache is None or a.cache.k.shape[0] != 1
-                or a.cache.k.dtype != torch.float32 or any(_parts(p) is None for p in (a.wqkv, a.wo, f.w13, f.w2))):
+                or f.gelu or a.record or a.impl != "cpu" or a.cache is None or a.cache.k.dtype != torch.float32
+                or any(_parts(p) is None for p in (a.wqkv, a.wo, f.w13, f.w2))):
             return False
     return model.dtype == torch.float32 and model.compiled_block is None
 
@@ -69,15 +70,14 @@ def modules_of(model: nn.Module) -> Modules:
 
 
 def key_of(modules: Modules) -> tuple[int, ...]:
-    """What a step points at: each block's projections and cache tensors (a DecodeStep keeps them alive, so an
-    id is not reused while it exists). About 20 us a step for 30 blocks."""
-    return tuple(id(x) for a, f in modules for x in (a["wqkv"], a["wo"], f["w13"], f["w2"], a["cache"]._buffers["k"],
-                                                     a["cache"]._buffers["v"]))
+    """What a step's structures point at: each block's projections (a DecodeStep keeps them alive, so an id is not
+    reused while it exists). The caches are read at each call: the batch scheduler swaps its own in and out."""
+    return tuple(id(x) for a, f in modules for x in (a["wqkv"], a["wo"], f["w13"], f["w2"]))
 
 
 class DecodeStep:
-    """The blocks' weights, norms and caches as the C++ step takes them, built once for a model's modules and
-    caches: a new cache (a longer request, a beam search) or an adapter needs a new one (see key_of)."""
+    """The blocks' weights and norms as the C++ step takes them, built once for a model's projections (an adapter
+    needs a new one: see key_of)."""
 
     def __init__(self, model: nn.Module) -> None:
         c = model.config
@@ -85,19 +85,20 @@ class DecodeStep:
         self.layers = (_Layer * len(model.layers))()
         for layer, block in zip(self.layers, model.layers):
             a, f = block.attention, block.feed_forward
-            self.keep += [a.wqkv, a.wo, f.w13, f.w2, a.cache.k, a.cache.v]
+            self.keep += [a.wqkv, a.wo, f.w13, f.w2]
             for name, module in (("qkv", a.wqkv), ("out", a.wo), ("gate_up", f.w13), ("down", f.w2)):
                 self._project(getattr(layer, name), module)
             layer.attention_norm = self._address(block.attention_norm.weight)
             layer.ffn_norm = self._address(block.ffn_norm.weight)
-            layer.k_cache, layer.v_cache = a.cache.k.data_ptr(), a.cache.v.data_ptr()
-            layer.capacity, layer.window, layer.local_rope = a.cache.k.shape[2], a.window, int(block.sliding)
+            layer.window, layer.local_rope = a.window, int(block.sliding)
         first = model.layers[0].attention
         self.model = _Model(len(model.layers), c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dim, c.ffn_dim,
                             model.layers[0].attention_norm.eps, first.scale or c.head_dim ** -0.5)
         h, hkv, d = c.n_heads, c.n_kv_heads, c.head_dim
-        self.work = torch.empty((h + 2 * hkv) * d + h * d + c.dim + 3 * c.ffn_dim)
+        self.row_work = (h + 2 * hkv) * d + h * d + c.dim + 3 * c.ffn_dim  # floats of scratch a sequence
+        self.work = torch.empty(0)
         self.rope = (ctypes.c_void_p * 4)()
+        self.modules = modules_of(model)
 
     def _address(self, t: Tensor) -> int:
         t = t.float().contiguous()
@@ -119,14 +120,25 @@ class DecodeStep:
                 slot.w, slot.scale, slot.mins = p.nibbles.data_ptr(), p.scale.data_ptr(), p.mins.data_ptr()
                 slot.high, slot.bits = (p.high.data_ptr(), 5) if type(p) is BlockInt5Linear else (None, 4)
 
-    def __call__(self, x: Tensor, position: int, ropes: tuple[Tensor, ...]) -> Tensor:
-        """x [1, 1, dim] at `position` -> the last block's output [1, 1, dim]; ropes: cos, sin [1, 1, rot] of the
-        global layers, then of the sliding-window ones (as Transformer.rope gives them)."""
-        out = x.reshape(-1).to(torch.float32, copy=True)
-        tables = [t.reshape(-1).float().contiguous() for t in ropes]
+    def __call__(self, x: Tensor, positions: Tensor, ropes: tuple[Tensor, ...]) -> Tensor:
+        """x [M, 1, dim]: M sequences' tokens, sequence r at positions[r] with its keys and values in row r of the
+        caches -> the last block's output [M, 1, dim]; ropes: cos, sin of the global layers, then of the
+        sliding-window ones, rot values a sequence (as Transformer.rope gives them)."""
+        rows = x.shape[0]
+        out = x.reshape(rows, -1).to(torch.float32, copy=True)
+        positions = positions.to(torch.int64).contiguous()
+        tables = [t.reshape(rows, -1).float().contiguous() for t in ropes]
         for i, t in enumerate(tables):
             self.rope[i] = t.data_ptr()
-        lib = cpu_kernels.library()
-        lib.tt_decode_layers(ctypes.addressof(self.layers), ctypes.addressof(self.model), out.data_ptr(), position,
-                             ctypes.addressof(self.rope), self.work.data_ptr(), torch.get_num_threads())
-        return out.view(1, 1, -1)
+        for layer, (a, _) in zip(self.layers, self.modules):
+            cache = a["cache"]._buffers
+            k, v = cache["k"], cache["v"]
+            if k.shape[0] < rows or k.dtype != torch.float32 or not (k.is_contiguous() and v.is_contiguous()):
+                raise ValueError(f"the decoding step takes float32 caches of {rows} rows or more, not {k.dtype} {tuple(k.shape)}")
+            layer.k_cache, layer.v_cache, layer.capacity = k.data_ptr(), v.data_ptr(), k.shape[2]
+        if self.work.numel() < rows * self.row_work:
+            self.work = torch.empty(rows * self.row_work)
+        cpu_kernels.library().tt_decode_layers(ctypes.addressof(self.layers), ctypes.addressof(self.model), rows,
+                                               out.data_ptr(), positions.data_ptr(), ctypes.addressof(self.rope),
+                                               self.work.data_ptr(), torch.get_num_threads())
+        return out.view(rows, 1, -1)

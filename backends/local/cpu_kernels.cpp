@@ -39,7 +39,7 @@ struct TTLayer {
     TTProjection qkv, out, gate_up, down;
     const float* attention_norm;
     const float* ffn_norm;
-    float* k_cache;          // [hkv, capacity, d]
+    float* k_cache;          // [rows, hkv, capacity, d]: a row a sequence
     float* v_cache;
     int64_t capacity, window, local_rope;
 };
@@ -142,11 +142,11 @@ void tt_attend_one(float* qkv, float* kc, float* vc, int64_t cap, int64_t pos, c
     (use_vnni ? vnni::attend_one : avx2::attend_one)(qkv, kc, vc, cap, pos, cos, sin, rot, h, hkv, d, scale, window, out, threads);
 }
 
-// A decoding step of one sequence through every block (cpu_decode.h); work: (h + 2 hkv) d + h d + dim + 3 ffn floats
-void tt_decode_layers(const TTLayer* layers, const TTModel* m, float* x, int64_t pos, const float* const* rope,
-                      float* work, int threads) {
-    scratch.fit(1, std::max({m->dim, m->h * m->d, m->ffn}));
-    (use_vnni ? vnni::decode_layers : avx2::decode_layers)(layers, m, x, pos, rope, work, scratch.q.data(),
+// A decoding step of M sequences through every block (cpu_decode.h)
+void tt_decode_layers(const TTLayer* layers, const TTModel* m, int64_t M, float* x, const int64_t* pos,
+                      const float* const* rope, float* work, int threads) {
+    scratch.fit(M, std::max({m->dim, m->h * m->d, m->ffn}));
+    (use_vnni ? vnni::decode_layers : avx2::decode_layers)(layers, m, M, x, pos, rope, work, scratch.q.data(),
                                                           scratch.d.data(), scratch.s.data(), scratch.r.data(), threads);
 }
 

@@ -101,7 +101,7 @@ def _declared(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.tt_int4_matmul.argtypes = [p, p, p, p, i64, i64, p, i64, p, i32, p, f32]
     lib.tt_int8_matmul.argtypes = [p, p, i64, i64, p, i64, p, i32, p, f32]
     lib.tt_attend_one.argtypes = [p, p, p, i64, i64, p, p, i64, i64, i64, i64, f32, i64, p, i32]
-    lib.tt_decode_layers.argtypes = [p, p, p, i64, p, p, i32]
+    lib.tt_decode_layers.argtypes = [p, p, i64, p, p, p, p, i32]
     for f in (lib.tt_quantize_rows, lib.tt_int4_matmul, lib.tt_int8_matmul, lib.tt_attend_one, lib.tt_decode_layers):
         f.restype = None
     return lib

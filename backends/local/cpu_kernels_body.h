@@ -192,27 +192,28 @@ static inline void tile(const void* w, const uint8_t* hb, int64_t G, int64_t K, 
 // Weight rows n .. n + nr (nr is 1 or 2, starting at w and hb) times every activation row, 4 at a time;
 // prepare(row, act, f, extra) writes the tile's scales for weight row `row` and activation row `act`.
 template <int BITS, typename Prepare>
-static inline void row_pair(const void* w, const uint8_t* hb, int nr, int64_t n, int64_t M, int64_t N, int64_t G,
+static inline void row_pair(const void* w, const uint8_t* hb, int nr, int64_t n, int64_t M, int64_t ldy, int64_t G,
                             int64_t K, const int8_t* xq, float* f, float* extra, float* y, Prepare prepare) {
     for (int64_t m = 0; m < M; m += 4) {
         const int rows = M - m < 4 ? (int)(M - m) : 4;
         for (int i = 0; i < nr; i++)
             for (int r = 0; r < rows; r++) prepare(n + i, m + r, f + (4 * i + r) * G, extra + 4 * i + r);
         const int8_t* xm = xq + 2 * m * K;
-        float* ym = y + m * N + n;
-        if (nr == 2 && rows == 4) tile<BITS, 2, 4>(w, hb, G, K, xm, f, extra, N, ym);
-        else if (nr == 1 && rows == 4) tile<BITS, 1, 4>(w, hb, G, K, xm, f, extra, N, ym);
+        float* ym = y + m * ldy + n;
+        if (nr == 2 && rows == 4) tile<BITS, 2, 4>(w, hb, G, K, xm, f, extra, ldy, ym);
+        else if (nr == 1 && rows == 4) tile<BITS, 1, 4>(w, hb, G, K, xm, f, extra, ldy, ym);
         else
             for (int r = 0; r < rows; r++) {
-                if (nr == 2) tile<BITS, 2, 1>(w, hb, G, K, xm + 2 * r * K, f + r * G, extra + r, N, ym + r * N);
-                else tile<BITS, 1, 1>(w, hb, G, K, xm + 2 * r * K, f + r * G, extra + r, N, ym + r * N);
+                if (nr == 2) tile<BITS, 2, 1>(w, hb, G, K, xm + 2 * r * K, f + r * G, extra + r, ldy, ym + r * ldy);
+                else tile<BITS, 1, 1>(w, hb, G, K, xm + 2 * r * K, f + r * G, extra + r, ldy, ym + r * ldy);
             }
     }
 }
 
-// high: null for int4 groups, else int5 groups' fifth bits. Called by every thread of a parallel region.
+// high: null for int4 groups, else int5 groups' fifth bits; y's rows are ldy apart (N, or wider where these
+// are some of a projection's columns). Called by every thread of a parallel region.
 static void int4_rows(const uint8_t* w, const uint8_t* high, const uint16_t* scale, const uint16_t* mins, int64_t N,
-                      int64_t K, const float* x, int64_t M, float* y, const float* norm, float eps, int8_t* xq,
+                      int64_t K, const float* x, int64_t M, float* y, int64_t ldy, const float* norm, float eps, int8_t* xq,
                       float* xd, float* xs, float* rs) {
     const int64_t G = K / 32;
     quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
@@ -227,8 +228,8 @@ static void int4_rows(const uint8_t* w, const uint8_t* high, const uint16_t* sca
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; n += 2) {
         const int nr = N - n < 2 ? 1 : 2;
-        if (high) row_pair<5>(w + n * G * 16, high + n * G * 4, nr, n, M, N, G, K, xq, f, extra, y, prepare);
-        else row_pair<4>(w + n * G * 16, nullptr, nr, n, M, N, G, K, xq, f, extra, y, prepare);
+        if (high) row_pair<5>(w + n * G * 16, high + n * G * 4, nr, n, M, ldy, G, K, xq, f, extra, y, prepare);
+        else row_pair<4>(w + n * G * 16, nullptr, nr, n, M, ldy, G, K, xq, f, extra, y, prepare);
     }
 }
 
@@ -236,11 +237,11 @@ static void int4_matmul(const uint8_t* w, const uint8_t* high, const uint16_t* s
                         int64_t K, const float* x, int64_t M, float* y, int threads, const float* norm, float eps,
                         int8_t* xq, float* xd, float* xs, float* rs) {
 #pragma omp parallel num_threads(threads)
-    int4_rows(w, high, scale, mins, N, K, x, M, y, norm, eps, xq, xd, xs, rs);
+    int4_rows(w, high, scale, mins, N, K, x, M, y, N, norm, eps, xq, xd, xs, rs);
 }
 
 static void int8_rows(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, const float* x, int64_t M, float* y,
-                      const float* norm, float eps, int8_t* xq, float* xd, float* xs, float* rs) {
+                      int64_t ldy, const float* norm, float eps, int8_t* xq, float* xd, float* xs, float* rs) {
     const int64_t G = K / 32;
     quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
     float* f = (float*)__builtin_alloca(sizeof(float) * 8 * G);
@@ -251,11 +252,11 @@ static void int8_rows(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, 
     };
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; n += 2)
-        row_pair<8>(w + n * K, nullptr, N - n < 2 ? 1 : 2, n, M, N, G, K, xq, f, extra, y, prepare);
+        row_pair<8>(w + n * K, nullptr, N - n < 2 ? 1 : 2, n, M, ldy, G, K, xq, f, extra, y, prepare);
 }
 
 static void int8_matmul(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, const float* x, int64_t M, float* y,
                         int threads, const float* norm, float eps, int8_t* xq, float* xd, float* xs, float* rs) {
 #pragma omp parallel num_threads(threads)
-    int8_rows(w, d, N, K, x, M, y, norm, eps, xq, xd, xs, rs);
+    int8_rows(w, d, N, K, x, M, y, N, norm, eps, xq, xd, xs, rs);
 }

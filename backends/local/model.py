@@ -358,10 +358,12 @@ class Transformer(nn.Module):
 
     def _blocks(self, x: Tensor, ropes: tuple[Tensor, ...], start: int | Rows) -> Tensor:
         """ropes: cos, sin of the global layers, then of the sliding-window layers."""
-        if x.shape[0] == x.shape[1] == 1 and isinstance(start, int) and self.layers[0].attention.impl == "cpu":
+        one = isinstance(start, int) and x.shape[0] == 1
+        if x.shape[1] == 1 and (one or isinstance(start, Rows) and start.slots is None) and \
+                self.layers[0].attention.impl == "cpu":
             step = self._decode_step()
             if step is not None:
-                return step(x, start, ropes)
+                return step(x, torch.tensor([start]) if one else start.positions, ropes)
         recording = self.layers[0].attention.record  # weights are read off eager attention, not compiled code
         compiled = self.compiled_block if x.shape[1] == 1 and not recording and isinstance(start, int) else None
         if compiled is not None:

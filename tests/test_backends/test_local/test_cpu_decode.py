@@ -6,6 +6,7 @@ import torch
 from backends.local import cpu_kernels, lora
 from backends.local.cpu_decode import fits
 from backends.local.loader import load_model
+from backends.local.model import Rows
 from tests.fixtures.tiny_models import Q4_K_M_LIKE, random_weights, tiny_config, tiny_tokenizer, write_gguf
 from tests.fixtures.tiny_models import GGMLQuantizationType as QT
 
@@ -69,8 +70,34 @@ def test_a_sliding_window_and_a_grown_cache(tmp_path):
     expected = teacher_forced(model, "torch")
     assert close(teacher_forced(model, "cpu"), expected)
     first = model.decode_step
-    assert close(teacher_forced(model, "cpu", capacity=200), expected)  # a new cache: the step is built again
-    assert model.decode_step is not first and model.decode_step.layers[0].capacity == 200
+    assert close(teacher_forced(model, "cpu", capacity=200), expected)  # a new cache, read at each call
+    assert model.decode_step is first and first.layers[0].capacity == 200
+
+
+@torch.inference_mode()
+def batched(model, impl):
+    """Logits of 4 decoding steps of 3 sequences at their own positions (prompts of 2, 5 and 3 tokens)."""
+    model.set_attention(impl)
+    model.setup_cache(3, 32)
+    prompts = [IDS[:2], IDS[:5], IDS[:3]]
+    for row, prompt in enumerate(prompts):  # each prompt computed in its own row
+        model.compute(torch.tensor([prompt]), Rows(torch.tensor([0]), len(prompt), slots=torch.tensor([row])))
+    positions, out = torch.tensor([len(p) for p in prompts]), []
+    for step in range(4):
+        ids = torch.tensor([[IDS[5 + step]], [IDS[6 + step]], [IDS[step]]])
+        out.append(model.compute(ids, Rows(positions, int(positions.max()) + 1))[:, -1])
+        positions = positions + 1
+    return torch.stack(out, dim=1)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_a_batch_of_sequences_at_their_own_positions(tmp_path, family):
+    model = tiny(tmp_path, family, mixed)
+    expected = batched(model, "torch")
+    got = batched(model, "cpu")
+    assert model.decode_step is not None
+    for row in range(3):
+        assert close(got[row], expected[row])
 
 
 def test_what_it_does_not_take_runs_the_blocks(tmp_path):
