@@ -45,9 +45,13 @@ class _Model(ctypes.Structure):
 
 
 def _parts(module: nn.Module) -> list[nn.Module] | None:
-    parts = list(module.parts) if type(module) is ConcatLinear else [module]
+    """A projection's weights on our kernels (up to 3 side by side, their bias the projection's), or None."""
+    concat = type(module) is ConcatLinear
+    parts = list(module.parts) if concat else [module]
     kinds = (BlockInt4Linear, BlockInt5Linear, BlockInt8Linear)
-    return parts if len(parts) <= 3 and all(type(p) in kinds for p in parts) else None
+    if len(parts) > 3 or any(type(p) not in kinds or (concat and p.bias is not None) for p in parts):
+        return None
+    return parts
 
 
 def fits(model: nn.Module) -> bool:
@@ -107,10 +111,7 @@ class DecodeStep:
 
     def _project(self, out: _Projection, module: nn.Module) -> None:
         parts = _parts(module)
-        biases = [p.bias for p in parts if p.bias is not None]
-        bias = module.bias if type(module) is ConcatLinear else (biases[0] if biases else None)
-        if type(module) is ConcatLinear and biases:
-            raise ValueError("side-by-side projections carry one bias, not one a part")
+        bias = module.bias
         out.parts, out.bias = len(parts), None if bias is None else self._address(bias)
         for slot, p in zip(out.part, parts):
             slot.n, slot.k = p.out_features, p.in_features
@@ -127,14 +128,17 @@ class DecodeStep:
         rows = x.shape[0]
         out = x.reshape(rows, -1).to(torch.float32, copy=True)
         positions = positions.to(torch.int64).contiguous()
+        last = int(positions.max())
         tables = [t.reshape(rows, -1).float().contiguous() for t in ropes]
         for i, t in enumerate(tables):
             self.rope[i] = t.data_ptr()
         for layer, (a, _) in zip(self.layers, self.modules):
             cache = a["cache"]._buffers
             k, v = cache["k"], cache["v"]
-            if k.shape[0] < rows or k.dtype != torch.float32 or not (k.is_contiguous() and v.is_contiguous()):
-                raise ValueError(f"the decoding step takes float32 caches of {rows} rows or more, not {k.dtype} {tuple(k.shape)}")
+            if k.shape[0] < rows or k.shape[2] <= last or k.dtype != torch.float32 or not k.is_contiguous() \
+                    or not v.is_contiguous():
+                raise ValueError(f"the decoding step takes float32 caches of {rows} rows or more and over {last} positions, "
+                                 f"not {k.dtype} {tuple(k.shape)}")
             layer.k_cache, layer.v_cache, layer.capacity = k.data_ptr(), v.data_ptr(), k.shape[2]
         if self.work.numel() < rows * self.row_work:
             self.work = torch.empty(rows * self.row_work)

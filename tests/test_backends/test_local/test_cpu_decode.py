@@ -100,6 +100,14 @@ def test_a_batch_of_sequences_at_their_own_positions(tmp_path, family):
         assert close(got[row], expected[row])
 
 
+def test_a_position_past_the_cache_is_refused_not_written(tmp_path):
+    model = tiny(tmp_path, "llama", QT.Q4_0)
+    teacher_forced(model, "cpu")
+    capacity = model.layers[0].attention.cache.k.shape[2]
+    with torch.inference_mode(), pytest.raises(ValueError, match=f"over {capacity} positions"):
+        model(torch.tensor([[3]]), start=capacity)
+
+
 def test_what_it_does_not_take_runs_the_blocks(tmp_path):
     model = tiny(tmp_path, "qwen2", QT.Q4_0)
     teacher_forced(model, "cpu")
