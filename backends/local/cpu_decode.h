@@ -2,7 +2,8 @@
 // instruction set: one parallel region for the whole step, its threads meeting at a barrier after
 // each matmul (as llama.cpp's thread pool does) instead of a region a matmul, and none of the
 // torch operators and Python between the matmuls (at batch 1 on a 135M model those took more
-// time than the matmuls). Blocks of the Llama shape: pre-norms, SiLU-gated FFN, no Q/K norms.
+// time than the matmuls). Blocks of the Llama shape (pre-norms, a gated FFN), with Q/K norms and
+// Gemma's norms on each sublayer's output where the layer has them.
 
 // y [M, ldy] = the projection of x [M, k] (its parts' columns side by side)
 static void project_rows(const TTProjection& p, const float* x, int64_t M, float* y, int64_t ldy, const float* norm,
@@ -18,6 +19,20 @@ static void project_rows(const TTProjection& p, const float* x, int64_t M, float
 static void add_rows(float* x, const float* y, const float* bias, int64_t M, int64_t n) {
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < M * n; i++) x[i] += (y ? y[i] : 0.0f) + (bias ? bias[i % n] : 0.0f);
+}
+
+// Each of the M rows of x [M, n] times rsqrt(mean(row^2) + eps) times weight [n], in place
+static void norm_rows(float* x, const float* weight, int64_t M, int64_t n, float eps) {
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < M; r++) {
+        float* row = x + r * n;
+        const float s = 1.0f / sqrtf(sum_squares(row, n) / (float)n + eps);
+        for (int64_t i = 0; i < n; i++) row[i] = row[i] * s * weight[i];
+    }
+}
+
+static inline float gelu_tanh(float g) {
+    return 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)));
 }
 
 // x [M, dim]: the sequences' residual streams, updated in place; sequence r is at position pos[r], its keys and
@@ -39,6 +54,16 @@ static void decode_layers(const TTLayer* layers, const TTModel* m, int64_t M, fl
         const int64_t row = hkv * l.capacity * d;  // a sequence's cache
         project_rows(l.qkv, x, M, qkv, width, l.attention_norm, m->eps, xq, xd, xs, rs);
         if (l.qkv.bias) add_rows(qkv, nullptr, l.qkv.bias, M, width);
+        if (l.q_norm) {  // each query head, then each key head, normed over its d values
+#pragma omp for schedule(static)
+            for (int64_t j = 0; j < M * (h + hkv); j++) {
+                const int64_t r = j / (h + hkv), head = j % (h + hkv);
+                float* v = qkv + r * width + head * d;
+                const float* w = head < h ? l.q_norm : l.k_norm;
+                const float s = 1.0f / sqrtf(sum_squares(v, d) / (float)d + m->eps);
+                for (int64_t i = 0; i < d; i++) v[i] = v[i] * s * w[i];
+            }
+        }
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < M; r++)
             rotate_and_store(qkv + r * width, l.k_cache + r * row, l.v_cache + r * row, l.capacity, pos[r],
@@ -50,7 +75,11 @@ static void decode_layers(const TTLayer* layers, const TTModel* m, int64_t M, fl
                         l.v_cache + r * row + g * l.capacity * d, pos[r], d, m->scale, l.window, att + j * d);
         }
         project_rows(l.out, att, M, tmp, dim, nullptr, 0.0f, xq, xd, xs, rs);
-        add_rows(x, tmp, l.out.bias, M, dim);
+        if (l.post_attention_norm) {
+            if (l.out.bias) add_rows(tmp, nullptr, l.out.bias, M, dim);
+            norm_rows(tmp, l.post_attention_norm, M, dim, m->eps);
+            add_rows(x, tmp, nullptr, M, dim);
+        } else add_rows(x, tmp, l.out.bias, M, dim);
         project_rows(l.gate_up, x, M, gate_up, 2 * ffn, l.ffn_norm, m->eps, xq, xd, xs, rs);
         const float* bias = l.gate_up.bias;
 #pragma omp for schedule(static)
@@ -58,9 +87,13 @@ static void decode_layers(const TTLayer* layers, const TTModel* m, int64_t M, fl
             const int64_t r = j / ffn, c = j % ffn;
             float g = gate_up[r * 2 * ffn + c], u = gate_up[r * 2 * ffn + ffn + c];
             if (bias) g += bias[c], u += bias[ffn + c];
-            act[j] = g / (1.0f + expf(-g)) * u;
+            act[j] = (m->gelu ? gelu_tanh(g) : g / (1.0f + expf(-g))) * u;
         }
         project_rows(l.down, act, M, tmp, dim, nullptr, 0.0f, xq, xd, xs, rs);
-        add_rows(x, tmp, l.down.bias, M, dim);
+        if (l.post_ffn_norm) {
+            if (l.down.bias) add_rows(tmp, nullptr, l.down.bias, M, dim);
+            norm_rows(tmp, l.post_ffn_norm, M, dim, m->eps);
+            add_rows(x, tmp, nullptr, M, dim);
+        } else add_rows(x, tmp, l.down.bias, M, dim);
     }
 }

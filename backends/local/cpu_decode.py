@@ -5,9 +5,9 @@ At batch 1 on a small model the matmuls are not what takes the time: SmolLM2's 3
 40 torch operators each, Python between them, and a parallel region a matmul, and those took more
 than the matmuls did. Here a step is one call; its threads meet at a barrier after each matmul.
 
-It takes blocks of the Llama shape (pre-norms, a SiLU-gated FFN, no Q/K norms) whose projections are
-all on our kernels, with float32 caches; anything else (LoRA-wrapped projections,
-torch's kernels, Gemma's norms, attention being recorded) runs the model's own forward, which gives
+It takes blocks of the Llama shape (pre-norms, a SiLU- or GELU-gated FFN; Q/K norms and Gemma's norms on
+each sublayer's output where they are) whose projections are all on our kernels, with float32 caches;
+anything else (LoRA-wrapped projections, torch's kernels, attention being recorded) runs the model's own forward, which gives
 the same results within float rounding.
 """
 
@@ -35,13 +35,14 @@ class _Projection(ctypes.Structure):
 
 class _Layer(ctypes.Structure):
     _fields_ = [("qkv", _Projection), ("out", _Projection), ("gate_up", _Projection), ("down", _Projection),
-                ("attention_norm", ptr), ("ffn_norm", ptr), ("k_cache", ptr), ("v_cache", ptr),
+                ("attention_norm", ptr), ("ffn_norm", ptr), ("q_norm", ptr), ("k_norm", ptr),
+                ("post_attention_norm", ptr), ("post_ffn_norm", ptr), ("k_cache", ptr), ("v_cache", ptr),
                 ("capacity", i64), ("window", i64), ("local_rope", i64)]
 
 
 class _Model(ctypes.Structure):
     _fields_ = [("layers", i64), ("dim", i64), ("h", i64), ("hkv", i64), ("d", i64), ("rot", i64), ("ffn", i64),
-                ("eps", ctypes.c_float), ("scale", ctypes.c_float)]
+                ("gelu", i64), ("eps", ctypes.c_float), ("scale", ctypes.c_float)]
 
 
 def _parts(module: nn.Module) -> list[nn.Module] | None:
@@ -55,11 +56,14 @@ def _parts(module: nn.Module) -> list[nn.Module] | None:
 
 
 def fits(model: nn.Module) -> bool:
-    """Whether every block can run here: our kernels' projections, Llama's shape, float32 caches."""
+    """Whether every block can run here: our kernels' projections, float32 caches, one RMSNorm epsilon."""
+    eps, gelu = model.layers[0].attention_norm.eps, model.layers[0].feed_forward.gelu
     for block in model.layers:
         a, f = block.attention, block.feed_forward
-        if (a.q_norm is not None or block.post_attention_norm is not None or block.post_ffn_norm is not None
-                or f.gelu or a.record or a.impl != "cpu" or a.cache is None or a.cache.k.dtype != torch.float32
+        norms = [n for n in (block.attention_norm, block.ffn_norm, a.q_norm, a.k_norm, block.post_attention_norm,
+                             block.post_ffn_norm) if n is not None]
+        if (any(n.eps != eps for n in norms) or f.gelu != gelu or (a.q_norm is None) != (a.k_norm is None)
+                or a.record or a.impl != "cpu" or a.cache is None or a.cache.k.dtype != torch.float32
                 or any(_parts(p) is None for p in (a.wqkv, a.wo, f.w13, f.w2))):
             return False
     return model.dtype == torch.float32 and model.compiled_block is None
@@ -92,12 +96,15 @@ class DecodeStep:
             self.keep += [a.wqkv, a.wo, f.w13, f.w2]
             for name, module in (("qkv", a.wqkv), ("out", a.wo), ("gate_up", f.w13), ("down", f.w2)):
                 self._project(getattr(layer, name), module)
-            layer.attention_norm = self._address(block.attention_norm.weight)
-            layer.ffn_norm = self._address(block.ffn_norm.weight)
+            for name, norm in (("attention_norm", block.attention_norm), ("ffn_norm", block.ffn_norm),
+                               ("q_norm", a.q_norm), ("k_norm", a.k_norm),
+                               ("post_attention_norm", block.post_attention_norm), ("post_ffn_norm", block.post_ffn_norm)):
+                setattr(layer, name, None if norm is None else self._address(norm.weight))
             layer.window, layer.local_rope = a.window, int(block.sliding)
         first = model.layers[0].attention
         self.model = _Model(len(model.layers), c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dim, c.ffn_dim,
-                            model.layers[0].attention_norm.eps, first.scale or c.head_dim ** -0.5)
+                            int(model.layers[0].feed_forward.gelu), model.layers[0].attention_norm.eps,
+                            first.scale or c.head_dim ** -0.5)
         h, hkv, d = c.n_heads, c.n_kv_heads, c.head_dim
         self.row_work = (h + 2 * hkv) * d + h * d + c.dim + 3 * c.ffn_dim  # floats of scratch a sequence
         self.work = torch.empty(0)

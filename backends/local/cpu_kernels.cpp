@@ -39,12 +39,16 @@ struct TTLayer {
     TTProjection qkv, out, gate_up, down;
     const float* attention_norm;
     const float* ffn_norm;
+    const float* q_norm;               // per head, or null (Qwen3, Gemma 3)
+    const float* k_norm;
+    const float* post_attention_norm;  // on each sublayer's output before the residual add, or null (Gemma)
+    const float* post_ffn_norm;
     float* k_cache;          // [rows, hkv, capacity, d]: a row a sequence
     float* v_cache;
     int64_t capacity, window, local_rope;
 };
 struct TTModel {
-    int64_t layers, dim, h, hkv, d, rot, ffn;
+    int64_t layers, dim, h, hkv, d, rot, ffn, gelu;  // gelu: 1 for GELU (tanh) gates, 0 for SiLU
     float eps, scale;
 };
 

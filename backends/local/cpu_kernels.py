@@ -61,9 +61,9 @@ def setting() -> str:
 
 def chosen() -> str:
     """Whose kernels run quantized layers here: "tokentrail" or "torch". By default ours wherever they build:
-    with them a decoding step is one call (cpu_decode.py), 1.2-2.2x torch's decode on AVX-512 and more on AVX2,
-    for up to 10-25% of prefill speed on AVX-512, where torch's bfloat16 int4 kernel prefills faster
-    (docs/engine.md has the measurements)."""
+    with them a decoding step is one call (cpu_decode.py): 1.4-1.9x torch's decode on AVX-512 and 2-3x on AVX2,
+    for 10-35% of prefill speed on AVX-512, where torch's bfloat16 int4 kernel prefills faster; an agent's
+    runs, mostly prefill, still took 13% less time (docs/engine.md has the measurements)."""
     if setting() == "torch":
         return "torch"
     return "tokentrail" if available() else "torch"

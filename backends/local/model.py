@@ -381,8 +381,8 @@ class Transformer(nn.Module):
         return x
 
     def _decode_step(self) -> DecodeStep | None:
-        """The blocks as one C++ call for a decoding step of one sequence, where they fit it (see cpu_decode.py);
-        looked at again when a block's projections or cache change."""
+        """The blocks as one C++ call for a decoding step of one or more sequences, where they fit it (see
+        cpu_decode.py); looked at again when a block's projections change (an adapter)."""
         if self.layers[0].attention.record or self.compiled_block is not None:
             return None
         key = key_of(self.block_modules)
