@@ -31,6 +31,14 @@ static void norm_rows(float* x, const float* weight, int64_t M, int64_t n, float
     }
 }
 
+// x += y + bias, or x += norm(y + bias) where the block norms each sublayer's output (Gemma)
+static void add_residual(float* x, float* y, const float* bias, const float* norm, int64_t M, int64_t dim, float eps) {
+    if (!norm) return add_rows(x, y, bias, M, dim);
+    if (bias) add_rows(y, nullptr, bias, M, dim);
+    norm_rows(y, norm, M, dim, eps);
+    add_rows(x, y, nullptr, M, dim);
+}
+
 static inline float gelu_tanh(float g) {
     return 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)));
 }
@@ -75,11 +83,7 @@ static void decode_layers(const TTLayer* layers, const TTModel* m, int64_t M, fl
                         l.v_cache + r * row + g * l.capacity * d, pos[r], d, m->scale, l.window, att + j * d);
         }
         project_rows(l.out, att, M, tmp, dim, nullptr, 0.0f, xq, xd, xs, rs);
-        if (l.post_attention_norm) {
-            if (l.out.bias) add_rows(tmp, nullptr, l.out.bias, M, dim);
-            norm_rows(tmp, l.post_attention_norm, M, dim, m->eps);
-            add_rows(x, tmp, nullptr, M, dim);
-        } else add_rows(x, tmp, l.out.bias, M, dim);
+        add_residual(x, tmp, l.out.bias, l.post_attention_norm, M, dim, m->eps);
         project_rows(l.gate_up, x, M, gate_up, 2 * ffn, l.ffn_norm, m->eps, xq, xd, xs, rs);
         const float* bias = l.gate_up.bias;
 #pragma omp for schedule(static)
@@ -90,10 +94,6 @@ static void decode_layers(const TTLayer* layers, const TTModel* m, int64_t M, fl
             act[j] = (m->gelu ? gelu_tanh(g) : g / (1.0f + expf(-g))) * u;
         }
         project_rows(l.down, act, M, tmp, dim, nullptr, 0.0f, xq, xd, xs, rs);
-        if (l.post_ffn_norm) {
-            if (l.down.bias) add_rows(tmp, nullptr, l.down.bias, M, dim);
-            norm_rows(tmp, l.post_ffn_norm, M, dim, m->eps);
-            add_rows(x, tmp, nullptr, M, dim);
-        } else add_rows(x, tmp, l.down.bias, M, dim);
+        add_residual(x, tmp, l.down.bias, l.post_ffn_norm, M, dim, m->eps);
     }
 }

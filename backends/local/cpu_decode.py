@@ -5,10 +5,10 @@ At batch 1 on a small model the matmuls are not what takes the time: SmolLM2's 3
 40 torch operators each, Python between them, and a parallel region a matmul, and those took more
 than the matmuls did. Here a step is one call; its threads meet at a barrier after each matmul.
 
-It takes blocks of the Llama shape (pre-norms, a SiLU- or GELU-gated FFN; Q/K norms and Gemma's norms on
-each sublayer's output where they are) whose projections are all on our kernels, with float32 caches;
-anything else (LoRA-wrapped projections, torch's kernels, attention being recorded) runs the model's own forward, which gives
-the same results within float rounding.
+It takes blocks of the Llama shape (pre-norms, a SiLU- or GELU-gated FFN; Q/K norms and Gemma's norms
+on each sublayer's output where they are) whose projections are all on our kernels, with float32
+caches; anything else (LoRA-wrapped projections, torch's kernels, attention being recorded) runs the
+model's own forward, which gives the same results within float rounding.
 """
 
 from __future__ import annotations
