@@ -21,14 +21,16 @@ static void add_rows(float* x, const float* y, const float* bias, int64_t M, int
     for (int64_t i = 0; i < M * n; i++) x[i] += (y ? y[i] : 0.0f) + (bias ? bias[i % n] : 0.0f);
 }
 
-// Each of the M rows of x [M, n] times rsqrt(mean(row^2) + eps) times weight [n], in place
+// v [n] RMS-normalized in place: v * rsqrt(mean(v^2) + eps) * weight
+static inline void norm_in_place(float* v, const float* weight, int64_t n, float eps) {
+    const float s = rms_scale(v, n, eps);
+    for (int64_t i = 0; i < n; i++) v[i] = v[i] * s * weight[i];
+}
+
+// Each of the M rows of x [M, n] normalized in place, shared out among the threads
 static void norm_rows(float* x, const float* weight, int64_t M, int64_t n, float eps) {
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < M; r++) {
-        float* row = x + r * n;
-        const float s = 1.0f / sqrtf(sum_squares(row, n) / (float)n + eps);
-        for (int64_t i = 0; i < n; i++) row[i] = row[i] * s * weight[i];
-    }
+    for (int64_t r = 0; r < M; r++) norm_in_place(x + r * n, weight, n, eps);
 }
 
 // x += y + bias, or x += norm(y + bias) where the block norms each sublayer's output (Gemma)
@@ -66,10 +68,7 @@ static void decode_layers(const TTLayer* layers, const TTModel* m, int64_t M, fl
 #pragma omp for schedule(static)
             for (int64_t j = 0; j < M * (h + hkv); j++) {
                 const int64_t r = j / (h + hkv), head = j % (h + hkv);
-                float* v = qkv + r * width + head * d;
-                const float* w = head < h ? l.q_norm : l.k_norm;
-                const float s = 1.0f / sqrtf(sum_squares(v, d) / (float)d + m->eps);
-                for (int64_t i = 0; i < d; i++) v[i] = v[i] * s * w[i];
+                norm_in_place(qkv + r * width + head * d, head < h ? l.q_norm : l.k_norm, d, m->eps);
             }
         }
 #pragma omp for schedule(static)

@@ -56,15 +56,15 @@ def _parts(module: nn.Module) -> list[nn.Module] | None:
 
 
 def fits(model: nn.Module) -> bool:
-    """Whether every block can run here: our kernels' projections, float32 caches, one RMSNorm epsilon."""
+    """Whether every block can run here: our kernels' projections, float32 weights, one RMSNorm epsilon (the caches
+    are checked at each call, which reads them)."""
     eps, gelu = model.layers[0].attention_norm.eps, model.layers[0].feed_forward.gelu
     for block in model.layers:
         a, f = block.attention, block.feed_forward
         norms = [n for n in (block.attention_norm, block.ffn_norm, a.q_norm, a.k_norm, block.post_attention_norm,
                              block.post_ffn_norm) if n is not None]
         if (any(n.eps != eps for n in norms) or f.gelu != gelu or (a.q_norm is None) != (a.k_norm is None)
-                or a.record or a.impl != "cpu" or a.cache is None or a.cache.k.dtype != torch.float32
-                or any(_parts(p) is None for p in (a.wqkv, a.wo, f.w13, f.w2))):
+                or a.record or a.impl != "cpu" or any(_parts(p) is None for p in (a.wqkv, a.wo, f.w13, f.w2))):
             return False
     return model.dtype == torch.float32 and model.compiled_block is None
 
@@ -109,7 +109,7 @@ class DecodeStep:
         self.row_work = (h + 2 * hkv) * d + h * d + c.dim + 3 * c.ffn_dim  # floats of scratch a sequence
         self.work = torch.empty(0)
         self.rope = (ctypes.c_void_p * 4)()
-        self.modules = modules_of(model)
+        self.modules = model.block_modules
 
     def _address(self, t: Tensor) -> int:
         t = t.float().contiguous()

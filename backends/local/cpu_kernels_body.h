@@ -82,6 +82,9 @@ static inline float sum_squares(const float* a, int64_t n) {
     return s;
 }
 
+// RMSNorm's factor for n values: rsqrt(mean(v^2) + eps)
+static inline float rms_scale(const float* v, int64_t n, float eps) { return 1.0f / sqrtf(sum_squares(v, n) / (float)n + eps); }
+
 // The M rows of x quantized, their blocks shared out among the threads. With `norm` (an RMSNorm's
 // weight, K floats), each row is normalized on the way: x * rsqrt(mean(x^2) + eps) * norm, done as
 // quantizing x * norm and scaling the block's d and s by the row's rsqrt (rs: M floats of scratch).
@@ -90,7 +93,7 @@ static inline void quantize_shared(const float* x, int64_t M, int64_t K, const f
     const int64_t G = K / 32;
     if (norm) {
 #pragma omp for schedule(static)
-        for (int64_t m = 0; m < M; m++) rs[m] = 1.0f / sqrtf(sum_squares(x + m * K, K) / (float)K + eps);
+        for (int64_t m = 0; m < M; m++) rs[m] = rms_scale(x + m * K, K, eps);
     }
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < M * G; b++) {
