@@ -24,6 +24,9 @@ _SIGN = r"\s*(=|≈|\\approx)\s*\$?\s*"
 # A chain of expressions joined by = or ≈ ("(9 * 9/5) + 32 = 16.2 + 32 = 48.2"), not followed by more digits.
 _CHAIN = re.compile(rf"{_EXPRESSION}(?:{_SIGN}{_EXPRESSION})+(?![\d.,]*\d)")
 
+# A line that sets a name to an expression, words after it ("Fahrenheit = 64.4 degrees"), but no more digits
+_LINE = re.compile(rf"^[^\S\n]*(?P<name>[^\W\d][^=\n\d]*?)[^\S\n]*=[^\S\n]*\$?(?P<expression>{_EXPRESSION})[^\d\n=]*$",
+                   re.MULTILINE)
 _DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}")
 
 
@@ -40,7 +43,8 @@ class WrongEquation:
 
 def wrong_equations(text: str) -> list[WrongEquation]:
     """The equations in the text whose stated result is not what the expression comes to. In a chain
-    (a = b = c) each side is checked against the next: "9 * 9/5 + 32 = 16.2 + 32 = 48.2" holds."""
+    (a = b = c) each side is checked against the next: "9 * 9/5 + 32 = 16.2 + 32 = 48.2" holds. Lines
+    that name the same thing ("F = (9 * 9/5) + 32", then "F = 162/5 + 32") are a chain too."""
     wrong = []
     for match in _CHAIN.finditer(text):
         chain = match.group()
@@ -48,19 +52,41 @@ def wrong_equations(text: str) -> list[WrongEquation]:
         ends = [0, *(x for s in signs for x in (s.start(), s.end())), len(chain)]
         sides = [(ends[i], ends[i + 1]) for i in range(0, len(ends), 2)]
         for (left_at, left_end), found, (right_at, right_end) in zip(sides, signs, sides[1:]):
-            left, sign, right = chain[left_at:left_end], found.group(1), chain[right_at:right_end]
-            written = _unwrapped(left.strip())
-            if not re.search(rf"\d\s*\)*\s*{_OPERATOR}", written) or _DATE.search(written + " " + right):
-                continue  # a lone number is no equation; 2026-12-01 is a date, not a subtraction
-            stated = _unwrapped(right.strip())
-            try:
-                actual, value = _value(written), _value(stated)
-            except (CalculatorError, ValueError, OverflowError, ZeroDivisionError):
-                continue
-            if not math.isfinite(actual) or _agrees(actual, value, stated, approximate=sign != "="):
-                continue
-            wrong.append(WrongEquation(written, stated, actual, match.start() + right_at + right.index(stated)))
-    return wrong
+            right = chain[right_at:right_end]
+            found_wrong = _wrong(chain[left_at:left_end], found.group(1), right, match.start() + right_at)
+            wrong += [found_wrong] if found_wrong else []
+    for left, right, at in _line_chains(text):
+        found_wrong = _wrong(left, "=", right, at)
+        if found_wrong and all(w.at != found_wrong.at for w in wrong):
+            wrong.append(found_wrong)
+    return sorted(wrong, key=lambda w: w.at)
+
+
+def _wrong(left: str, sign: str, right: str, at: int) -> WrongEquation | None:
+    """The equation `left sign right` when it is wrong; `at`: where `right` starts in the text."""
+    written = _unwrapped(left.strip())
+    if not re.search(rf"\d\s*\)*\s*{_OPERATOR}", written) or _DATE.search(written + " " + right):
+        return None  # a lone number is no equation; 2026-12-01 is a date, not a subtraction
+    stated = _unwrapped(right.strip())
+    try:
+        actual, value = _value(written), _value(stated)
+    except (CalculatorError, ValueError, OverflowError, ZeroDivisionError):
+        return None
+    if not math.isfinite(actual) or _agrees(actual, value, stated, approximate=sign != "="):
+        return None
+    return WrongEquation(written, stated, actual, at + right.index(stated))
+
+
+def _line_chains(text: str) -> list[tuple[str, str, int]]:
+    """(an expression, the next line's, where the next starts) for consecutive lines that set the same
+    name, in any words, to an expression and nothing after it but words ("Fahrenheit = 32.4 + 32")."""
+    pairs, previous = [], None  # (name, expression, end) of the line before, if it sets one
+    for line in re.finditer(_LINE, text):
+        name, expression = line.group("name").strip().casefold(), line.group("expression")
+        if previous and previous[0] == name and not text[previous[2]:line.start()].strip():
+            pairs.append((previous[1], expression, line.start("expression")))
+        previous = (name, expression, line.end())
+    return pairs
 
 
 def mended(text: str, wrong: WrongEquation) -> str | None:

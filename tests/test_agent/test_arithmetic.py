@@ -22,6 +22,9 @@ from agent.checks import Evidence, SumsHold
     "The answer is 42.",
     "(9 * 9/5) + 32 = 16.2 + 32 = 48.2 degrees Fahrenheit",  # a chain: each side against the next
     "1/3 + 1 = 0.33 + 1 = 1.33",  # the middle side's numbers rounded to what they show
+    "F = (9 * 9/5) + 32\nF = 16.2 + 32\n\nF = 48.2 °F",  # a chain over lines, right
+    "Price = 3 * 2\nCost = 7",  # different names: no chain
+    "x = 3 * 2\nSo 7 things.\nx = 7",  # a line between: no chain
 ])
 def test_right_or_unreadable_equations_are_left_alone(text):
     assert wrong_equations(text) == []
@@ -37,6 +40,11 @@ def test_right_or_unreadable_equations_are_left_alone(text):
     ("1998 + 2 = 2001", "1998 + 2 is 2000, not 2001"),  # a whole result must be exact
     ("(9 * 9/5) + 32 = 16.2 + 32 = 50.2", "16.2 + 32 is 48.2, not 50.2"),
     ("12 * 3 = 30 + 6 = 37", "30 + 6 is 36, not 37"),
+    # lines that set the same name are a chain (Qwen2.5-Coder-1.5B's working for Bergen's high in Fahrenheit)
+    ("Fahrenheit = (Celsius * 9/5) + 32\nFahrenheit = (9 * 9/5) + 32\nFahrenheit = 162/5 + 32\n"
+     "Fahrenheit = 32.4 + 32\nFahrenheit = 64.4\nThe high will be 64.4 degrees Fahrenheit.",
+     "(9 * 9/5) + 32 is 48.2, not 162/5 + 32"),
+    ("Gesamt = 34,5 × 3\n\nGesamt = 100,5 €", "34,5 × 3 is 103.5, not 100,5"),
 ])
 def test_a_wrong_result_is_named_with_the_right_one(text, message):
     assert [str(w) for w in wrong_equations(text)] == [message]
@@ -56,6 +64,7 @@ def test_the_check_refuses_a_wrong_sum_and_has_nothing_to_say_otherwise():
     ("34.5 × 3 = 100.5 € — 100.5 € in all", "34.5 × 3 = 103.5 € — 103.5 € in all"),
     ("10 / 8 = 2 hours", "10 / 8 = 1.25 hours"),
     ("Costs 46.05 before; 41.25 * 1.08 = 46.05", "Costs 46.05 before; 41.25 * 1.08 = 44.55"),  # not before the working
+    ("Total = 34.5 * 3\nTotal = 100.5 euros\nIn all 100.5 euros.", "Total = 34.5 * 3\nTotal = 103.5 euros\nIn all 103.5 euros."),
 ])
 def test_a_wrong_result_is_mended_where_it_is_stated_and_after(text, put_right):
     (wrong,) = wrong_equations(text)
