@@ -138,12 +138,12 @@ class _BlockLinear(nn.Module):
 
 class BlockInt4Linear(_BlockLinear):
     def __init__(self, nibbles: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None) -> None:
-        """From quant.Int4Weight's parts: w = (q - 8) * scale + zero; its nibbles are in the kernel's order
-        already and are taken as they are (a 150k-row head's 117 MB are not copied)."""
+        """From quant.Int4Weight's parts: w = (q - 8) * scale + zero. Takes the nibbles over (each group's in the
+        kernels' order already): they are put in the kernels' tiles of rows in place, not copied."""
         super().__init__()
         n, half = nibbles.shape
         self.out_features, self.in_features = n, half * 2
-        self.register_buffer("nibbles", nibbles.contiguous())
+        self.register_buffer("nibbles", cpu_kernels.tile_(nibbles.contiguous(), 16))
         self.register_buffer("scale", scale.to(torch.float16).contiguous())
         self.register_buffer("mins", (zero.float() - 8 * scale.float()).to(torch.float16).contiguous())
         self.bias = bias
@@ -157,7 +157,9 @@ class BlockInt5Linear(_BlockLinear):
     def __init__(self, weight: Int5Blocks, bias: Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        for name in ("nibbles", "high", "scale", "mins"):
+        self.register_buffer("nibbles", cpu_kernels.tile_(weight.nibbles.contiguous(), 16))
+        self.register_buffer("high", cpu_kernels.tile_(weight.high.contiguous(), 4))
+        for name in ("scale", "mins"):
             self.register_buffer(name, getattr(weight, name).contiguous())
         self.bias = bias
 
@@ -170,7 +172,7 @@ class BlockInt8Linear(_BlockLinear):
     def __init__(self, weight: Int8Blocks, bias: Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.register_buffer("q", weight.q.contiguous())
+        self.register_buffer("q", cpu_kernels.tile_(weight.q.contiguous(), BLOCK))
         self.register_buffer("d", weight.d.contiguous())
         self.bias = bias
 
@@ -181,4 +183,5 @@ class BlockInt8Linear(_BlockLinear):
     def rows(self, ids: Tensor) -> Tensor:
         """Dequantized rows: the token embedding when this is also the (tied) output head."""
         flat = ids.reshape(-1)
-        return Int8Blocks(self.q[flat], self.d[flat]).dequantize().view(*ids.shape, self.in_features)
+        rows = Int8Blocks(cpu_kernels.tiled_rows(self.q, flat, BLOCK), self.d[flat])
+        return rows.dequantize().view(*ids.shape, self.in_features)

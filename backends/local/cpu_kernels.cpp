@@ -7,7 +7,11 @@
 //   int5: the same with q in 0..31, each value's fifth bit in high[n, 4g .. 4g + 4] (bit i of the
 //         group's little-endian 32 bits for value i): Q5_0 and Q5_1 blocks as they are.
 //   int8: w[n, 32g + i] = q * d[n, g], q in -128..127.
-//   scale, min and d are float16.
+//   scale, min and d are float16, [N, K / 32] row by row.
+//   The rows' bytes (nibbles, fifth bits, q) are kept in tiles of 4 rows (the last tile holds what is
+//   left): a tile holds group 0 of its rows one after another, then their group 1, and so on, so that
+//   a thread reads one run of memory for 4 rows (cpu_kernels.tile_). llama.cpp repacks its CPU weights
+//   so too: on Qwen2.5-1.5B Q4_K_M here it decoded 22.7 tok/s without, 27.8 with.
 // Activations: x[m, 32g + i] ~ xd[m, g] * (hi + lo / 256), hi and lo int8 (cpu_kernels_body.h), so
 // about 15 bits a value: int8 alone (llama.cpp's way) cost SmolLM2 2 points of top-1 agreement.
 //
@@ -55,6 +59,7 @@ struct TTModel {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 namespace avx2 {
+static constexpr bool WIDE_TILES = false;  // 4 x 4 tiles of accumulators: they need AVX-512's 32 registers
 static inline __m256i dot_u8_hi_lo(__m256i u, __m256i hi, __m256i lo) {
     return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(u, hi), _mm256_set1_epi16(256)),
                             _mm256_madd_epi16(_mm256_maddubs_epi16(u, lo), _mm256_set1_epi16(1)));
@@ -77,6 +82,7 @@ static inline __m256i fifth_bits(const uint8_t* p) {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")
 namespace vnni {
+static constexpr bool WIDE_TILES = true;
 static inline __m256i dot_u8_hi_lo(__m256i u, __m256i hi, __m256i lo) {
     return _mm256_dpbusd_epi32(_mm256_slli_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, hi), 8), u, lo);
 }

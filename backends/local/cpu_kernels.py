@@ -119,6 +119,38 @@ def available() -> bool:
     return library() is not None
 
 
+TILE = 4  # weight rows a tile (cpu_kernels.cpp)
+
+
+def tile_(rows: Tensor, group_bytes: int) -> Tensor:
+    """A weight's bytes [N, B], row by row, put in the kernels' order in place (and returned): tiles of 4 rows
+    (the last holds what is left), each holding its rows' first `group_bytes` one row after another, then their
+    next. A few megabytes at a time: a 233 MB head costs no second copy."""
+    n, width = rows.shape
+    groups = width // group_bytes
+    step = max(1, (1 << 22) // max(width, 1) // TILE) * TILE
+    for start in range(0, n, step):
+        part = rows[start : start + step]
+        size = part.shape[0]
+        full = size - size % TILE
+        reordered = torch.cat([part[:full].view(full // TILE, TILE, groups, group_bytes).transpose(1, 2).reshape(-1),
+                               part[full:].view(size - full, groups, group_bytes).transpose(0, 1).reshape(-1)])
+        part.view(-1).copy_(reordered)
+    return rows
+
+
+def tiled_rows(weight: Tensor, ids: Tensor, group_bytes: int) -> Tensor:
+    """Rows `ids` of a weight in the kernels' order (`tile_`), row by row: [len(ids), B]."""
+    n, width = weight.shape
+    ids, full = ids.reshape(-1), n - n % TILE
+    start = torch.where(ids < full, ids - ids % TILE, full)  # the row's tile
+    rows_in_tile = torch.where(ids < full, TILE, n - full)
+    at = ((start * width + (ids - start) * group_bytes)[:, None, None]
+          + torch.arange(width // group_bytes)[None, :, None] * (rows_in_tile * group_bytes)[:, None, None]
+          + torch.arange(group_bytes)[None, None, :])
+    return weight.reshape(-1)[at].view(-1, width)
+
+
 def _ptr(t: Tensor) -> int:
     return t.data_ptr()
 
@@ -151,8 +183,8 @@ def _norm_ptr(norm: Tensor | None, k: int) -> int | None:
 
 def int4_matmul(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None,
                 norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
-    """x float32 [M, K] times int4 weights (nibbles uint8 [N, K/2], scale and mins float16 [N, K/32];
-    layout in cpu_kernels.cpp), or int5 weights with `high` (uint8 [N, K/8], each value's fifth bit)
+    """x float32 [M, K] times int4 weights (nibbles uint8 [N, K/2] `tile_`d by 16 bytes, scale and mins float16
+    [N, K/32]; layout in cpu_kernels.cpp), or int5 weights with `high` (uint8 [N, K/8] `tile_`d by 4, the fifth bits)
     -> float32 [M, N]. With `norm`, x goes in RMS-normalized first: x * rsqrt(mean(x^2) + eps) * norm."""
     lib = library()
     assert lib is not None
@@ -164,7 +196,8 @@ def int4_matmul(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: T
 
 
 def int8_matmul(q: Tensor, d: Tensor, x: Tensor, norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
-    """x float32 [M, K] times int8 weights in blocks of 32 (q int8 [N, K], d float16 [N, K/32]) -> float32 [M, N];
+    """x float32 [M, K] times int8 weights in blocks of 32 (q int8 [N, K] `tile_`d by 32, d float16 [N, K/32])
+    -> float32 [M, N];
     `norm` as for int4_matmul."""
     lib = library()
     assert lib is not None

@@ -2,8 +2,8 @@
 // that defines dot_u8_hi_lo(u, hi, lo): 8 int32 lanes of 256 * (u . hi) + (u . lo) over 4 bytes each,
 // u unsigned, hi and lo signed; and fifth_bits(p): 32 bytes, byte j 0x10 where bit j of p's 4 bytes is set.
 // One parallel region a call: the activations are quantized (blocks shared out among the
-// threads), then each output row n is one task, its activation rows taken in tiles of up to 4
-// (a weight group is unpacked once a tile). A row m's result never depends on the others.
+// threads), then each tile of 4 weight rows (cpu_kernels.cpp) is one task, the activation rows taken
+// 4 at a time (a weight group is unpacked once for them). A row m's result never depends on the others.
 
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -113,36 +113,34 @@ static inline void quantize_shared(const float* x, int64_t M, int64_t K, const f
 #ifndef PREFETCH
 #define PREFETCH 4096
 #endif
-
-// How far ahead a weight row's bytes are prefetched: 4 KB (streamed 1.6x faster than the hardware
-// prefetcher alone), or the next tile's rows where a tile is longer, so that one row's prefetch
-// does not fetch what the tile's other row is reading now.
-static inline int64_t prefetch_distance(int64_t tile_bytes) { return tile_bytes > PREFETCH ? tile_bytes : PREFETCH; }
+// How far ahead the weights are prefetched: 4 KB (streamed 1.6x faster than the hardware prefetcher alone).
+// A tile of rows is one run of memory (cpu_kernels.cpp), so one prefetch a cache line covers all its rows.
 
 static inline __m256i int4_group(const uint8_t* bytes) {  // 16 bytes -> the group's 32 values in order
     const __m128i b = _mm_loadu_si128((const __m128i*)bytes);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0F));
 }
 
-// A tile: weight rows n + i (i < NR) by activation rows r (r < R); each weight group is unpacked
-// and each activation block loaded once a tile. f[(4i + r) * G + g]: the group's weight scale
-// times the block's activation scale; extra[4i + r]: added to the row's sum; y[r * N + i].
+// A tile: weight rows i < NR of a tile of S rows (row i's group g at g * S + i; w and hb at row 0's) by
+// activation rows r (r < R); each weight group is unpacked and each activation block loaded once a
+// tile. f[(4i + r) * G + g]: the group's weight scale times the block's activation scale;
+// extra[4i + r]: added to the row's sum; y[r * N + i].
 // HIGH: int5 groups, each value's fifth bit in hb (4 bytes a group, bit j for value j).
 template <int NR, int R, bool HIGH>
-static inline void int4_tile(const uint8_t* w, const uint8_t* hb, int64_t G, int64_t K, const int8_t* xq,
+static inline void int4_tile(const uint8_t* w, const uint8_t* hb, int64_t S, int64_t G, int64_t K, const int8_t* xq,
                              const float* f, const float* extra, int64_t N, float* y) {
     __m256 acc[NR][R];
     for (int i = 0; i < NR; i++)
         for (int r = 0; r < R; r++) acc[i][r] = _mm256_setzero_ps();
-    const int64_t ahead = prefetch_distance(NR * G * 16);
+    const int64_t ahead = PREFETCH;
     for (int64_t g = 0; g < G; g++) {
         __m256i u[NR];
         for (int i = 0; i < NR; i++) {
-            if ((g & 3) == 0) _mm_prefetch((const char*)(w + (i * G + g) * 16 + ahead), _MM_HINT_T0);
-            u[i] = int4_group(w + (i * G + g) * 16);
+            if (i == 0) _mm_prefetch((const char*)(w + g * S * 16 + ahead), _MM_HINT_T0);
+            u[i] = int4_group(w + (g * S + i) * 16);
             if constexpr (HIGH) {
-                if ((g & 15) == 0) _mm_prefetch((const char*)(hb + (i * G + g) * 4 + ahead / 4), _MM_HINT_T0);
-                u[i] = _mm256_or_si256(u[i], fifth_bits(hb + (i * G + g) * 4));
+                if (i == 0 && (g & 3) == 0) _mm_prefetch((const char*)(hb + g * S * 4 + ahead / 4), _MM_HINT_T0);
+                u[i] = _mm256_or_si256(u[i], fifth_bits(hb + (g * S + i) * 4));
             }
         }
         for (int r = 0; r < R; r++) {
@@ -158,17 +156,17 @@ static inline void int4_tile(const uint8_t* w, const uint8_t* hb, int64_t G, int
 }
 
 template <int NR, int R>
-static inline void int8_tile(const int8_t* w, int64_t G, int64_t K, const int8_t* xq, const float* f,
+static inline void int8_tile(const int8_t* w, int64_t S, int64_t G, int64_t K, const int8_t* xq, const float* f,
                              const float* extra, int64_t N, float* y) {
     __m256 acc[NR][R];
     for (int i = 0; i < NR; i++)
         for (int r = 0; r < R; r++) acc[i][r] = _mm256_setzero_ps();
-    const int64_t ahead = prefetch_distance(NR * K);
+    const int64_t ahead = PREFETCH;
     for (int64_t g = 0; g < G; g++) {
         __m256i v[NR], u[NR];
         for (int i = 0; i < NR; i++) {
-            if ((g & 1) == 0) _mm_prefetch((const char*)(w + i * K + g * 32 + ahead), _MM_HINT_T0);
-            v[i] = _mm256_loadu_si256((const __m256i*)(w + i * K + g * 32));
+            if ((i & 1) == 0) _mm_prefetch((const char*)(w + (g * S + i) * 32 + ahead), _MM_HINT_T0);
+            v[i] = _mm256_loadu_si256((const __m256i*)(w + (g * S + i) * 32));
             u[i] = _mm256_abs_epi8(v[i]);  // |w| times x with w's sign: the byte product wants one unsigned side
         }
         for (int r = 0; r < R; r++) {
@@ -186,16 +184,28 @@ static inline void int8_tile(const int8_t* w, int64_t G, int64_t K, const int8_t
 
 // BITS: 4 (int4 groups), 5 (int4 groups and their fifth bits in hb) or 8 (int8 blocks)
 template <int BITS, int NR, int R>
-static inline void tile(const void* w, const uint8_t* hb, int64_t G, int64_t K, const int8_t* xq, const float* f,
-                        const float* extra, int64_t N, float* y) {
-    if constexpr (BITS == 8) int8_tile<NR, R>((const int8_t*)w, G, K, xq, f, extra, N, y);
-    else int4_tile<NR, R, BITS == 5>((const uint8_t*)w, hb, G, K, xq, f, extra, N, y);
+static inline void tile(const void* w, const uint8_t* hb, int64_t S, int64_t G, int64_t K, const int8_t* xq,
+                        const float* f, const float* extra, int64_t N, float* y) {
+    if constexpr (BITS == 8) int8_tile<NR, R>((const int8_t*)w, S, G, K, xq, f, extra, N, y);
+    else int4_tile<NR, R, BITS == 5>((const uint8_t*)w, hb, S, G, K, xq, f, extra, N, y);
 }
 
-// Weight rows n .. n + nr (nr is 1 or 2, starting at w and hb) times every activation row, 4 at a time;
+// Weight rows i0, i0 + 1 (nr of them, 1 or 2) of a tile of S rows by R activation rows
+template <int BITS, int R>
+static inline void two_rows(const void* w, const uint8_t* hb, int nr, int64_t i0, int64_t S, int64_t G, int64_t K,
+                            const int8_t* xq, const float* f, const float* extra, int64_t N, float* y) {
+    const int64_t bytes = BITS == 8 ? 32 : 16;  // a group of one row
+    w = (const int8_t*)w + i0 * bytes;
+    hb = hb ? hb + i0 * 4 : hb;
+    f += 4 * i0 * G, extra += 4 * i0, y += i0;
+    if (nr == 2) tile<BITS, 2, R>(w, hb, S, G, K, xq, f, extra, N, y);
+    else tile<BITS, 1, R>(w, hb, S, G, K, xq, f, extra, N, y);
+}
+
+// A tile of weight rows n .. n + nr (nr up to 4, starting at w and hb) times every activation row, 4 at a time;
 // prepare(row, act, f, extra) writes the tile's scales for weight row `row` and activation row `act`.
 template <int BITS, typename Prepare>
-static inline void row_pair(const void* w, const uint8_t* hb, int nr, int64_t n, int64_t M, int64_t ldy, int64_t G,
+static inline void row_tile(const void* w, const uint8_t* hb, int nr, int64_t n, int64_t M, int64_t ldy, int64_t G,
                             int64_t K, const int8_t* xq, float* f, float* extra, float* y, Prepare prepare) {
     for (int64_t m = 0; m < M; m += 4) {
         const int rows = M - m < 4 ? (int)(M - m) : 4;
@@ -203,12 +213,15 @@ static inline void row_pair(const void* w, const uint8_t* hb, int nr, int64_t n,
             for (int r = 0; r < rows; r++) prepare(n + i, m + r, f + (4 * i + r) * G, extra + 4 * i + r);
         const int8_t* xm = xq + 2 * m * K;
         float* ym = y + m * ldy + n;
-        if (nr == 2 && rows == 4) tile<BITS, 2, 4>(w, hb, G, K, xm, f, extra, ldy, ym);
-        else if (nr == 1 && rows == 4) tile<BITS, 1, 4>(w, hb, G, K, xm, f, extra, ldy, ym);
+        if (nr == 4 && rows == 4 && WIDE_TILES) tile<BITS, 4, 4>(w, hb, 4, G, K, xm, f, extra, ldy, ym);
+        else if (rows == 4)  // 8 accumulators at a time where 16 would not fit in AVX2's 16 registers
+            for (int i0 = 0; i0 < nr; i0 += 2) two_rows<BITS, 4>(w, hb, nr - i0 < 2 ? 1 : 2, i0, nr, G, K, xm, f, extra, ldy, ym);
         else
             for (int r = 0; r < rows; r++) {
-                if (nr == 2) tile<BITS, 2, 1>(w, hb, G, K, xm + 2 * r * K, f + r * G, extra + r, ldy, ym + r * ldy);
-                else tile<BITS, 1, 1>(w, hb, G, K, xm + 2 * r * K, f + r * G, extra + r, ldy, ym + r * ldy);
+                const int8_t* xr = xm + 2 * r * K;
+                if (nr == 4) tile<BITS, 4, 1>(w, hb, 4, G, K, xr, f + r * G, extra + r, ldy, ym + r * ldy);
+                else if (nr == 3) tile<BITS, 3, 1>(w, hb, 3, G, K, xr, f + r * G, extra + r, ldy, ym + r * ldy);
+                else two_rows<BITS, 1>(w, hb, nr, 0, nr, G, K, xr, f + r * G, extra + r, ldy, ym + r * ldy);
             }
     }
 }
@@ -220,19 +233,19 @@ static void int4_rows(const uint8_t* w, const uint8_t* high, const uint16_t* sca
                       float* xd, float* xs, float* rs) {
     const int64_t G = K / 32;
     quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
-    float* f = (float*)__builtin_alloca(sizeof(float) * 8 * G);
+    float* f = (float*)__builtin_alloca(sizeof(float) * 16 * G);
     float* t = (float*)__builtin_alloca(sizeof(float) * G);
-    float extra[8];
+    float extra[16];
     auto prepare = [&](int64_t row, int64_t act, float* out, float* sum) {
         scaled_halves(scale + row * G, xd + act * G, out, G);
         scaled_halves(mins + row * G, xs + act * G, t, G);
         *sum = sum_floats(t, G);  // the mins' part: sum over the row's groups of min * (the block's sum of x)
     };
 #pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; n += 2) {
-        const int nr = N - n < 2 ? 1 : 2;
-        if (high) row_pair<5>(w + n * G * 16, high + n * G * 4, nr, n, M, ldy, G, K, xq, f, extra, y, prepare);
-        else row_pair<4>(w + n * G * 16, nullptr, nr, n, M, ldy, G, K, xq, f, extra, y, prepare);
+    for (int64_t n = 0; n < N; n += 4) {
+        const int nr = N - n < 4 ? (int)(N - n) : 4;
+        if (high) row_tile<5>(w + n * G * 16, high + n * G * 4, nr, n, M, ldy, G, K, xq, f, extra, y, prepare);
+        else row_tile<4>(w + n * G * 16, nullptr, nr, n, M, ldy, G, K, xq, f, extra, y, prepare);
     }
 }
 
@@ -247,15 +260,15 @@ static void int8_rows(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, 
                       int64_t ldy, const float* norm, float eps, int8_t* xq, float* xd, float* xs, float* rs) {
     const int64_t G = K / 32;
     quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
-    float* f = (float*)__builtin_alloca(sizeof(float) * 8 * G);
-    float extra[8];
+    float* f = (float*)__builtin_alloca(sizeof(float) * 16 * G);
+    float extra[16];
     auto prepare = [&](int64_t row, int64_t act, float* out, float* sum) {
         scaled_halves(d + row * G, xd + act * G, out, G);
         *sum = 0;
     };
 #pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; n += 2)
-        row_pair<8>(w + n * K, nullptr, N - n < 2 ? 1 : 2, n, M, ldy, G, K, xq, f, extra, y, prepare);
+    for (int64_t n = 0; n < N; n += 4)
+        row_tile<8>(w + n * K, nullptr, N - n < 4 ? (int)(N - n) : 4, n, M, ldy, G, K, xq, f, extra, y, prepare);
 }
 
 static void int8_matmul(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, const float* x, int64_t M, float* y,

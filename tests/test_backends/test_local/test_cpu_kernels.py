@@ -22,7 +22,7 @@ def int4_parts(n: int, k: int) -> tuple[torch.Tensor, ...]:
     mins = (-torch.rand(n, k // 32) * 0.1).half()
     nibbles = (q[..., :16] | (q[..., 16:] << 4)).reshape(n, k // 2)
     dense = (q.float() * scale.float()[..., None] + mins.float()[..., None]).view(n, k)
-    return nibbles, scale, mins, dense
+    return cpu_kernels.tile_(nibbles, 16), scale, mins, dense
 
 
 def int5_parts(n: int, k: int) -> tuple[torch.Tensor, ...]:
@@ -33,17 +33,31 @@ def int5_parts(n: int, k: int) -> tuple[torch.Tensor, ...]:
     bits = ((q >> 4).long() << torch.arange(32)).sum(-1).to(torch.int32)  # bit i: value i's fifth
     high = bits.view(torch.uint8).reshape(n, k // 8)
     dense = (q.float() * scale.float()[..., None] + mins.float()[..., None]).view(n, k)
-    return nibbles, high, scale, mins, dense
+    return cpu_kernels.tile_(nibbles, 16), cpu_kernels.tile_(high, 4), scale, mins, dense
 
 
 def int8_parts(n: int, k: int) -> tuple[torch.Tensor, ...]:
     q = torch.randint(-128, 128, (n, k), dtype=torch.int8)  # -128 too: a file may hold it
     d = (torch.rand(n, k // 32) * 0.01).half()
-    return q, d, (q.float().view(n, -1, 32) * d.float()[..., None]).view(n, k)
+    dense = (q.float().view(n, -1, 32) * d.float()[..., None]).view(n, k)
+    return cpu_kernels.tile_(q, 32), d, dense
 
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return float((got - expected).abs().max() / expected.abs().max())
+
+
+@pytest.mark.parametrize(("n", "groups"), [(1, 6), (3, 6), (4, 6), (9, 6), (14, 6), (9, 65536)])
+def test_tiles_keep_each_row_and_give_it_back(n, groups):
+    """Tiles of 4 rows and a last one of what is left; rows of 1 MB are reordered 4 at a time (in place)."""
+    rows = torch.randint(0, 256, (n, groups * 16), dtype=torch.uint8)
+    tiled = cpu_kernels.tile_(rows.clone(), 16)
+    assert torch.equal(cpu_kernels.tiled_rows(tiled, torch.arange(n).flip(0), 16), rows.flip(0))
+    full = n - n % 4
+    if full:  # a whole tile: group 0 of its 4 rows, then group 1
+        assert torch.equal(tiled[:4].reshape(groups, 4, 16), rows[:4].view(4, groups, 16).transpose(0, 1))
+    if n > full:
+        assert torch.equal(tiled[full:].reshape(groups, n - full, 16), rows[full:].view(n - full, groups, 16).transpose(0, 1))
 
 
 def test_activations_round_to_two_int8_parts():

@@ -254,10 +254,10 @@ def test_our_kernels_run_gguf_weights_like_a_float_matmul(qtype, our_kernels):
     else:
         weight, kind = int4_from_gguf(raw, qtype), BlockInt4Linear
     bias = torch.randn(48)
-    layer = linear(weight, bias)
-    assert isinstance(layer, kind)
     x = torch.randn(2, 3, k)
     expected = x @ weight.dequantize().T + bias
+    layer = linear(weight, bias)  # takes the weight's bytes over (reordered in place)
+    assert isinstance(layer, kind)
     got = layer(x)
     assert got.shape == (2, 3, 48) and got.dtype == torch.float32
     # activations to about 15 bits; Q4_K's scale products round to float16 (2^-11)
@@ -265,9 +265,10 @@ def test_our_kernels_run_gguf_weights_like_a_float_matmul(qtype, our_kernels):
 
 
 def test_int4_weights_in_our_layout_dequantize_to_the_same_values(our_kernels):
-    weight = int4_from_gguf(blocks(matrix(16, 64, seed=13), QT.Q4_1), QT.Q4_1)
+    weight = int4_from_gguf(blocks(matrix(18, 64, seed=13), QT.Q4_1), QT.Q4_1)
+    dense = weight.dequantize()
     layer = linear(weight)
-    groups = layer.nibbles.view(16, 2, 16)
+    groups = cpu_kernels.tiled_rows(layer.nibbles, torch.arange(18), 16).view(18, 2, 16)  # in tiles of 4 rows
     q = torch.cat([groups & 0x0F, groups >> 4], dim=-1).float()  # byte i: value i (low), value i + 16 (high)
     values = q * layer.scale.float()[..., None] + layer.mins.float()[..., None]
-    assert torch.equal(values.view(16, 64), weight.dequantize())  # Q4_1's d and m are float16: exact
+    assert torch.equal(values.view(18, 64), dense)  # Q4_1's d and m are float16: exact
