@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tools.builtins.calculator import CalculatorError, calculate
 
@@ -36,6 +36,8 @@ class WrongEquation:
     stated: str
     actual: float
     at: int = 0  # where `stated` starts in the text
+    end: int = 0  # where its chain ends ("... = 32.4 + 32 = 64.4")
+    final: str = ""  # the chain's last side ("64.4")
 
     def __str__(self) -> str:
         return f"{self.expression} is {_shown(self.actual)}, not {self.stated}"
@@ -45,21 +47,26 @@ def wrong_equations(text: str) -> list[WrongEquation]:
     """The equations in the text whose stated result is not what the expression comes to. In a chain
     (a = b = c) each side is checked against the next: "9 * 9/5 + 32 = 16.2 + 32 = 48.2" holds. Lines
     that name the same thing ("F = (9 * 9/5) + 32", then "F = 162/5 + 32") are a chain too."""
-    wrong = []
-    for match in _CHAIN.finditer(text):
-        chain = match.group()
-        signs = list(re.finditer(_SIGN, chain))
-        ends = [0, *(x for s in signs for x in (s.start(), s.end())), len(chain)]
-        sides = [(ends[i], ends[i + 1]) for i in range(0, len(ends), 2)]
-        for (left_at, left_end), found, (right_at, right_end) in zip(sides, signs, sides[1:]):
-            right = chain[right_at:right_end]
-            found_wrong = _wrong(chain[left_at:left_end], found.group(1), right, match.start() + right_at)
-            wrong += [found_wrong] if found_wrong else []
-    for left, right, at in _line_chains(text):
-        found_wrong = _wrong(left, "=", right, at)
-        if found_wrong and all(w.at != found_wrong.at for w in wrong):
-            wrong.append(found_wrong)
+    wrong: list[WrongEquation] = []
+    for sides in _chains(text):
+        final, end = sides[-1][0].strip(), sides[-1][1] + len(sides[-1][0].rstrip())
+        for (left, _), (right, at) in zip(sides, sides[1:]):
+            sign = re.search(_SIGN + r"$", text[:at])
+            found = _wrong(left, sign.group(1) if sign else "=", right, at)
+            if found and all(w.at != found.at for w in wrong):
+                wrong.append(replace(found, end=end, final=final))
     return sorted(wrong, key=lambda w: w.at)
+
+
+def _chains(text: str) -> list[list[tuple[str, int]]]:
+    """Each chain of expressions joined by = or ≈, in a line or over lines that set the same name:
+    [(side, where it starts)]."""
+    chains = []
+    for match in _CHAIN.finditer(text):
+        signs = list(re.finditer(_SIGN, match.group()))
+        ends = [0, *(x for s in signs for x in (s.start(), s.end())), len(match.group())]
+        chains.append([(match.group()[a:b], match.start() + a) for a, b in zip(ends[::2], ends[1::2])])
+    return chains + _line_chains(text)
 
 
 def _wrong(left: str, sign: str, right: str, at: int) -> WrongEquation | None:
@@ -77,28 +84,35 @@ def _wrong(left: str, sign: str, right: str, at: int) -> WrongEquation | None:
     return WrongEquation(written, stated, actual, at + right.index(stated))
 
 
-def _line_chains(text: str) -> list[tuple[str, str, int]]:
-    """(an expression, the next line's, where the next starts) for consecutive lines that set the same
-    name, in any words, to an expression and nothing after it but words ("Fahrenheit = 32.4 + 32")."""
-    pairs, previous = [], None  # (name, expression, end) of the line before, if it sets one
+def _line_chains(text: str) -> list[list[tuple[str, int]]]:
+    """The chains of consecutive lines that set the same name, in any words, to an expression and nothing
+    after it but words ("Fahrenheit = 32.4 + 32"): [(expression, where it starts)] each."""
+    chains: list[list[tuple[str, int]]] = []
+    previous = None  # (name, end) of the line before, if it sets one
     for line in re.finditer(_LINE, text):
-        name, expression = line.group("name").strip().casefold(), line.group("expression")
-        if previous and previous[0] == name and not text[previous[2]:line.start()].strip():
-            pairs.append((previous[1], expression, line.start("expression")))
-        previous = (name, expression, line.end())
-    return pairs
+        name, side = line.group("name").strip().casefold(), (line.group("expression"), line.start("expression"))
+        if previous and previous[0] == name and not text[previous[1]:line.start()].strip():
+            chains[-1].append(side)
+        else:
+            chains.append([side])
+        previous = (name, line.end())
+    return [chain for chain in chains if len(chain) > 1]
 
 
 def mended(text: str, wrong: WrongEquation) -> str | None:
     """The text with the equation's stated result put right, and the same number where the text states it
-    again after it ("= 46.05 ... The final answer is 46.05 US dollars"); None when the result is not a
-    plain number (a side of a chain, "16.2 + 32")."""
-    if not re.fullmatch(_NUMBER, wrong.stated):
+    again after it ("= 46.05 ... The final answer is 46.05 US dollars"). Where the wrong side is itself an
+    expression ("(9 * 9/5) + 32 = 162/5 + 32 = 32.4 + 32 = 64.4"), the rest of its chain goes with it and
+    the chain's last number is put right after it; None when that is not a plain number either."""
+    if re.fullmatch(_NUMBER, wrong.stated):
+        end, stated = wrong.at + len(wrong.stated), wrong.stated
+    elif wrong.end and re.fullmatch(_NUMBER, wrong.final):
+        end, stated = wrong.end, wrong.final
+    else:
         return None
-    decimals = len(_plain(wrong.stated).partition(".")[2])
+    decimals = len(_plain(stated).partition(".")[2])
     right = _shown(round(wrong.actual, max(decimals, 2)))
-    end = wrong.at + len(wrong.stated)
-    again = re.compile(rf"(?<![\d.,]){re.escape(wrong.stated)}(?![\d]|[.,]\d)")
+    again = re.compile(rf"(?<![\d.,]){re.escape(stated)}(?![\d]|[.,]\d)")
     return text[: wrong.at] + right + again.sub(right, text[end:])
 
 

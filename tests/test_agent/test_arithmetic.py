@@ -72,8 +72,20 @@ def test_a_wrong_result_is_mended_where_it_is_stated_and_after(text, put_right):
     assert wrong_equations(put_right) == []
 
 
-def test_a_wrong_side_of_a_chain_that_is_an_expression_is_not_mended():
-    (wrong,) = wrong_equations("(9 * 9/5) + 32 = 16.2 + 33 = 49.2")
-    assert mended("(9 * 9/5) + 32 = 16.2 + 33 = 49.2", wrong) is None
-    finding = SumsHold()("(9 * 9/5) + 32 = 16.2 + 33 = 49.2", Evidence("Bergen in Fahrenheit?"))
-    assert not finding.passed and finding.mended is None
+@pytest.mark.parametrize(("text", "put_right"), [
+    ("(9 * 9/5) + 32 = 16.2 + 33 = 49.2, so 49.2 °F", "(9 * 9/5) + 32 = 48.2, so 48.2 °F"),
+    # Qwen2.5-Coder-1.5B's working for Bergen: told only what was wrong, it got further off each retry
+    ("Fahrenheit = (9 * 9/5) + 32\nFahrenheit = 162/5 + 32\nFahrenheit = 32.4 + 32\nFahrenheit = 64.4\n"
+     "The high will be 64.4 degrees Fahrenheit.",
+     "Fahrenheit = (9 * 9/5) + 32\nFahrenheit = 48.2\nThe high will be 48.2 degrees Fahrenheit."),
+])
+def test_a_wrong_side_that_is_an_expression_takes_the_rest_of_its_chain_with_it(text, put_right):
+    (wrong,) = wrong_equations(text)
+    assert mended(text, wrong) == put_right
+    finding = SumsHold()(text, Evidence("Bergen in Fahrenheit?"))
+    assert not finding.passed and finding.mended == put_right
+
+
+def test_a_chain_that_ends_on_an_expression_is_not_mended():
+    (wrong,) = wrong_equations("(9 * 9/5) + 32 = 16.2 + 33")
+    assert mended("(9 * 9/5) + 32 = 16.2 + 33", wrong) is None
