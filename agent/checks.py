@@ -214,6 +214,22 @@ class NotAMessage(Check):
         return None
 
 
+class NotOnlyErrors(Check):
+    """An answer given when the run's one call failed stands on nothing the tools found. Asked "What is the
+    chemical symbol for gold?", Qwen2.5-Coder-1.5B called find_book("Gold") and answered that gold "is not
+    listed in the catalogue". Such an answer goes back once: AnswerWhenNoToolWorks then asks with the
+    error in front of the model and no tools (as it does at once after two failed calls); written again,
+    it passes."""
+
+    name = "not_only_errors"
+    REASON = "The only tool call failed, so the tools found nothing for this answer; answer the task"
+
+    def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
+        if len(evidence.observations) != 1 or evidence.results or self.REASON in evidence.said:
+            return None
+        return Finding.refuse(self, self.REASON)
+
+
 class NotEmpty(Check):
     """A reply with no text (a model that stopped at once, or wrote only whitespace) is no answer."""
 
@@ -348,7 +364,8 @@ class Grounded(Check):
         return Finding.confirm(self, "grounded in the results and the notes") if checked else None
 
 
-DEFAULT: tuple[Check, ...] = (NotEmpty(), NotACall(), NamesAnUncalledTool(), NotAMessage(), SumsHold(), StatesAResult())
+DEFAULT: tuple[Check, ...] = (NotEmpty(), NotACall(), NamesAnUncalledTool(), NotAMessage(), NotOnlyErrors(), SumsHold(),
+                             StatesAResult())
 SMALL_MODEL: tuple[Check, ...] = (*DEFAULT, Grounded())
 
 

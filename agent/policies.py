@@ -124,18 +124,23 @@ class AnswerWhenNothingNew(Policy):
 
 
 class AnswerWhenNoToolWorks(Policy):
-    """Calls that all fail, two or more and none that worked: the tools do not serve the task. For
-    "¿Cuál es la capital de Francia?" Qwen2.5-Coder-1.5B called get_forecast("Paris"), then wrote about
-    adding a tool to the catalogue, and, forced to call, tried find_book("The Great Gatsby") and
-    product_price("The Great Gatsby") until the budget ran out. The next turn answers with no tools,
-    the task and the failed calls in one user message in place of the turns since the task; once in a
-    run (a refused answer after it is the other policies')."""
+    """Calls that all fail, two or more and none that worked, or one after which the model answered from
+    it in its own words (the check NotOnlyErrors; the error itself written again is NotTheSameRefusal's:
+    a call with a better argument follows): the tools do not serve the task. For "¿Cuál es la capital de
+    Francia?" Qwen2.5-Coder-1.5B called get_forecast("Paris"), then wrote about adding a tool to the
+    catalogue, and, forced to call, tried find_book("The Great Gatsby") and product_price("The Great
+    Gatsby") until the budget ran out. The next turn answers with no tools, the task and the failed calls
+    in one user message in place of the turns since the task; once in a run (a refused answer after it
+    is the other policies')."""
 
     name = "answer_when_no_tool_works"
 
     def __call__(self, run: RunSoFar) -> Next | None:
         failed = [o for o in run.evidence if not o.ok]
-        if len(failed) < 2 or len(failed) < len(run.evidence) or any(t.steered_by == self.name for t in run.turns):
+        verdict = run.turns[-1].verdict
+        answered_from_errors = verdict is not None and "not_only_errors" in verdict.rules and "not_a_message" not in verdict.rules
+        if (not failed or len(failed) < len(run.evidence) or (len(failed) < 2 and not answered_from_errors)
+                or any(t.steered_by == self.name for t in run.turns)):
             return None
         return Next(self.name, "none", prompts.no_tool_worked(run.task, run.evidence), f"all {len(failed)} calls failed",
                     restart=True)

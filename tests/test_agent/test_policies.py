@@ -183,3 +183,21 @@ def test_one_failure_or_a_call_that_worked_leaves_the_model_calling():
         result = agent.run("How much is a desk lamp?")
         assert "answer_when_no_tool_works" not in [e.policy for e in result.events if isinstance(e, Steered)]
         assert result.answer == "A desk lamp costs 34.5 euros."
+
+
+def test_an_answer_from_the_only_failed_call_goes_back_to_be_answered_without_tools():
+    """Qwen2.5-Coder-1.5B, asked "What is the chemical symbol for gold?", called a tool that could not serve it
+    and answered from its error; asked again without tools, with the error in front of it, it may answer."""
+    agent, backend = converse([call(product="gold"), "Gold is not sold in the shop.", "Au."])
+    result = agent.run("What is the chemical symbol for gold?")
+    assert [r.tool_choice for r in backend.requests] == ["auto", "auto", None]
+    refusal = next(e for e in result.events if isinstance(e, Verdict) and not e.passed)
+    assert refusal.rules == ["not_only_errors"] and refusal.answer == "Gold is not sold in the shop."
+    assert [e.policy for e in result.events if isinstance(e, Steered)] == ["answer_when_no_tool_works"]
+    assert "Every tool call failed" in backend.requests[-1].messages[-1].content and result.answer == "Au."
+
+
+def test_an_answer_after_only_failed_calls_written_again_passes_the_second_time():
+    agent, _ = converse([call(product="gold"), "Gold has no price in this shop.", "Gold has no price in this shop."])
+    result = agent.run("How much does gold cost?")
+    assert result.answer == "Gold has no price in this shop." and not result.verified
