@@ -50,22 +50,23 @@ def wrong_equations(text: str) -> list[WrongEquation]:
     wrong: list[WrongEquation] = []
     for sides in _chains(text):
         final, end = sides[-1][0].strip(), sides[-1][1] + len(sides[-1][0].rstrip())
-        for (left, _), (right, at) in zip(sides, sides[1:]):
-            sign = re.search(_SIGN + r"$", text[:at])
-            found = _wrong(left, sign.group(1) if sign else "=", right, at)
+        for (left, _, _), (right, at, sign) in zip(sides, sides[1:]):
+            found = _wrong(left, sign, right, at)
             if found and all(w.at != found.at for w in wrong):
                 wrong.append(replace(found, end=end, final=final))
     return sorted(wrong, key=lambda w: w.at)
 
 
-def _chains(text: str) -> list[list[tuple[str, int]]]:
+def _chains(text: str) -> list[list[tuple[str, int, str]]]:
     """Each chain of expressions joined by = or ≈, in a line or over lines that set the same name:
-    [(side, where it starts)]."""
+    [(side, where it starts, the sign before it)]."""
     chains = []
     for match in _CHAIN.finditer(text):
         signs = list(re.finditer(_SIGN, match.group()))
         ends = [0, *(x for s in signs for x in (s.start(), s.end())), len(match.group())]
-        chains.append([(match.group()[a:b], match.start() + a) for a, b in zip(ends[::2], ends[1::2])])
+        before = ["=", *(s.group(1) for s in signs)]
+        chains.append([(match.group()[a:b], match.start() + a, sign)
+                       for (a, b), sign in zip(zip(ends[::2], ends[1::2]), before)])
     return chains + _line_chains(text)
 
 
@@ -84,13 +85,13 @@ def _wrong(left: str, sign: str, right: str, at: int) -> WrongEquation | None:
     return WrongEquation(written, stated, actual, at + right.index(stated))
 
 
-def _line_chains(text: str) -> list[list[tuple[str, int]]]:
+def _line_chains(text: str) -> list[list[tuple[str, int, str]]]:
     """The chains of consecutive lines that set the same name, in any words, to an expression and nothing
-    after it but words ("Fahrenheit = 32.4 + 32"): [(expression, where it starts)] each."""
-    chains: list[list[tuple[str, int]]] = []
+    after it but words ("Fahrenheit = 32.4 + 32"): [(expression, where it starts, "=")] each."""
+    chains: list[list[tuple[str, int, str]]] = []
     previous = None  # (name, end) of the line before, if it sets one
     for line in re.finditer(_LINE, text):
-        name, side = line.group("name").strip().casefold(), (line.group("expression"), line.start("expression"))
+        name, side = line.group("name").strip().casefold(), (line.group("expression"), line.start("expression"), "=")
         if previous and previous[0] == name and not text[previous[1]:line.start()].strip():
             chains[-1].append(side)
         else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from agent import prompts
-from agent.checks import written_calls
+from agent.checks import NotAMessage, NotOnlyErrors, written_calls
 from agent.events import Verdict
 from agent.offers import Observation
 
@@ -138,7 +138,8 @@ class AnswerWhenNoToolWorks(Policy):
     def __call__(self, run: RunSoFar) -> Next | None:
         failed = [o for o in run.evidence if not o.ok]
         verdict = run.turns[-1].verdict
-        answered_from_errors = verdict is not None and "not_only_errors" in verdict.rules and "not_a_message" not in verdict.rules
+        answered_from_errors = (verdict is not None and NotOnlyErrors.name in verdict.rules
+                                and NotAMessage.name not in verdict.rules)
         if (not failed or len(failed) < len(run.evidence) or (len(failed) < 2 and not answered_from_errors)
                 or any(t.steered_by == self.name for t in run.turns)):
             return None
