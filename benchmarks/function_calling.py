@@ -116,7 +116,8 @@ def serve(code: Path, model: Path | None) -> tuple[subprocess.Popen, str]:
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "cli", "serve", "--port", str(port)] + (["--model", str(model)] if model else [])
     env = os.environ | {"PYTHONPATH": str(code)}
-    process = subprocess.Popen(command, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tempfile.TemporaryFile(mode="w+")  # not a pipe: one nobody reads fills up and stops the server mid-run
+    process = subprocess.Popen(command, cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     import httpx
 
     deadline = time.monotonic() + 180
@@ -128,7 +129,8 @@ def serve(code: Path, model: Path | None) -> tuple[subprocess.Popen, str]:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"the server did not start:\n{process.stdout.read() if process.stdout else ''}")
+            log.seek(0)
+            raise RuntimeError(f"the server did not start:\n{log.read()[-4000:]}")
         time.sleep(0.3)
 
 

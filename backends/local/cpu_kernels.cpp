@@ -64,9 +64,13 @@ static inline __m256i dot_u8_hi_lo(__m256i u, __m256i hi, __m256i lo) {
     return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(u, hi), _mm256_set1_epi16(256)),
                             _mm256_madd_epi16(_mm256_maddubs_epi16(u, lo), _mm256_set1_epi16(1)));
 }
-static inline __m256i fifth_bits(const uint8_t* p) {
-    uint32_t bits;
-    memcpy(&bits, p, 4);
+static inline __m256i dot_pair(__m256i a, __m256i c, __m256i h0, __m256i h1, __m256i l0, __m256i l1) {
+    // two byte products added as int16 first: |sum| <= 2 * 2 * 31 * 127, no saturation
+    const __m256i hi = _mm256_add_epi16(_mm256_maddubs_epi16(a, h0), _mm256_maddubs_epi16(c, h1));
+    const __m256i lo = _mm256_add_epi16(_mm256_maddubs_epi16(a, l0), _mm256_maddubs_epi16(c, l1));
+    return _mm256_add_epi32(_mm256_madd_epi16(hi, _mm256_set1_epi16(256)), _mm256_madd_epi16(lo, _mm256_set1_epi16(1)));
+}
+static inline __m256i fifth_bits(uint32_t bits) {
     // byte j takes source byte j / 8 (the shuffle works within 128-bit halves, each holding all 4), keeps bit j % 8
     const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits),
                                                _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
@@ -86,9 +90,11 @@ static constexpr bool WIDE_TILES = true;
 static inline __m256i dot_u8_hi_lo(__m256i u, __m256i hi, __m256i lo) {
     return _mm256_dpbusd_epi32(_mm256_slli_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, hi), 8), u, lo);
 }
-static inline __m256i fifth_bits(const uint8_t* p) {
-    uint32_t bits;
-    memcpy(&bits, p, 4);
+static inline __m256i dot_pair(__m256i a, __m256i c, __m256i h0, __m256i h1, __m256i l0, __m256i l1) {
+    const __m256i hi = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, h0), c, h1);
+    return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_slli_epi32(hi, 8), a, l0), c, l1);
+}
+static inline __m256i fifth_bits(uint32_t bits) {
     return _mm256_maskz_mov_epi8((__mmask32)bits, _mm256_set1_epi8(0x10));
 }
 #include "cpu_kernels_body.h"
@@ -99,12 +105,13 @@ static inline __m256i fifth_bits(const uint8_t* p) {
 
 static bool use_vnni = false;
 
-// The quantized activations of a call, kept per calling thread and grown as needed
+// The quantized activations of a call, kept per calling thread and grown as needed: q holds them as the
+// kernels read them (2 M K bytes) and again as int4_pairs does (4 M K)
 struct Scratch {
     std::vector<int8_t> q;
     std::vector<float> d, s, r;
     void fit(int64_t M, int64_t K) {
-        if ((int64_t)q.size() < 2 * M * K) q.resize(2 * M * K);
+        if ((int64_t)q.size() < 6 * M * K + 64) q.resize(6 * M * K + 64);
         if ((int64_t)d.size() < M * K / 32) d.resize(M * K / 32), s.resize(M * K / 32);
         if ((int64_t)r.size() < M) r.resize(M);
     }

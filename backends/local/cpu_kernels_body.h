@@ -1,16 +1,18 @@
 // The kernels' bodies, included by cpu_kernels.cpp once per instruction set, inside a namespace
 // that defines dot_u8_hi_lo(u, hi, lo): 8 int32 lanes of 256 * (u . hi) + (u . lo) over 4 bytes each,
-// u unsigned, hi and lo signed; and fifth_bits(p): 32 bytes, byte j 0x10 where bit j of p's 4 bytes is set.
+// u unsigned, hi and lo signed; dot_pair(a, c, h0, h1, l0, l1): the same over two registers,
+// 256 * (a . h0 + c . h1) + (a . l0 + c . l1); and fifth_bits(bits): 32 bytes, byte j 0x10 where bit j is set.
 // One parallel region a call: the activations are quantized (blocks shared out among the
 // threads), then each tile of 4 weight rows (cpu_kernels.cpp) is one task, the activation rows taken
 // 4 at a time (a weight group is unpacked once for them). A row m's result never depends on the others.
 
-static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+static inline float hsum4(__m128 s) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+
+static inline float hsum(__m256 v) { return hsum4(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1))); }
 
 // f[i] = half(h[i]) * x[i]: a row's block scales times the activation's
 static inline void scaled_halves(const uint16_t* h, const float* x, float* f, int64_t n) {
@@ -110,6 +112,18 @@ static inline void quantize_shared(const float* x, int64_t M, int64_t K, const f
     }
 }
 
+// The quantized blocks again for int4_pairs: each half of hi and of lo in both 128-bit lanes, 128 bytes a block
+// ([x0..15, x0..15], [x16..31, x16..31] of hi, then of lo), built once a call instead of once a tile.
+static inline void doubled_halves(const int8_t* xq, int64_t blocks, int8_t* doubled) {
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; b++)
+        for (int part = 0; part < 2; part++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i*)(xq + b * 64 + 32 * part));
+            _mm256_storeu_si256((__m256i*)(doubled + b * 128 + 64 * part), _mm256_permute2x128_si256(v, v, 0x00));
+            _mm256_storeu_si256((__m256i*)(doubled + b * 128 + 64 * part + 32), _mm256_permute2x128_si256(v, v, 0x11));
+        }
+}
+
 #ifndef PREFETCH
 #define PREFETCH 4096
 #endif
@@ -140,7 +154,9 @@ static inline void int4_tile(const uint8_t* w, const uint8_t* hb, int64_t S, int
             u[i] = int4_group(w + (g * S + i) * 16);
             if constexpr (HIGH) {
                 if (i == 0 && (g & 3) == 0) _mm_prefetch((const char*)(hb + g * S * 4 + ahead / 4), _MM_HINT_T0);
-                u[i] = _mm256_or_si256(u[i], fifth_bits(hb + (g * S + i) * 4));
+                uint32_t bits;
+                memcpy(&bits, hb + (g * S + i) * 4, 4);
+                u[i] = _mm256_or_si256(u[i], fifth_bits(bits));
             }
         }
         for (int r = 0; r < R; r++) {
@@ -153,6 +169,53 @@ static inline void int4_tile(const uint8_t* w, const uint8_t* hb, int64_t S, int
     }
     for (int i = 0; i < NR; i++)
         for (int r = 0; r < R; r++) y[r * N + i] = hsum(acc[i][r]) + extra[4 * i + r];
+}
+
+// Int4 and int5 weight rows in pairs: a tile holds a group of row i and then of row i + 1, so one 32-byte load
+// has both; its low nibbles are values 0..15 of the two rows and its high nibbles values 16..31, met by the
+// activation block's halves repeated in both 128-bit lanes. One unpack serves two rows, and two byte
+// products are summed before they are widened (AVX2 without VNNI does 2/3 of the integer work of int4_tile).
+// Lane k of a row's accumulator sums its values 4k..4k+3 and 16+4k..16+4k+3, whatever the instruction set.
+// NP pairs (rows 0 .. 2 NP of the tile, S rows in all) by R activation rows, whose blocks x2 holds as
+// doubled_halves writes them; f, extra and y as in int4_tile.
+template <int NP, int R, bool HIGH>
+static inline void int4_pairs(const uint8_t* w, const uint8_t* hb, int64_t S, int64_t G, int64_t K, const int8_t* x2,
+                              const float* f, const float* extra, int64_t N, float* y) {
+    __m256 acc[NP][R];
+    for (int p = 0; p < NP; p++)
+        for (int r = 0; r < R; r++) acc[p][r] = _mm256_setzero_ps();
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int64_t g = 0; g < G; g++) {
+        __m256i a[NP], c[NP];
+        for (int p = 0; p < NP; p++) {
+            if (p == 0) _mm_prefetch((const char*)(w + g * S * 16 + PREFETCH), _MM_HINT_T0);
+            const __m256i v = _mm256_loadu_si256((const __m256i*)(w + (g * S + 2 * p) * 16));
+            a[p] = _mm256_and_si256(v, low4);
+            c[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+            if constexpr (HIGH) {
+                if (p == 0 && (g & 3) == 0) _mm_prefetch((const char*)(hb + g * S * 4 + PREFETCH / 4), _MM_HINT_T0);
+                uint64_t bits;  // the two rows' 32 bits each: values 0..15 of both to a, 16..31 to c
+                memcpy(&bits, hb + (g * S + 2 * p) * 4, 8);
+                a[p] = _mm256_or_si256(a[p], fifth_bits((uint32_t)(bits & 0xFFFF) | (uint32_t)(bits >> 16 & 0xFFFF0000)));
+                c[p] = _mm256_or_si256(c[p], fifth_bits((uint32_t)(bits >> 16 & 0xFFFF) | (uint32_t)(bits >> 32 & 0xFFFF0000)));
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            const __m256i* b = (const __m256i*)(x2 + 4 * r * K + g * 128);
+            const __m256i h0 = _mm256_loadu_si256(b), h1 = _mm256_loadu_si256(b + 1);
+            const __m256i l0 = _mm256_loadu_si256(b + 2), l1 = _mm256_loadu_si256(b + 3);
+            for (int p = 0; p < NP; p++) {
+                const __m256 scales = _mm256_set_m128(_mm_broadcast_ss(f + (8 * p + 4 + r) * G + g),
+                                                      _mm_broadcast_ss(f + (8 * p + r) * G + g));
+                acc[p][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_pair(a[p], c[p], h0, h1, l0, l1)), scales, acc[p][r]);
+            }
+        }
+    }
+    for (int p = 0; p < NP; p++)
+        for (int r = 0; r < R; r++) {
+            y[r * N + 2 * p] = hsum4(_mm256_castps256_ps128(acc[p][r])) + extra[8 * p + r];
+            y[r * N + 2 * p + 1] = hsum4(_mm256_extractf128_ps(acc[p][r], 1)) + extra[8 * p + 4 + r];
+        }
 }
 
 template <int NR, int R>
@@ -202,17 +265,49 @@ static inline void two_rows(const void* w, const uint8_t* hb, int nr, int64_t i0
     else tile<BITS, 1, R>(w, hb, S, G, K, xq, f, extra, N, y);
 }
 
+// Weight rows i0 .. i0 + 2 NP of a tile of S rows, in pairs, by R activation rows
+template <int BITS, int NP, int R>
+static inline void pairs_at(const void* w, const uint8_t* hb, int64_t i0, int64_t S, int64_t G, int64_t K,
+                            const int8_t* x2, const float* f, const float* extra, int64_t N, float* y) {
+    int4_pairs<NP, R, BITS == 5>((const uint8_t*)w + i0 * 16, hb ? hb + i0 * 4 : hb, S, G, K, x2, f + 4 * i0 * G,
+                                 extra + 4 * i0, N, y + i0);
+}
+
 // A tile of weight rows n .. n + nr (nr up to 4, starting at w and hb) times every activation row, 4 at a time;
 // prepare(row, act, f, extra) writes the tile's scales for weight row `row` and activation row `act`.
+// Int4 and int5 rows go in pairs (an odd last row alone), whatever M is: a row's bits do not depend on it;
+// x2: the activations as doubled_halves writes them, for the pairs.
 template <int BITS, typename Prepare>
 static inline void row_tile(const void* w, const uint8_t* hb, int nr, int64_t n, int64_t M, int64_t ldy, int64_t G,
-                            int64_t K, const int8_t* xq, float* f, float* extra, float* y, Prepare prepare) {
+                            int64_t K, const int8_t* xq, const int8_t* x2, float* f, float* extra, float* y,
+                            Prepare prepare) {
+    const int pairs = BITS == 8 ? 0 : nr / 2;
+
     for (int64_t m = 0; m < M; m += 4) {
         const int rows = M - m < 4 ? (int)(M - m) : 4;
         for (int i = 0; i < nr; i++)
             for (int r = 0; r < rows; r++) prepare(n + i, m + r, f + (4 * i + r) * G, extra + 4 * i + r);
         const int8_t* xm = xq + 2 * m * K;
         float* ym = y + m * ldy + n;
+        if constexpr (BITS != 8) {
+            const int8_t* x2m = x2 + 4 * m * K;
+            if (rows == 4) {
+                if (pairs == 2 && WIDE_TILES) pairs_at<BITS, 2, 4>(w, hb, 0, nr, G, K, x2m, f, extra, ldy, ym);
+                else  // 4 accumulators a pair where 8 and the activations would not fit in AVX2's 16 registers
+                    for (int p = 0; p < pairs; p++) pairs_at<BITS, 1, 4>(w, hb, 2 * p, nr, G, K, x2m, f, extra, ldy, ym);
+            } else
+                for (int r = 0; r < rows; r++) {
+                    const int8_t* xr = x2m + 4 * r * K;
+                    if (pairs == 2) pairs_at<BITS, 2, 1>(w, hb, 0, nr, G, K, xr, f + r * G, extra + r, ldy, ym + r * ldy);
+                    else if (pairs == 1) pairs_at<BITS, 1, 1>(w, hb, 0, nr, G, K, xr, f + r * G, extra + r, ldy, ym + r * ldy);
+                }
+            if (nr % 2 == 0) continue;
+            if (rows == 4) two_rows<BITS, 4>(w, hb, 1, nr - 1, nr, G, K, xm, f, extra, ldy, ym);
+            else
+                for (int r = 0; r < rows; r++)
+                    two_rows<BITS, 1>(w, hb, 1, nr - 1, nr, G, K, xm + 2 * r * K, f + r * G, extra + r, ldy, ym + r * ldy);
+            continue;
+        }
         if (nr == 4 && rows == 4 && WIDE_TILES) tile<BITS, 4, 4>(w, hb, 4, G, K, xm, f, extra, ldy, ym);
         else if (rows == 4)  // 8 accumulators at a time where 16 would not fit in AVX2's 16 registers
             for (int i0 = 0; i0 < nr; i0 += 2) two_rows<BITS, 4>(w, hb, nr - i0 < 2 ? 1 : 2, i0, nr, G, K, xm, f, extra, ldy, ym);
@@ -233,6 +328,8 @@ static void int4_rows(const uint8_t* w, const uint8_t* high, const uint16_t* sca
                       float* xd, float* xs, float* rs) {
     const int64_t G = K / 32;
     quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
+    int8_t* x2 = (int8_t*)(((uintptr_t)(xq + 2 * M * K) + 63) & ~(uintptr_t)63);  // the scratch holds 6 M K + 64 bytes
+    doubled_halves(xq, M * G, x2);
     float* f = (float*)__builtin_alloca(sizeof(float) * 16 * G);
     float* t = (float*)__builtin_alloca(sizeof(float) * G);
     float extra[16];
@@ -244,8 +341,8 @@ static void int4_rows(const uint8_t* w, const uint8_t* high, const uint16_t* sca
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; n += 4) {
         const int nr = N - n < 4 ? (int)(N - n) : 4;
-        if (high) row_tile<5>(w + n * G * 16, high + n * G * 4, nr, n, M, ldy, G, K, xq, f, extra, y, prepare);
-        else row_tile<4>(w + n * G * 16, nullptr, nr, n, M, ldy, G, K, xq, f, extra, y, prepare);
+        if (high) row_tile<5>(w + n * G * 16, high + n * G * 4, nr, n, M, ldy, G, K, xq, x2, f, extra, y, prepare);
+        else row_tile<4>(w + n * G * 16, nullptr, nr, n, M, ldy, G, K, xq, x2, f, extra, y, prepare);
     }
 }
 
@@ -268,7 +365,7 @@ static void int8_rows(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, 
     };
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; n += 4)
-        row_tile<8>(w + n * K, nullptr, N - n < 4 ? (int)(N - n) : 4, n, M, ldy, G, K, xq, f, extra, y, prepare);
+        row_tile<8>(w + n * K, nullptr, N - n < 4 ? (int)(N - n) : 4, n, M, ldy, G, K, xq, nullptr, f, extra, y, prepare);
 }
 
 static void int8_matmul(const int8_t* w, const uint16_t* d, int64_t N, int64_t K, const float* x, int64_t M, float* y,
