@@ -35,7 +35,7 @@ from agent.events import (
     ToolReturned,
     Verdict,
 )
-from agent.offers import Observation
+from agent.offers import Observation, looping
 from agent.planned import plan_and_act
 from agent.policies import Policy
 from agent.turns import (
@@ -268,7 +268,8 @@ class Agent:
         return calls
 
     def _call(self, name: str, args: dict[str, Any], evidence: list[Observation]) -> tuple[ToolResult, bool]:
-        """Runs a tool, unless this exact call already ran (a small model can loop on one call).
+        """Runs a tool, unless this exact call already ran or its arguments loop (a small model can loop on one call,
+        or within one).
 
         Returns the result and whether it repeated an earlier call.
         """
@@ -276,6 +277,8 @@ class Agent:
         earlier = next((o for o in evidence if o.name == name and o.arguments == arguments), None)
         if earlier is not None:
             return ToolResult(ok=False, error=prompts.REPEATED_CALL.format(result=earlier.shown)), True
+        if loop := looping(args):  # not run: a number from such a call would read as evidence
+            return ToolResult(ok=False, error=prompts.LOOPING_CALL.format(unit=loop[0], times=loop[1])), False
         return self.tools.call(name, args), False
 
     def _verify(self, task: str, answer: str, evidence: list[Observation], notes: list[str],

@@ -15,6 +15,7 @@ With the grounding checks on, the grammar does not offer what they would refuse 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,3 +97,27 @@ def parse_arguments(text: str) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+_RUN = re.compile(r"(.{1,12}?)\1+", re.S)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [text for item in items for text in _strings(item)]
+
+
+def looping(arguments: dict[str, Any]) -> tuple[str, int] | None:
+    """(unit, times) where a string argument is mostly one short unit written again and again: a model
+    caught in a loop ("3*3*3*...", "tau-tau-tau-..."), whatever the tool and the language. A unit with a
+    separator counts from 8 times in a row, letters or digits alone from 20 (no 15-digit number has 20
+    zeros). Over half of the string must be the run."""
+    for text in _strings(arguments):
+        for run in _RUN.finditer(text):
+            unit, length = run.group(1), len(run.group(0))
+            times = length // len(unit)
+            if times >= (20 if unit.isalnum() else 8) and length * 2 > len(text.strip()):
+                return unit, times
+    return None

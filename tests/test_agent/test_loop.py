@@ -221,6 +221,24 @@ def test_repeated_calls_force_an_answer():
     assert result.answer == "2"
 
 
+def test_a_call_whose_argument_loops_does_not_run():
+    ran = []
+
+    @tool
+    def evaluate(expression: str) -> str:
+        """Evaluate an expression."""
+        ran.append(expression)
+        return "-238.76"
+
+    looping = "tau-" * 40 + "tau"  # SmolLM2's call for "What is the budget in euros?"
+    backend = ScriptedBackend(replies=[plan("Compute"), calls(("evaluate", {"expression": looping})),
+                                       calls(("evaluate", {"expression": "42000 - 0"})), answer("42000"), verdict(True)])
+    result = Agent(backend, tools=[evaluate], check_grounding=False).run("What is the budget in euros?")
+    first, second = [e for e in result.events if e.type == "tool_result"]
+    assert not first.ok and "repeats 'tau-' 40 times" in first.error
+    assert second.ok and ran == ["42000 - 0"] and result.answer == "42000"
+
+
 class Person(BaseModel):
     name: str
     age: int

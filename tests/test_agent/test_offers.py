@@ -2,7 +2,7 @@
 
 import json
 
-from agent.offers import Observation, next_offer
+from agent.offers import Observation, looping, next_offer
 from tests.fixtures.grammar import admits
 from tools import ToolRegistry
 
@@ -44,3 +44,11 @@ def test_a_calculation_starts_from_what_is_told_and_goes_on_from_its_result(tmp_
     step = expression(going_on)
     assert admits(step, {"expression": "1040 / 4"})
     assert not admits(step, {"expression": "1040 + 4"}) and not admits(step, {"expression": "250 / 4"})
+
+
+def test_an_argument_that_loops_is_named_and_one_that_repeats_a_little_is_not():
+    assert looping({"expression": "3*" * 80 + "3"}) == ("3*", 80)
+    assert looping({"query": {"terms": ["東京, " * 9]}}) == ("東京, ", 9)
+    assert looping({"n": "0" * 20}) == ("0", 20)
+    for fine in ("1000000000000000", "(3+4)*(3+4)*(3+4)", "東京" * 10, "ATATATATATAT", "a, b, c, a, b, c"):
+        assert looping({"x": fine}) is None, fine
