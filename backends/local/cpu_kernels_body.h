@@ -87,11 +87,22 @@ static inline float sum_squares(const float* a, int64_t n) {
 // RMSNorm's factor for n values: rsqrt(mean(v^2) + eps)
 static inline float rms_scale(const float* v, int64_t n, float eps) { return 1.0f / sqrtf(sum_squares(v, n) / (float)n + eps); }
 
+// A quantized block again for int4_pairs: each half of hi and of lo in both 128-bit lanes, 128 bytes
+// ([x0..15, x0..15], [x16..31, x16..31] of hi, then of lo), written once a call instead of once a tile.
+static inline void doubled_halves(const int8_t* q, int8_t* doubled) {
+    for (int part = 0; part < 2; part++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(q + 32 * part));
+        _mm256_storeu_si256((__m256i*)(doubled + 64 * part), _mm256_permute2x128_si256(v, v, 0x00));
+        _mm256_storeu_si256((__m256i*)(doubled + 64 * part + 32), _mm256_permute2x128_si256(v, v, 0x11));
+    }
+}
+
 // The M rows of x quantized, their blocks shared out among the threads. With `norm` (an RMSNorm's
 // weight, K floats), each row is normalized on the way: x * rsqrt(mean(x^2) + eps) * norm, done as
 // quantizing x * norm and scaling the block's d and s by the row's rsqrt (rs: M floats of scratch).
+// With `doubled`, each block is also written there as doubled_halves does.
 static inline void quantize_shared(const float* x, int64_t M, int64_t K, const float* norm, float eps, int8_t* xq,
-                                   float* xd, float* xs, float* rs) {
+                                   float* xd, float* xs, float* rs, int8_t* doubled = nullptr) {
     const int64_t G = K / 32;
     if (norm) {
 #pragma omp for schedule(static)
@@ -99,29 +110,17 @@ static inline void quantize_shared(const float* x, int64_t M, int64_t K, const f
     }
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < M * G; b++) {
-        if (!norm) {
-            quantize_block(x + b * 32, xq + b * 64, xd + b, xs + b);
-            continue;
+        if (!norm) quantize_block(x + b * 32, xq + b * 64, xd + b, xs + b);
+        else {
+            float t[32];
+            const float *v = x + b * 32, *g = norm + (b % G) * 32;
+            for (int i = 0; i < 32; i++) t[i] = v[i] * g[i];
+            quantize_block(t, xq + b * 64, xd + b, xs + b);
+            xd[b] *= rs[b / G];
+            xs[b] *= rs[b / G];
         }
-        float t[32];
-        const float *v = x + b * 32, *g = norm + (b % G) * 32;
-        for (int i = 0; i < 32; i++) t[i] = v[i] * g[i];
-        quantize_block(t, xq + b * 64, xd + b, xs + b);
-        xd[b] *= rs[b / G];
-        xs[b] *= rs[b / G];
+        if (doubled) doubled_halves(xq + b * 64, doubled + b * 128);
     }
-}
-
-// The quantized blocks again for int4_pairs: each half of hi and of lo in both 128-bit lanes, 128 bytes a block
-// ([x0..15, x0..15], [x16..31, x16..31] of hi, then of lo), built once a call instead of once a tile.
-static inline void doubled_halves(const int8_t* xq, int64_t blocks, int8_t* doubled) {
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; b++)
-        for (int part = 0; part < 2; part++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i*)(xq + b * 64 + 32 * part));
-            _mm256_storeu_si256((__m256i*)(doubled + b * 128 + 64 * part), _mm256_permute2x128_si256(v, v, 0x00));
-            _mm256_storeu_si256((__m256i*)(doubled + b * 128 + 64 * part + 32), _mm256_permute2x128_si256(v, v, 0x11));
-        }
 }
 
 #ifndef PREFETCH
@@ -327,9 +326,8 @@ static void int4_rows(const uint8_t* w, const uint8_t* high, const uint16_t* sca
                       int64_t K, const float* x, int64_t M, float* y, int64_t ldy, const float* norm, float eps, int8_t* xq,
                       float* xd, float* xs, float* rs) {
     const int64_t G = K / 32;
-    quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs);
     int8_t* x2 = (int8_t*)(((uintptr_t)(xq + 2 * M * K) + 63) & ~(uintptr_t)63);  // the scratch holds 6 M K + 64 bytes
-    doubled_halves(xq, M * G, x2);
+    quantize_shared(x, M, K, norm, eps, xq, xd, xs, rs, x2);
     float* f = (float*)__builtin_alloca(sizeof(float) * 16 * G);
     float* t = (float*)__builtin_alloca(sizeof(float) * G);
     float extra[16];
