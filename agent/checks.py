@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from agent.arithmetic import mended, wrong_equations
 from agent.grounding import grounding_problems, tools_asked_for
-from agent.offers import Observation
+from agent.offers import Observation, looping
 
 # A tool-call tag of any format the engine knows, or the start of one: text that opens a call is no answer.
 _CALL_TAGS = re.compile(r"<tool_call>|</tool_call>|\[TOOL_CALLS\]|<\|python_tag\|>|<function[=>]")
@@ -239,6 +239,19 @@ class NotEmpty(Check):
         return None if answer.strip() else Finding.refuse(self, "The reply was empty; answer the task")
 
 
+class NotALoop(Check):
+    """A reply that is mostly one short unit written again and again ("42, 42, 42, ...", "shi-shi-shi-...")
+    is a model caught in a loop, in any language, and no answer (offers.looping, as for calls). SmolLM2's
+    answers to a user's own tools were so, and passed as verified."""
+
+    name = "not_a_loop"
+
+    def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
+        loop = looping({"answer": answer})
+        return None if loop is None else Finding.refuse(
+            self, f"The reply repeats {loop[0].strip()!r} {loop[1]} times in a row; answer the task in a sentence")
+
+
 class StatesAResult(Check):
     """Confirms, never refuses: an answer that states what the last successful call returned (one of its
     numbers, or a value of its JSON) has something checked behind it. Only the last: a chain's earlier
@@ -364,8 +377,8 @@ class Grounded(Check):
         return Finding.confirm(self, "grounded in the results and the notes") if checked else None
 
 
-DEFAULT: tuple[Check, ...] = (NotEmpty(), NotACall(), NamesAnUncalledTool(), NotAMessage(), NotOnlyErrors(), SumsHold(),
-                             StatesAResult())
+DEFAULT: tuple[Check, ...] = (NotEmpty(), NotALoop(), NotACall(), NamesAnUncalledTool(), NotAMessage(), NotOnlyErrors(),
+                             SumsHold(), StatesAResult())
 SMALL_MODEL: tuple[Check, ...] = (*DEFAULT, Grounded())
 
 

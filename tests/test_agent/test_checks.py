@@ -7,6 +7,7 @@ from agent.checks import (
     Grounded,
     NamesAnUncalledTool,
     NotACall,
+    NotALoop,
     NotAMessage,
     StatesAResult,
     code_calls,
@@ -137,3 +138,11 @@ def test_the_small_model_preset_adds_the_grounding_rules():
     assert not guessed.passed and {f.rule for f in guessed.refusals} == {"grounded"}
     assert judge(DEFAULT, "1769307", Evidence(task, tools=[schema("calculator")])).passed
     assert Grounded()("math", Evidence(task)) and not judge([Grounded()], "math", Evidence(task)).passed
+
+
+def test_a_reply_that_loops_is_refused_and_one_that_repeats_a_little_is_not():
+    evidence = Evidence("Convert 42 kilometres to miles.")
+    for loop in ("42, " * 30, "Shiba-ku-" + "shi-" * 40):  # SmolLM2's answers to a user's own tools
+        assert not NotALoop()(loop, evidence).passed
+    for fine in ("42 km is 26.1 miles.", "東京", "Ha ha, no: 3 * 3 * 3 = 27."):
+        assert NotALoop()(fine, evidence) is None
