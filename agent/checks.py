@@ -247,7 +247,7 @@ class NotALoop(Check):
     name = "not_a_loop"
 
     def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
-        loop = looping({"answer": answer})
+        loop = looping(answer)
         return None if loop is None else Finding.refuse(
             self, f"The reply repeats {loop[0].strip()!r} {loop[1]} times in a row; answer the task in a sentence")
 

@@ -109,12 +109,12 @@ def _strings(value: Any) -> list[str]:
     return [text for item in items for text in _strings(item)]
 
 
-def looping(arguments: dict[str, Any]) -> tuple[str, int] | None:
-    """(unit, times) where a string argument is mostly one short unit written again and again: a model
-    caught in a loop ("3*3*3*...", "tau-tau-tau-..."), whatever the tool and the language. A unit with a
-    separator counts from 8 times in a row, letters or digits alone from 20 (no 15-digit number has 20
-    zeros). Over half of the string must be the run."""
-    for text in _strings(arguments):
+def looping(value: Any) -> tuple[str, int] | None:
+    """(unit, times) where a text, or a string among a call's arguments, is mostly one short unit written
+    again and again: a model caught in a loop ("3*3*3*...", "tau-tau-tau-..."), whatever the tool and the
+    language. A unit with a separator counts from 8 times in a row, letters or digits alone from 20 (no
+    15-digit number has 20 zeros). Over half of the string must be the run."""
+    for text in _strings(value):
         for run in _RUN.finditer(text):
             unit, length = run.group(1), len(run.group(0))
             times = length // len(unit)

@@ -281,7 +281,6 @@ static inline void row_tile(const void* w, const uint8_t* hb, int nr, int64_t n,
                             int64_t K, const int8_t* xq, const int8_t* x2, float* f, float* extra, float* y,
                             Prepare prepare) {
     const int pairs = BITS == 8 ? 0 : nr / 2;
-
     for (int64_t m = 0; m < M; m += 4) {
         const int rows = M - m < 4 ? (int)(M - m) : 4;
         for (int i = 0; i < nr; i++)
@@ -300,14 +299,11 @@ static inline void row_tile(const void* w, const uint8_t* hb, int nr, int64_t n,
                     if (pairs == 2) pairs_at<BITS, 2, 1>(w, hb, 0, nr, G, K, xr, f + r * G, extra + r, ldy, ym + r * ldy);
                     else if (pairs == 1) pairs_at<BITS, 1, 1>(w, hb, 0, nr, G, K, xr, f + r * G, extra + r, ldy, ym + r * ldy);
                 }
-            if (nr % 2 == 0) continue;
-            if (rows == 4) two_rows<BITS, 4>(w, hb, 1, nr - 1, nr, G, K, xm, f, extra, ldy, ym);
-            else
+            if (nr % 2 == 1 && rows == 4) two_rows<BITS, 4>(w, hb, 1, nr - 1, nr, G, K, xm, f, extra, ldy, ym);
+            else if (nr % 2 == 1)
                 for (int r = 0; r < rows; r++)
                     two_rows<BITS, 1>(w, hb, 1, nr - 1, nr, G, K, xm + 2 * r * K, f + r * G, extra + r, ldy, ym + r * ldy);
-            continue;
-        }
-        if (nr == 4 && rows == 4 && WIDE_TILES) tile<BITS, 4, 4>(w, hb, 4, G, K, xm, f, extra, ldy, ym);
+        } else if (nr == 4 && rows == 4 && WIDE_TILES) tile<BITS, 4, 4>(w, hb, 4, G, K, xm, f, extra, ldy, ym);
         else if (rows == 4)  // 8 accumulators at a time where 16 would not fit in AVX2's 16 registers
             for (int i0 = 0; i0 < nr; i0 += 2) two_rows<BITS, 4>(w, hb, nr - i0 < 2 ? 1 : 2, i0, nr, G, K, xm, f, extra, ldy, ym);
         else
