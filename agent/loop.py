@@ -87,7 +87,9 @@ class Agent:
         sampling: for every model call (default: greedy, 300 tokens, 5 alternatives per token).
         constrain: force plans, calls and verdicts by grammar (default: when the backend supports constraints).
         model_verify: let the model check the answer when no check failed (default: on the plan -> act path,
-            off in the tool conversation, where a tool-free question takes one model call).
+            off in the tool conversation, where a tool-free question takes one model call). The model's verdict
+            may refuse an answer but never makes it verified alone: SmolLM2 passed 8 of 8 wrong answers it was
+            shown ("250" for the feet in 250 metres); verified still needs a check's confirmation.
         checks: rules an answer must pass, each a named part (agent/checks.py); default checks.DEFAULT in
             the tool conversation, checks.SMALL_MODEL on the plan -> act path with check_grounding.
         policies: what the tool conversation does next after each turn, each a named part (agent/policies.py);
@@ -319,7 +321,8 @@ class Agent:
             data = parse_json(text)
             passed = bool(data.get("passed"))
             return Verdict(passed=passed, reasons=[str(r) for r in data.get("reasons", [])], by="model", answer=answer,
-                           rules=[] if passed else ["model_verdict"], verified=passed, **mending)
+                           rules=[] if passed else ["model_verdict"], **mending,
+                           verified=passed and (confirmed or bool(self.verifiers)))
         except (TurnError, AttributeError):
             return Verdict(passed=False, reasons=["the check's reply could not be read"], by="model", answer=answer,
                            rules=["model_verdict"], **mending)

@@ -216,7 +216,8 @@ class TokentrailApp(App):
         elif isinstance(event, Final) and self._answer is not None:
             self._rateable = self._run_id if event.answer is not None else None
             if event.answer is not None:
-                badge = "✓ verified" if event.verified else f"✗ not verified: {event.reason}"
+                badge = ("✓ verified" if event.verified else f"✗ not verified: {event.reason}" if event.reason
+                         else "unverified: no check had anything to hold it to")
                 await self._answer.update(f"{event.answer}\n\n*{badge}*")
             else:
                 await self._answer.update(f"*no answer: {event.reason}*")

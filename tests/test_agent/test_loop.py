@@ -313,7 +313,7 @@ def test_a_memory_it_cannot_search_is_reported_and_the_run_goes_on(tmp_path):
         result = Agent(backend, memory=memory).run("What is the capital of France?")
         error = next(e for e in result.events if e.type == "error")
         assert error.recoverable and "memory recall failed" in error.message and "memory reembed" in error.message
-        assert result.answer == "Paris" and result.verified
+        assert result.answer == "Paris" and not result.verified  # passed; nothing could check it
 
 
 def test_continuing_a_conversation():
@@ -366,7 +366,17 @@ def test_a_task_the_model_can_answer_gets_no_plan_and_no_tools():
     result = Agent(backend, tools=[add]).run("Say hello.")
     assert kinds(result.events) == ["run_started", "phase:plan", "plan", "phase:verify", "verdict", "final"]
     decision = next(e for e in result.events if e.type == "plan")
-    assert decision.direct and decision.steps == [] and result.answer == "Hello! How can I help?" and result.verified
+    assert decision.direct and decision.steps == [] and result.answer == "Hello! How can I help?"
+    assert result.events[-2].passed and not result.verified  # the model's own verdict never verifies alone
+
+
+def test_the_models_own_verdict_passes_but_never_verifies_what_no_check_confirmed():
+    # SmolLM2 on its own tools: calls that failed, then the task's own number as the answer, and its verdict said passed
+    failing = [calls(("divide", {"a": 1, "b": 0})), calls(("divide", {"a": 2, "b": 0}))]
+    backend = ScriptedBackend(replies=[plan("Convert"), *failing, answer("250"), verdict(True)])
+    result = Agent(backend, tools=[divide]).run("How many feet are in 250 metres?")
+    last = [e for e in result.events if e.type == "verdict"][-1]
+    assert last.by == "model" and last.passed and result.answer == "250" and not result.verified
 
 
 def test_a_direct_answer_to_a_task_that_asks_for_a_tool_is_refused():

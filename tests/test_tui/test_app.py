@@ -56,7 +56,8 @@ async def test_a_message_streams_an_answer_and_fills_the_panels():
         await settle(pilot)
         messages = chat_texts(app)
         assert messages[0][1] == "What is the capital of France?"
-        assert messages[1][1].startswith("The capital of France is **Paris**.") and "✓ verified" in messages[1][1]
+        assert messages[1][1].startswith("The capital of France is **Paris**.")
+        assert "unverified: no check" in messages[1][1]  # the model's own verdict passed it; nothing checked it
         # the decoding panel shows the answer's tokens, one row per act-phase token event
         act_request = backend.requests[1]
         panel = app.query_one(DecodingPanel)
