@@ -73,6 +73,9 @@ class Check:
     """A rule about answers. Subclasses name the failure they prevent in their docstring."""
 
     name: ClassVar[str] = "check"
+    # Holds the answer to what the tools and notes found: left out for an answer the agent itself asked for
+    # from the model's own knowledge, after every call failed (there is nothing to hold it to).
+    holds_to_evidence: ClassVar[bool] = False
 
     def __call__(self, answer: str, evidence: Evidence) -> Finding | Sequence[Finding] | None:
         raise NotImplementedError
@@ -365,6 +368,7 @@ class Grounded(Check):
     They read English wording, so they do not belong in the default set."""
 
     name = "grounded"
+    holds_to_evidence = True
 
     def __call__(self, answer: str, evidence: Evidence) -> Finding | Sequence[Finding] | None:
         calls = [(o.arguments, o.shown) for o in evidence.observations if o.ok]

@@ -86,10 +86,10 @@ class Agent:
         approver: asks before a tool that needs approval runs (default: the registry's).
         sampling: for every model call (default: greedy, 300 tokens, 5 alternatives per token).
         constrain: force plans, calls and verdicts by grammar (default: when the backend supports constraints).
-        model_verify: let the model check the answer when no check failed (default: on the plan -> act path,
-            off in the tool conversation, where a tool-free question takes one model call). The model's verdict
-            may refuse an answer but never makes it verified alone: SmolLM2 passed 8 of 8 wrong answers it was
-            shown ("250" for the feet in 250 metres); verified still needs a check's confirmation.
+        model_verify: after the checks pass an answer, ask the model for a verdict too (default: off). Its verdict
+            may refuse an answer but never makes it verified alone: SmolLM2's refused no answer on either evaluation
+            (it passed all 25 it judged on the first; on the second, the 10 wrong answers that ended runs
+            too), so by default no model call is spent on it: a tool-free question takes one on either path.
         checks: rules an answer must pass, each a named part (agent/checks.py); default checks.DEFAULT in
             the tool conversation, checks.SMALL_MODEL on the plan -> act path with check_grounding.
         policies: what the tool conversation does next after each turn, each a named part (agent/policies.py);
@@ -120,7 +120,7 @@ class Agent:
         approver: Approver | None = None,
         sampling: SamplingParams | None = None,
         constrain: bool | None = None,
-        model_verify: bool | None = None,
+        model_verify: bool = False,
         checks: Sequence[Check] | None = None,
         check_grounding: bool = True,
         policies: Sequence[Policy] | None = None,
@@ -150,7 +150,7 @@ class Agent:
         self.plan = not self.native if plan is None else plan
         conversing = self.native and not self.plan
         self.check_grounding = check_grounding and not conversing
-        self.model_verify = not conversing if model_verify is None else model_verify
+        self.model_verify = model_verify
         small = answer_checks.SMALL_MODEL if self.check_grounding else answer_checks.DEFAULT
         self.checks = list(small if checks is None else checks)
         self.policies = list(answer_policies.DEFAULT if policies is None else policies)
@@ -284,17 +284,20 @@ class Agent:
         return self.tools.call(name, args), False
 
     def _verify(self, task: str, answer: str, evidence: list[Observation], notes: list[str],
-                shown_reasons: Sequence[str] = ()) -> Generator[Event, None, Verdict]:
-        """shown_reasons: what earlier failed checks told the model (an answer must not parrot them)."""
+                shown_reasons: Sequence[str] = (), from_knowledge: bool = False) -> Generator[Event, None, Verdict]:
+        """shown_reasons: what earlier failed checks told the model (an answer must not parrot them).
+        from_knowledge: the answer was asked for from what the model knows (every call failed), so the checks
+        that hold an answer to the evidence (`Check.holds_to_evidence`) are left out."""
         reasons, rules, mended_by, model_answer = [], [], [], answer
         confirmed = call_next = False
         if self.output_type is None:
             seen = Evidence(task, evidence, notes, shown_reasons, self.tools.schemas())
-            judgement = first = judge(self.checks, answer, seen)
+            checks = [c for c in self.checks if not (from_knowledge and c.holds_to_evidence)]
+            judgement = first = judge(checks, answer, seen)
             while (mend := judgement.mended) is not None and len(mended_by) < MAX_MENDS:  # one fault a round, judged again
                 mended_by.append(mend.rule)
                 answer = mend.mended
-                judgement = judge(self.checks, answer, seen)
+                judgement = judge(checks, answer, seen)
             if not judgement.passed:  # the model's answer goes back with what is wrong in it, not a half-mended one
                 answer, mended_by, judgement = model_answer, [], first
             reasons += [f.reason for f in judgement.refusals]

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 from agent import prompts
 from agent.context import SHORT_OBSERVATION, shorten
 from agent.conversation import tool_turn
-from agent.events import ErrorEvent, Event, Final, PhaseStarted, PlanMade
+from agent.events import ErrorEvent, Event, Final, PhaseStarted, PlanMade, Steered
 from agent.grounding import answer_in_hand, numbers, unused_task_numbers
 from agent.offers import Observation, next_offer, parse_arguments
 from agent.turns import (
     ANSWER_LINE,
+    TEXT_ANSWER,
     TurnError,
     act_schema,
     answer_holding,
@@ -56,7 +57,7 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
                             tools=prompts.tool_lines(agent.tools.schemas()))
     conversation = [*previous, Message(role="user", content=act_prompt)]
     evidence: list[Observation] = []
-    turns_used, replans = 0, 0
+    turns_used, replans, asked_without_tools = 0, 0, False
     while True:
         yield PhaseStarted(phase="act")
         # After a replan the first turn must find something new: a call, and none already made.
@@ -71,8 +72,13 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
             answer, answer_only = yield from act_turn(agent, task, notes, conversation, evidence, answer_only,
                                                             new_calls_only)
             new_calls_only = False
+        from_knowledge = False
+        if not asked_without_tools and no_tool_worked(evidence) and agent.output_type is None:
+            asked_without_tools = True
+            own_words = yield from answer_without_tools(agent, task, evidence)
+            answer, from_knowledge = own_words or answer, bool(own_words)
         yield PhaseStarted(phase="verify")
-        verdict = yield from agent._verify(task, answer, evidence, notes, shown_reasons)
+        verdict = yield from agent._verify(task, answer, evidence, notes, shown_reasons, from_knowledge)
         yield verdict
         shown_reasons += verdict.reasons
         if verdict.passed:
@@ -92,6 +98,23 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
             conversation.append(said)
         replanned = prompts.REPLANNED.format(reasons=reasons, plan=prompts.numbered(plan))
         conversation.append(Message(role="user", content=replanned))
+
+
+def no_tool_worked(evidence: list[Observation]) -> bool:
+    """Two calls or more, and every one failed: the tools do not serve the task."""
+    return len(evidence) >= 2 and not any(o.ok for o in evidence)
+
+
+def answer_without_tools(agent: Agent, task: str, evidence: list[Observation]) -> Generator[Event, None, str]:
+    """The answer asked for afresh in the model's own words, with the failed calls and no tools, as the tool
+    conversation's AnswerWhenNoToolWorks does. Asked "How many minutes are there in two hours?" with eleven
+    tools, SmolLM2 planned, called get_forecast("London") twice and answered "2" in the act schema; asked
+    in plain text, as the plain loop asks it, it answers "120 minutes". An empty reply keeps the act answer."""
+    yield Steered(policy="answer_when_no_tool_works", tool_choice="none", why=f"all {len(evidence)} calls failed")
+    yield PhaseStarted(phase="act")
+    prompt = Message(role="user", content=prompts.no_tool_worked(task, evidence))
+    text, _ = yield from agent._generate([prompt], Constraint(regex=TEXT_ANSWER), "act")
+    return text.strip()
 
 
 def make_plan(agent: Agent, messages: list[Message], replan: bool, direct: bool = False,

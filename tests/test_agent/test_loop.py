@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from agent import Agent
 from backends.scripted import ScriptedBackend
-from tests.fixtures.grammar import admits
+from tests.fixtures.grammar import admits, admits_text
 from tools import ToolRegistry, tool
 
 
@@ -190,7 +190,7 @@ def test_the_tools_a_task_names_are_offered_first(tmp_path):
 
 def test_verification_failure_with_no_replans_left():
     backend = ScriptedBackend(replies=[plan("Guess"), answer("7"), verdict(False, "wrong")])
-    result = Agent(backend, tools=[add], max_replans=0, check_grounding=False).run("2+3?")
+    result = Agent(backend, tools=[add], max_replans=0, check_grounding=False, model_verify=True).run("2+3?")
     assert result.answer == "7" and not result.verified and "wrong" in result.reason
     grounded = Agent(ScriptedBackend(replies=[plan("Guess"), answer("7")]), tools=[add], max_replans=0).run("2+3?")
     assert not grounded.verified and "appears in no tool result" in grounded.reason
@@ -199,7 +199,7 @@ def test_verification_failure_with_no_replans_left():
 def test_programmatic_verifiers_run_before_the_model():
     backend = ScriptedBackend(replies=[plan("Answer"), answer("five"), plan("Use digits"), answer("5"), verdict(True)])
     digits = lambda text: None if text.strip().isdigit() else "the answer must be digits"  # noqa: E731
-    result = Agent(backend, tools=[add], verifiers=[digits], check_grounding=False).run("2+3?")
+    result = Agent(backend, tools=[add], verifiers=[digits], check_grounding=False, model_verify=True).run("2+3?")
     verdicts = [e for e in result.events if e.type == "verdict"]
     assert (verdicts[0].passed, verdicts[0].by, verdicts[0].reasons) == (False, "checks", ["the answer must be digits"])
     assert verdicts[1].passed and verdicts[1].by == "model" and result.answer == "5"
@@ -362,21 +362,35 @@ def test_real_model_uses_the_calculator(smollm2):
 
 
 def test_a_task_the_model_can_answer_gets_no_plan_and_no_tools():
-    backend = ScriptedBackend(replies=[answer("Hello! How can I help?"), verdict(True)])
+    backend = ScriptedBackend(replies=[answer("Hello! How can I help?")])
     result = Agent(backend, tools=[add]).run("Say hello.")
     assert kinds(result.events) == ["run_started", "phase:plan", "plan", "phase:verify", "verdict", "final"]
     decision = next(e for e in result.events if e.type == "plan")
     assert decision.direct and decision.steps == [] and result.answer == "Hello! How can I help?"
-    assert result.events[-2].passed and not result.verified  # the model's own verdict never verifies alone
+    assert len(backend.requests) == 1 and result.events[-2].by == "checks" and not result.verified  # one model call
 
 
 def test_the_models_own_verdict_passes_but_never_verifies_what_no_check_confirmed():
     # SmolLM2 on its own tools: calls that failed, then the task's own number as the answer, and its verdict said passed
     failing = [calls(("divide", {"a": 1, "b": 0})), calls(("divide", {"a": 2, "b": 0}))]
-    backend = ScriptedBackend(replies=[plan("Convert"), *failing, answer("250"), verdict(True)])
-    result = Agent(backend, tools=[divide]).run("How many feet are in 250 metres?")
+    backend = ScriptedBackend(replies=[plan("Convert"), *failing, answer("250"), "250", verdict(True)])
+    result = Agent(backend, tools=[divide], model_verify=True).run("How many feet are in 250 metres?")
     last = [e for e in result.events if e.type == "verdict"][-1]
     assert last.by == "model" and last.passed and result.answer == "250" and not result.verified
+
+
+def test_when_no_tool_worked_the_answer_is_asked_in_plain_words_without_tools():
+    # SmolLM2 with eleven tools: get_forecast("London") twice for a question no tool serves, then "2" in the act schema
+    failing = [calls(("divide", {"a": 1, "b": 0})), calls(("divide", {"a": 2, "b": 0}))]
+    backend = ScriptedBackend(replies=[plan("Look it up"), *failing, answer("2"), "There are 120 minutes in two hours.",
+                                       verdict(True)])
+    result = Agent(backend, tools=[divide], constrain=True, model_verify=True).run("How many minutes are there in two hours?")
+    steer = next(e for e in result.events if e.type == "steer")
+    assert steer.policy == "answer_when_no_tool_works" and steer.tool_choice == "none"
+    asked = backend.requests[-2]
+    assert not asked.tools and "Every tool call failed" in asked.messages[-1].content
+    assert not admits_text(asked.constraint.regex, '{"answer": "2"}')
+    assert result.answer == "There are 120 minutes in two hours." and not result.verified
 
 
 def test_a_direct_answer_to_a_task_that_asks_for_a_tool_is_refused():

@@ -31,7 +31,7 @@ def run(memory, replies, task="What is 2 + 3?"):
 def test_right_runs_become_examples_as_the_model_saw_and_answered_them(tmp_path):
     with Memory(tmp_path / "m.db", embedder=None) as memory:
         right = run(memory, [reply({"steps": ["Add"]}), reply({"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]}),
-                             reply({"answer": 5}), reply({"passed": True, "reasons": []})])
+                             reply({"answer": 5})])
         assert right.verified
         # a wrong direct answer first (its check fails), then the same path as the right run
         wrong = run(memory, [reply({"answer": 7}), reply({"steps": ["Add"]}),
@@ -40,7 +40,7 @@ def test_right_runs_become_examples_as_the_model_saw_and_answered_them(tmp_path)
         runs = runs_from_memory(memory)
     assert {r.right for r in runs} == {True, False}
     examples = sft_examples(runs)
-    assert len(examples) == 4  # plan, call, answer, verdict of the verified run
+    assert len(examples) == 3  # plan, call and answer of the verified run
     first = examples[0]["messages"]
     assert first[0]["role"] == "system" and "What is 2 + 3?" in first[1]["content"] and first[-1]["role"] == "assistant"
     assert not any('"answer": 7' in m.get("content", "") for e in examples for m in e["messages"])  # failed: not learnt
@@ -48,22 +48,23 @@ def test_right_runs_become_examples_as_the_model_saw_and_answered_them(tmp_path)
     assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
     assert any('"b": 3' in p["chosen"][0]["content"] and '"b": 2' in p["rejected"][0]["content"] for p in pairs)
     sft_path, dpo_path, n_examples, n_pairs = write_datasets(runs, tmp_path / "data")
-    assert len(sft_path.read_text().splitlines()) == n_examples == 4 and len(dpo_path.read_text().splitlines()) == n_pairs
+    assert len(sft_path.read_text().splitlines()) == n_examples == 3 and len(dpo_path.read_text().splitlines()) == n_pairs
 
 
 def test_the_users_rating_outranks_the_agents_verdict(tmp_path):
-    answer_five = [reply({"answer": 5}), reply({"passed": True, "reasons": []})]
+    added = [reply({"steps": ["Add"]}), reply({"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]}),
+             reply({"answer": 5})]
     with Memory(tmp_path / "m.db", embedder=None) as memory:
-        praised = run(memory, answer_five, task="Say one more than four.")  # 5 is not in the task: the checks fail it
-        panned = run(memory, answer_five, task="Repeat 5.")
+        praised = run(memory, [reply({"answer": "Paris"})], task="What is the capital of France?")  # nothing checks it
+        panned = run(memory, added, task="What is 2 + 3?")
         assert not praised.verified and panned.verified
         memory.traces.rate(praised.run_id, good=True)
         memory.traces.rate(panned.run_id, good=False)
-        unrated = run(memory, answer_five, task="Repeat 5 please.")
-        assert {r.task: r.right for r in runs_from_memory(memory)} == {"Say one more than four.": True, "Repeat 5.": False,
-                                                                      "Repeat 5 please.": True}
+        unrated = run(memory, added, task="Add 2 and 3.")
+        assert {r.task: r.right for r in runs_from_memory(memory)} == {"What is the capital of France?": True,
+                                                                      "What is 2 + 3?": False, "Add 2 and 3.": True}
         examples = json.dumps(sft_examples(runs_from_memory(memory)))
-        assert "Say one more than four." in examples and "Repeat 5 please." in examples and "Repeat 5." not in examples
+        assert "What is the capital of France?" in examples and "Add 2 and 3." in examples and "What is 2 + 3?" not in examples
         for bad in ("no-such-run", ""):
             with pytest.raises(ValueError, match="no finished run"):
                 memory.traces.rate(bad, good=True)
@@ -109,10 +110,11 @@ def test_the_command_line_turns_a_memorys_runs_into_datasets(tmp_path):
     from cli import main
 
     with Memory(tmp_path / "m.db", embedder=None) as memory:
-        run(memory, [reply({"answer": "Paris"}), reply({"passed": True, "reasons": []})], task="What is the capital of France?")
+        run(memory, [reply({"steps": ["Add"]}), reply({"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]}),
+                     reply({"answer": 5})])
     result = CliRunner().invoke(main, ["train", "data", "--memory", str(tmp_path / "m.db"), "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert "1 runs (1 verified): 2 examples" in result.output and (tmp_path / "out" / "sft.jsonl").exists()
+    assert "1 runs (1 verified): 3 examples" in result.output and (tmp_path / "out" / "sft.jsonl").exists()
     missing = CliRunner().invoke(main, ["train", "data", "--memory", str(tmp_path / "none.db"), "-o", str(tmp_path / "x")])
     assert missing.exit_code == 1 and "no memory database" in missing.output
 

@@ -9,7 +9,7 @@ from agent.turns import partial_answer
 from backends import BackendError
 from backends.scripted import ScriptedBackend
 from memory import Memory
-from tests.test_tui.scripts import WatchingScripted, answer, calls, plan, scripted, simple_exchange, verdict
+from tests.test_tui.scripts import WatchingScripted, answer, calls, plan, scripted, simple_exchange
 from tools import ToolRegistry, tool
 from tui import TokentrailApp
 from tui.decoding import DecodingPanel
@@ -90,8 +90,8 @@ def delete_everything(path: str) -> str:
 
 
 async def traced_turn(answer_text: str):
-    """The trace tree's node for "2 + 3?" on the plan path: a plan, add(2, 3), the answer, the model's verdict."""
-    backend = scripted(plan("Add the numbers."), calls("add", {"a": 2, "b": 3}), answer(answer_text), verdict(True))
+    """The trace tree's node for "2 + 3?" on the plan path: a plan, add(2, 3), the answer, the checks' verdict."""
+    backend = scripted(plan("Add the numbers."), calls("add", {"a": 2, "b": 3}), answer(answer_text))
     app = TokentrailApp(backend, tools=ToolRegistry([add]))
     async with app.run_test(size=(140, 40)) as pilot:
         await send(pilot, "2 + 3?")
@@ -107,7 +107,7 @@ async def test_trace_tree_nodes_match_the_tool_events():
     call = next(node for node in turn.children if str(node.label).startswith("tool "))
     assert str(call.label) == 'tool add({"a": 2, "b": 3})'
     assert str(call.children[0].label).startswith("→ 5 (")
-    assert "verdict (model): passed" in labels and labels[-1] == "answer (verified)"
+    assert "verdict (checks): passed" in labels and labels[-1] == "answer (verified)"
 
 
 async def test_an_answer_a_check_mended_shows_what_the_model_wrote():
@@ -142,7 +142,7 @@ async def test_escape_cancels_at_once_and_the_app_stays_usable():
 
 @pytest.mark.parametrize("key, allowed", [("y", True), ("n", False)])
 async def test_the_approval_modal_blocks_the_tool_until_answered(key, allowed):
-    backend = scripted(plan("Delete it."), calls("delete_everything", {"path": "/tmp/x"}), answer("done"), verdict(True))
+    backend = scripted(plan("Delete it."), calls("delete_everything", {"path": "/tmp/x"}), answer("done"))
     app = TokentrailApp(backend, tools=ToolRegistry([delete_everything]))
     async with app.run_test(size=(140, 40)) as pilot:
         await send(pilot, "delete /tmp/x")
