@@ -331,22 +331,24 @@ class Agent:
                            rules=["model_verdict"], **mending)
 
     def _request(self, messages: list[Message], constraint: Constraint | None, tool_choice: str | None = None,
-                 offered: list[dict[str, Any]] | None = None) -> GenerationRequest:
+                 offered: list[dict[str, Any]] | None = None, plain: bool = False) -> GenerationRequest:
+        """plain: as a user asks, without the agent's own system prompt (a system prompt you gave stays)."""
         tools = {"tools": self.tools.schemas(), "tool_choice": tool_choice, "callable_tools": offered,
                  "parallel_tool_calls": self.max_parallel_calls > 1} if tool_choice and self.tools.schemas() else {}
-        return GenerationRequest(messages=[Message(role="system", content=self.system_prompt), *messages],
+        system = [] if plain and self.system_prompt == prompts.SYSTEM else [Message(role="system", content=self.system_prompt)]
+        return GenerationRequest(messages=[*system, *messages],
                                  sampling=self.sampling, **tools,
                                  constraint=constraint if self.constrain else None)
 
     def _generate(self, messages: list[Message], constraint: Constraint | None, phase: Phase,
-                  tool_choice: str | None = None, offered: list[dict[str, Any]] | None = None,
+                  tool_choice: str | None = None, offered: list[dict[str, Any]] | None = None, plain: bool = False,
                   ) -> Generator[Event, None, tuple[str, list[ToolCall]]]:
         """(the reply's text, the tool calls it made in the model's own format).
 
         tool_choice: None for the JSON act schema; "auto", "required" or "none" offers the tools natively,
-        `offered` (narrower) the calls the grammar allows."""
+        `offered` (narrower) the calls the grammar allows. plain: see _request."""
         parts, calls = [], []
-        request = self._request(messages, constraint, tool_choice, offered)
+        request = self._request(messages, constraint, tool_choice, offered, plain)
         for token in self.backend.stream(request):
             parts.append(token.text)
             calls = token.tool_calls or calls

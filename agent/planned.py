@@ -106,14 +106,17 @@ def no_tool_worked(evidence: list[Observation]) -> bool:
 
 
 def answer_without_tools(agent: Agent, task: str, evidence: list[Observation]) -> Generator[Event, None, str]:
-    """The answer asked for afresh in the model's own words, with the failed calls and no tools, as the tool
-    conversation's AnswerWhenNoToolWorks does. Asked "How many minutes are there in two hours?" with eleven
-    tools, SmolLM2 planned, called get_forecast("London") twice and answered "2" in the act schema; asked
-    in plain text, as the plain loop asks it, it answers "120 minutes". An empty reply keeps the act answer."""
+    """The task asked afresh as its user asked it: the question alone, without the agent's system prompt,
+    the tools or JSON (the tool conversation's AnswerWhenNoToolWorks, for a model without a tool format).
+    Asked "How many minutes are there in two hours?" with eleven tools, SmolLM2 planned, called
+    get_forecast("London") twice and answered "2" in the act schema; asked the question alone it says
+    "Two hours is equal to 2 * 60 = 120 minutes." Shown the failed calls and told the tools cannot
+    answer, it wrote that back ("The task is to find out ... The tools cannot answer this."), and under
+    the agent's system prompt it divided by 24. An empty reply keeps the act answer."""
     yield Steered(policy="answer_when_no_tool_works", tool_choice="none", why=f"all {len(evidence)} calls failed")
     yield PhaseStarted(phase="act")
-    prompt = Message(role="user", content=prompts.no_tool_worked(task, evidence))
-    text, _ = yield from agent._generate([prompt], Constraint(regex=TEXT_ANSWER), "act")
+    text, _ = yield from agent._generate([Message(role="user", content=task)], Constraint(regex=TEXT_ANSWER), "act",
+                                         plain=True)
     return text.strip()
 
 
