@@ -75,7 +75,7 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
         from_knowledge = False
         if not asked_without_tools and no_tool_worked(evidence) and agent.output_type is None:
             asked_without_tools = True
-            own_words = yield from answer_without_tools(agent, task, evidence)
+            own_words = yield from answer_without_tools(agent, task, evidence, previous)
             answer, from_knowledge = own_words or answer, bool(own_words)
         yield PhaseStarted(phase="verify")
         verdict = yield from agent._verify(task, answer, evidence, notes, shown_reasons, from_knowledge)
@@ -105,18 +105,20 @@ def no_tool_worked(evidence: list[Observation]) -> bool:
     return len(evidence) >= 2 and not any(o.ok for o in evidence)
 
 
-def answer_without_tools(agent: Agent, task: str, evidence: list[Observation]) -> Generator[Event, None, str]:
+def answer_without_tools(agent: Agent, task: str, evidence: list[Observation],
+                         previous: list[Message] = ()) -> Generator[Event, None, str]:
     """The task asked afresh as its user asked it: the question alone, without the agent's system prompt,
     the tools or JSON (the tool conversation's AnswerWhenNoToolWorks, for a model without a tool format).
     Asked "How many minutes are there in two hours?" with eleven tools, SmolLM2 planned, called
     get_forecast("London") twice and answered "2" in the act schema; asked the question alone it says
     "Two hours is equal to 2 * 60 = 120 minutes." Shown the failed calls and told the tools cannot
     answer, it wrote that back ("The task is to find out ... The tools cannot answer this."), and under
-    the agent's system prompt it divided by 24. An empty reply keeps the act answer."""
+    the agent's system prompt it divided by 24. `previous`: the conversation before the task, kept. An empty
+    reply keeps the act answer."""
     yield Steered(policy="answer_when_no_tool_works", tool_choice="none", why=f"all {len(evidence)} calls failed")
     yield PhaseStarted(phase="act")
-    text, _ = yield from agent._generate([Message(role="user", content=task)], Constraint(regex=TEXT_ANSWER), "act",
-                                         plain=True)
+    text, _ = yield from agent._generate([*previous, Message(role="user", content=task)], Constraint(regex=TEXT_ANSWER),
+                                         "act", plain=True)
     return text.strip()
 
 

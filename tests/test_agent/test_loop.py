@@ -6,6 +6,7 @@ import pytest
 from pydantic import BaseModel
 
 from agent import Agent
+from backends import Message
 from backends.scripted import ScriptedBackend
 from tests.fixtures.grammar import admits, admits_text
 from tools import ToolRegistry, tool
@@ -44,7 +45,7 @@ def kinds(events):
 
 
 def test_plan_tool_call_answer_verified():
-    backend = ScriptedBackend(replies=[plan("Add the numbers"), calls(("add", {"a": 2, "b": 3})), answer("5"), verdict(True)])
+    backend = ScriptedBackend(replies=[plan("Add the numbers"), calls(("add", {"a": 2, "b": 3})), answer("5")])
     result = Agent(backend, tools=[add]).run("What is 2 + 3?")
     assert kinds(result.events) == [
         "run_started", "phase:plan", "plan", "phase:act", "tool_call", "tool_result", "phase:verify", "verdict", "final"]
@@ -59,7 +60,7 @@ def test_plan_tool_call_answer_verified():
 
 def test_tool_error_then_recovery():
     backend = ScriptedBackend(replies=[
-        plan("Divide"), calls(("divide", {"a": 1, "b": 0})), calls(("divide", {"a": 1, "b": 4})), answer("0.25"), verdict(True)])
+        plan("Divide"), calls(("divide", {"a": 1, "b": 0})), calls(("divide", {"a": 1, "b": 4})), answer("0.25")])
     result = Agent(backend, tools=[divide]).run("What is 1/4?")
     results = [e for e in result.events if e.type == "tool_result"]
     assert [r.ok for r in results] == [False, True]
@@ -70,7 +71,7 @@ def test_tool_error_then_recovery():
 
 def test_parallel_calls_in_one_turn():
     backend = ScriptedBackend(replies=[
-        plan("Add both"), calls(("add", {"a": 1, "b": 1}), ("add", {"a": 2, "b": 2})), answer("2 and 4"), verdict(True)])
+        plan("Add both"), calls(("add", {"a": 1, "b": 1}), ("add", {"a": 2, "b": 2})), answer("2 and 4")])
     result = Agent(backend, tools=[add], max_parallel_calls=2).run("1+1 and 2+2?")
     assert kinds(result.events)[3:8] == ["phase:act", "tool_call", "tool_call", "tool_result", "tool_result"]
     assert [e.output for e in result.events if e.type == "tool_result"] == ["2", "4"]
@@ -78,14 +79,14 @@ def test_parallel_calls_in_one_turn():
 
 def test_calls_beyond_the_limit_do_not_run():
     backend = ScriptedBackend(replies=[
-        plan("Add"), calls(("add", {"a": 1, "b": 1}), ("add", {"a": 2, "b": 2})), answer("2"), verdict(True)])
+        plan("Add"), calls(("add", {"a": 1, "b": 1}), ("add", {"a": 2, "b": 2})), answer("2")])
     result = Agent(backend, tools=[add]).run("1+1")  # one call per turn by default
     assert [e.output for e in result.events if e.type == "tool_result"] == ["2"]
     assert any(e.type == "error" and "first 1 of 2 calls" in e.message for e in result.events)
 
 
 def test_unreadable_reply_is_fed_back():
-    backend = ScriptedBackend(replies=[plan("Think"), '{"tool_calls": [oops', answer("done"), verdict(True)])
+    backend = ScriptedBackend(replies=[plan("Think"), '{"tool_calls": [oops', answer("done")])
     result = Agent(backend, tools=[add]).run("task")
     assert "error" in kinds(result.events)
     assert "not valid" in backend.requests[2].messages[-1].content
@@ -95,7 +96,7 @@ def test_unreadable_reply_is_fed_back():
 def test_repairs_small_model_json():
     backend = ScriptedBackend(replies=[
         plan("Add"), "Sure! ```json\n{'tool_calls': [{'name': 'add', 'arguments': {'a': 1, 'b': 2},}]}\n```",
-        "The answer is 3.", verdict(True)])
+        "The answer is 3."])
     result = Agent(backend, tools=[add]).run("1+2?")
     assert next(e for e in result.events if e.type == "tool_result").output == "3"
     assert result.answer == "The answer is 3."  # plain text without JSON is taken as the answer
@@ -104,7 +105,7 @@ def test_repairs_small_model_json():
 def test_verify_fail_then_replan():
     backend = ScriptedBackend(replies=[
         plan("Guess"), answer("7"),  # a number nothing produced: the grounding checks fail it, no model verdict
-        plan("Use the add tool"), calls(("add", {"a": 2, "b": 3})), answer("5"), verdict(True)])
+        plan("Use the add tool"), calls(("add", {"a": 2, "b": 3})), answer("5")])
     result = Agent(backend, tools=[add], max_replans=1).run("What is 2 + 3?")
     sequence = kinds(result.events)
     assert sequence.count("verdict") == 2 and sequence.count("plan") == 2
@@ -122,7 +123,7 @@ def test_verify_fail_then_replan():
 def test_a_replan_must_change_the_plan_and_find_something_new_first():
     backend = ScriptedBackend(replies=[
         plan("Add the numbers"), calls(("add", {"a": 2, "b": 2})), answer("4"),  # the task's 3 never used
-        plan("Add the right numbers"), calls(("add", {"a": 2, "b": 3})), answer("5"), verdict(True)])
+        plan("Add the right numbers"), calls(("add", {"a": 2, "b": 3})), answer("5")])
     result = Agent(backend, tools=[add], max_replans=1, constrain=True).run("What is 2 + 3?")  # the schemas are sent
     assert result.answer == "5" and result.verified
     replan_request, act_after_replan = backend.requests[3], backend.requests[4]
@@ -151,7 +152,7 @@ def test_the_calculator_may_only_use_numbers_the_run_has_seen(tmp_path):
 
     backend = ScriptedBackend(replies=[
         plan("Add, then multiply"), calls(("calculator", {"expression": "17 + 25"})),
-        calls(("calculator", {"expression": "42 * 3"})), answer("126"), verdict(True)])
+        calls(("calculator", {"expression": "42 * 3"})), answer("126")])
     result = Agent(backend, tools=[calculator, lookup], constrain=True).run("Add 17 and 25, then multiply the result by 3.")
     assert result.answer == "126" and result.verified
     first, second = (r.constraint.json_schema for r in backend.requests[1:3])
@@ -177,8 +178,7 @@ def test_the_calculator_may_only_use_numbers_the_run_has_seen(tmp_path):
 def test_the_tools_a_task_names_are_offered_first(tmp_path):
     (tmp_path / "notes.txt").write_text("The demo is on Friday.")
     registry = ToolRegistry.with_builtins(tmp_path)
-    backend = ScriptedBackend(replies=[plan("Read it"), calls(("read_file", {"path": "notes.txt"})), answer("Friday"),
-                                       verdict(True)])
+    backend = ScriptedBackend(replies=[plan("Read it"), calls(("read_file", {"path": "notes.txt"})), answer("Friday")])
     result = Agent(backend, tools=registry, constrain=True).run("Read notes.txt. On which day is the demo?")
     assert result.answer == "Friday" and result.verified
     first, second = (r.constraint.json_schema for r in backend.requests[1:3])
@@ -214,7 +214,7 @@ def test_step_budget_exhausted():
 
 def test_repeated_calls_force_an_answer():
     same = calls(("add", {"a": 1, "b": 1}))
-    backend = ScriptedBackend(replies=[plan("Add"), same, same, answer("2"), verdict(True)])
+    backend = ScriptedBackend(replies=[plan("Add"), same, same, answer("2")])
     result = Agent(backend, tools=[add]).run("1+1")
     repeated = [e for e in result.events if e.type == "tool_result"][1]
     assert not repeated.ok and "already made this call" in repeated.error
@@ -232,7 +232,7 @@ def test_a_call_whose_argument_loops_does_not_run():
 
     looping = "tau-" * 40 + "tau"  # SmolLM2's call for "What is the budget in euros?"
     backend = ScriptedBackend(replies=[plan("Compute"), calls(("evaluate", {"expression": looping})),
-                                       calls(("evaluate", {"expression": "42000 - 0"})), answer("42000"), verdict(True)])
+                                       calls(("evaluate", {"expression": "42000 - 0"})), answer("42000")])
     result = Agent(backend, tools=[evaluate], check_grounding=False).run("What is the budget in euros?")
     first, second = [e for e in result.events if e.type == "tool_result"]
     assert not first.ok and "repeats 'tau-' 40 times" in first.error
@@ -246,7 +246,7 @@ class Person(BaseModel):
 
 def test_output_type_validation_failure_is_fed_back():
     backend = ScriptedBackend(replies=[
-        plan("Write JSON"), answer('{"name": "Ada"}'), plan("Add the age"), answer('{"name": "Ada", "age": 36}'), verdict(True)])
+        plan("Write JSON"), answer('{"name": "Ada"}'), plan("Add the age"), answer('{"name": "Ada", "age": 36}')])
     result = Agent(backend, output_type=Person).run("Describe Ada Lovelace")
     first = next(e for e in result.events if e.type == "verdict")
     assert not first.passed and "argument 'age' is required" in first.reasons[0]
@@ -259,7 +259,7 @@ def test_context_is_shortened_then_summarized():
         """Returns a lot of text."""
         return "lorem ipsum " * 300
 
-    replies = [plan("Dump")] + [calls(("dump", {"n": i})) for i in range(4)] + [answer("done"), verdict(True)]
+    replies = [plan("Dump")] + [calls(("dump", {"n": i})) for i in range(4)] + [answer("done")]
     backend = ScriptedBackend(replies=replies, context_window=700)
     result = Agent(backend, tools=[dump, add], max_steps=8, check_grounding=False).run("dump things")
     trims = [e for e in result.events if e.type == "context"]
@@ -275,7 +275,7 @@ def test_memory_recall_and_traces(tmp_path):
 
     with Memory(tmp_path / "m.db", embedder=None) as memory:
         memory.add_text("The launch code word is pelican.", source="notes.md")
-        backend = ScriptedBackend(replies=[plan("Recall"), answer("pelican"), verdict(True)])
+        backend = ScriptedBackend(replies=[plan("Recall"), answer("pelican")])
         result = Agent(backend, memory=memory).run("What is the launch code word?")
         recalled = next(e for e in result.events if e.type == "memory")
         assert recalled.hits and recalled.hits[0]["source"] == "notes.md"
@@ -309,7 +309,7 @@ def test_a_memory_it_cannot_search_is_reported_and_the_run_goes_on(tmp_path):
     with Memory(tmp_path / "m.db", embedder=KeywordEmbedder()) as memory:
         memory.add_text("The cat is called Pelican.", source="notes.md")
     with Memory(tmp_path / "m.db", embedder=OtherEmbedder()) as memory:
-        backend = ScriptedBackend(replies=[answer("Paris"), verdict(True)])
+        backend = ScriptedBackend(replies=[answer("Paris")])
         result = Agent(backend, memory=memory).run("What is the capital of France?")
         error = next(e for e in result.events if e.type == "error")
         assert error.recoverable and "memory recall failed" in error.message and "memory reembed" in error.message
@@ -317,12 +317,12 @@ def test_a_memory_it_cannot_search_is_reported_and_the_run_goes_on(tmp_path):
 
 
 def test_continuing_a_conversation():
-    backend = ScriptedBackend(replies=[plan("a"), answer("Paris"), verdict(True),
-                                       plan("b"), answer("About 2 million"), verdict(True)])
+    backend = ScriptedBackend(replies=[plan("a"), answer("Paris"), plan("b"), answer("About 2 million")])
     agent = Agent(backend, check_grounding=False)  # "About 2 million" is from the model's knowledge, not a tool
     first = agent.run("Capital of France?")
     second = agent.run("And its population?", messages=first.messages)
-    act_request = backend.requests[4]
+    assert len(backend.requests) == 4  # plan and answer a run: no verdict turn by default
+    act_request = backend.requests[3]
     assert any(m.content == "Capital of France?" for m in act_request.messages)
     assert [m.content for m in second.messages] == ["Capital of France?", "Paris", "And its population?", "About 2 million"]
 
@@ -336,7 +336,7 @@ def test_backend_failure_ends_with_error_and_final():
 def test_async_api():
     import asyncio
 
-    backend = ScriptedBackend(replies=[plan("a"), answer("ok"), verdict(True)] * 2)
+    backend = ScriptedBackend(replies=[plan("a"), answer("ok")] * 2)
     agent = Agent(backend)
 
     async def main():
@@ -392,6 +392,11 @@ def test_when_no_tool_worked_the_answer_is_asked_in_plain_words_without_tools():
     assert not asked.tools and [(m.role, m.content) for m in asked.messages] == question
     assert not admits_text(asked.constraint.regex, '{"answer": "2"}')
     assert result.answer == "There are 120 minutes in two hours." and not result.verified
+    # in a continued conversation the question is asked after what came before it
+    earlier = [Message(role="user", content="Two hours of what?"), Message(role="assistant", content="Of time.")]
+    backend = ScriptedBackend(replies=[plan("Look it up"), *failing, answer("2"), "120 minutes."])
+    Agent(backend, tools=[divide]).run("How many minutes are there in two hours?", messages=earlier)
+    assert [m.content for m in backend.requests[-1].messages] == [*(m.content for m in earlier), question[0][1]]
 
 
 def test_a_direct_answer_to_a_task_that_asks_for_a_tool_is_refused():
@@ -401,7 +406,7 @@ def test_a_direct_answer_to_a_task_that_asks_for_a_tool_is_refused():
         return "a rock pool left by the tide"
 
     backend = ScriptedBackend(replies=[answer("A kind of pond"), plan("Define the word"), calls(("define", {"word": "tidepool"})),
-                                       answer("A rock pool left by the tide"), verdict(True)])
+                                       answer("A rock pool left by the tide")])
     result = Agent(backend, tools=[define]).run("Define tidepool, please.")  # names the tool: answered at once, refused
     first = [e for e in result.events if e.type == "verdict"][0]
     assert not first.passed and first.reasons == ["The task asks to use define; call it before answering"]
@@ -410,7 +415,7 @@ def test_a_direct_answer_to_a_task_that_asks_for_a_tool_is_refused():
 
 def test_a_direct_answer_that_fails_its_checks_falls_back_to_a_plan():
     backend = ScriptedBackend(replies=[answer("3797"), plan("Use the add tool"), calls(("add", {"a": 37, "b": 91})),
-                                       answer("128"), verdict(True)])
+                                       answer("128")])
     result = Agent(backend, tools=[add]).run("What is 37 + 91?")
     plans = [e for e in result.events if e.type == "plan"]
     assert plans[0].direct and plans[1].steps == ["Use the add tool"]
