@@ -99,6 +99,11 @@ def parse_arguments(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def no_tool_worked(evidence: Sequence[Observation]) -> bool:
+    """Two calls or more, and every one failed: the tools do not serve the task."""
+    return len(evidence) >= 2 and not any(o.ok for o in evidence)
+
+
 _RUN = re.compile(r"(.{1,12}?)\1+", re.S)
 
 

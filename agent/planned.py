@@ -14,7 +14,8 @@ from agent.context import SHORT_OBSERVATION, shorten
 from agent.conversation import tool_turn
 from agent.events import ErrorEvent, Event, Final, PhaseStarted, PlanMade, Steered
 from agent.grounding import answer_in_hand, numbers, unused_task_numbers
-from agent.offers import Observation, next_offer, parse_arguments
+from agent.offers import Observation, next_offer, no_tool_worked, parse_arguments
+from agent.policies import AnswerWhenNoToolWorks
 from agent.turns import (
     ANSWER_LINE,
     TEXT_ANSWER,
@@ -100,11 +101,6 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
         conversation.append(Message(role="user", content=replanned))
 
 
-def no_tool_worked(evidence: list[Observation]) -> bool:
-    """Two calls or more, and every one failed: the tools do not serve the task."""
-    return len(evidence) >= 2 and not any(o.ok for o in evidence)
-
-
 def answer_without_tools(agent: Agent, task: str, evidence: list[Observation],
                          previous: list[Message] = ()) -> Generator[Event, None, str]:
     """The task asked afresh as its user asked it: the question alone, without the agent's system prompt,
@@ -115,7 +111,7 @@ def answer_without_tools(agent: Agent, task: str, evidence: list[Observation],
     answer, it wrote that back ("The task is to find out ... The tools cannot answer this."), and under
     the agent's system prompt it divided by 24. `previous`: the conversation before the task, kept. An empty
     reply keeps the act answer."""
-    yield Steered(policy="answer_when_no_tool_works", tool_choice="none", why=f"all {len(evidence)} calls failed")
+    yield Steered(policy=AnswerWhenNoToolWorks.name, tool_choice="none", why=f"all {len(evidence)} calls failed")
     yield PhaseStarted(phase="act")
     text, _ = yield from agent._generate([*previous, Message(role="user", content=task)], Constraint(regex=TEXT_ANSWER),
                                          "act", plain=True)

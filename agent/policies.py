@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 from agent import prompts
 from agent.checks import NotAMessage, NotOnlyErrors, written_calls
 from agent.events import Verdict
-from agent.offers import Observation
+from agent.offers import Observation, no_tool_worked
 
 Choice = Literal["auto", "required", "none"]
 
@@ -140,7 +140,8 @@ class AnswerWhenNoToolWorks(Policy):
         verdict = run.turns[-1].verdict
         answered_from_errors = (verdict is not None and NotOnlyErrors.name in verdict.rules
                                 and NotAMessage.name not in verdict.rules)
-        if (not failed or len(failed) < len(run.evidence) or (len(failed) < 2 and not answered_from_errors)
+        every_call_failed = bool(failed) and len(failed) == len(run.evidence)
+        if (not (no_tool_worked(run.evidence) or (every_call_failed and answered_from_errors))
                 or any(t.steered_by == self.name for t in run.turns)):
             return None
         return Next(self.name, "none", prompts.no_tool_worked(run.task, run.evidence), f"all {len(failed)} calls failed",
