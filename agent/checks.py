@@ -259,12 +259,16 @@ class StatesAResult(Check):
     """Confirms, never refuses: an answer that states what the last successful call returned (one of its
     numbers, or a value of its JSON) has something checked behind it. Only the last: a chain's earlier
     result stated as the answer ("41.25", the toaster's price in euros, for its price in dollars) is
-    where a chain stops short. So is a number of the task that no call took ("34.5", a desk lamp's
-    price, for what 3 of them cost): then nothing is confirmed. What the task itself says is no result
+    where a chain stops short. So is a number or a quoted name of the task that no call took ("34.5", a
+    desk lamp's price, for what 3 of them cost; "412", one book's pages, for how many more it has than
+    'Night Harbor', never looked up): then nothing is confirmed. What the task itself says is no result
     ("Night Harbor", the title find_book was asked for, in its JSON), and an answer with a number that
     neither the task nor any result holds worked something out itself ("12 + 7 + 30 = 59" from a file
     that says 12, 7 and 30): the result it states is not what it concludes. An answer from the model's
-    own knowledge is left unverified, which is not a failure."""
+    own knowledge is left unverified, which is not a failure. A number result confirms an answer that
+    states it even where the task says that number too, unless the call was given it (an echo); a text
+    result (not JSON), an answer whose every word the task did not say is one of the result's ("Friday"
+    from "The demo is on Friday.")."""
 
     name = "states_a_result"
 
@@ -274,14 +278,44 @@ class StatesAResult(Check):
         taken = {v for o in evidence.observations if o.ok for v in _numbers(o.arguments)}
         if _numbers(evidence.task) - taken:
             return None
+        arguments = " ".join(_argument_text(o.arguments) for o in evidence.observations if o.ok).casefold()
+        if any(name.casefold() not in arguments for name in _quoted(evidence.task)):
+            return None
         if _worked_out(answer, [evidence.task, *evidence.results]):
             return None
         said = _stated(answer) - _stated(evidence.task)  # "Night Harbor" from find_book's JSON is no result of it
         last = evidence.results[-1]
+        if _is_number(last):
+            # A number the call was given is no result: "12.0" from convert_units(12, "gal", "gal") for the litres
+            # in 12 gallons (Qwen2.5-Coder-0.5B). Another is, though the task says it too ("9" for 3 * 1 * 3).
+            if float(last) in _numbers([o for o in evidence.observations if o.ok][-1].arguments):
+                return None
+            if _same_number(last.strip(), _number_texts(answer)):
+                return Finding.confirm(self, f"the answer states {last.strip()}, the last tool result")
         for value in _number_texts(last) | _json_words(last):
             if value in said or _same_number(value, said):
                 return Finding.confirm(self, f"the answer states {value}, the last tool result")
+        words = _words(answer) - _words(evidence.task)
+        if words and not _is_json(last) and words <= _words(last):  # "Friday" from "The demo is on Friday."
+            return Finding.confirm(self, "the answer's words are the last tool result's")
         return None
+
+
+# A name the task quotes, in the quotation marks of any script ("it's" opens no quote).
+_QUOTED = re.compile(r"""(?<!\w)'([^']{2,}?)'(?!\w)|"([^"]{2,}?)"|‘([^’]{2,}?)’|“([^”]{2,}?)”|«([^»]{2,}?)»"""
+                     r"|„([^“]{2,}?)“|「([^」]+?)」|『([^』]+?)』")
+
+
+def _quoted(text: str) -> list[str]:
+    return [next(g for g in match if g).strip() for match in _QUOTED.findall(text)]
+
+
+def _argument_text(arguments: str) -> str:
+    """A call's argument values as text (JSON escapes undone: "Valpara\u00edso" is "Valparaíso")."""
+    try:
+        return json.dumps(json.loads(arguments), ensure_ascii=False)
+    except json.JSONDecodeError:
+        return arguments
 
 
 def _worked_out(answer: str, sources: Sequence[str]) -> bool:
@@ -296,11 +330,31 @@ def _number_texts(text: str) -> set[str]:
 
 
 def _stated(text: str) -> set[str]:
-    return _number_texts(text) | {w.casefold() for w in re.findall(r"\w{3,}", text)}
+    return _number_texts(text) | _words(text)
 
 
 def _numbers(text: str) -> set[float]:
     return {float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)}
+
+
+def _words(text: str) -> set[str]:
+    return {w.casefold() for w in re.findall(r"\w{3,}", text)}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _json_words(text: str) -> set[str]:
@@ -317,7 +371,7 @@ def _json_words(text: str) -> set[str]:
         elif isinstance(item, list):
             stack += item
         elif isinstance(item, str):
-            found |= {w.casefold() for w in re.findall(r"\w{3,}", item)}
+            found |= _words(item)
     return found
 
 
@@ -365,7 +419,9 @@ class Grounded(Check):
     """Opt-in (SMALL_MODEL): the grounding rules of agent/grounding.py, written for very small models with
     the calculator, notes and files. They refuse a number nothing produced, words from a sentence about
     something else, a calculation that left out what the evidence says, and a task's named tool not used.
-    They read English wording, so they do not belong in the default set."""
+    They read English wording, so they do not belong in the default set. Finding no problem confirms only
+    an answer held to the notes alone: with tool results it confirmed "34.5", one desk lamp's price, for
+    what 3 of them cost (Qwen2.5-Coder-0.5B, 6 wrong answers verified in 19); StatesAResult confirms those."""
 
     name = "grounded"
     holds_to_evidence = True
@@ -377,8 +433,10 @@ class Grounded(Check):
             problems.append(f"The task asks to use {' and '.join(asked)}; call it before answering")
         if problems:
             return [Finding.refuse(self, problem) for problem in problems]
-        checked = calls or evidence.notes  # there was something to hold the answer to
-        return Finding.confirm(self, "grounded in the results and the notes") if checked else None
+        # No problem found is not yet something checked: "34.5", one desk lamp's price for three of them, has
+        # none. An answer from tool results is confirmed by StatesAResult's narrower rule; this confirms only an
+        # answer held to the notes alone.
+        return Finding.confirm(self, "grounded in the notes") if evidence.notes and not calls else None
 
 
 DEFAULT: tuple[Check, ...] = (NotEmpty(), NotALoop(), NotACall(), NamesAnUncalledTool(), NotAMessage(), NotOnlyErrors(),

@@ -109,6 +109,12 @@ def test_an_answer_is_verified_when_it_states_a_result_rounded_or_not():
     assert StatesAResult()("It was written by Mirela Voss.", seen(("find_book", '{"author": "Mirela Voss"}'))).passed
     assert StatesAResult()("I do not know.", seen(("convert_units", "154.324"))) is None
     assert StatesAResult()("15 years.", seen()) is None
+    divided = Evidence("What is 81 / 9?", [Observation("calculator", '{"expression": "81 / 9"}', "9.0", True)])
+    assert StatesAResult()("9", divided) is None  # the call was given 9: the result may echo it
+    times = Evidence("What is 3 * 1 * 3?", [Observation("calculator", '{"expression": "3 * 1 * 3"}', "9", True)])
+    assert StatesAResult()("9", times).passed  # the result, though the task says 3 and 1
+    echoed = Observation("convert_units", '{"value": 12, "from_unit": "gal", "to_unit": "gal"}', "12.0", True)
+    assert StatesAResult()("12.0", Evidence("How many litres are 12 gallons?", [echoed])) is None
 
 
 def test_a_result_is_not_confirmed_when_a_number_of_the_task_went_into_no_call():
@@ -122,6 +128,14 @@ def test_a_result_is_not_confirmed_when_a_number_of_the_task_went_into_no_call()
     wrong = "The Copper Orchard has 62 pages more than Night Harbor."  # Qwen2.5-Coder-1.5B's, verified before
     assert StatesAResult()(wrong, Evidence("How many more pages does 'The Copper Orchard' have than 'Night Harbor'?",
                                            [book])) is None
+    copper = Observation("find_book", '{"title": "The Copper Orchard"}', '{"title": "The Copper Orchard", "pages": 412}', True)
+    one_book = "The Copper Orchard has 412 more pages than Night Harbor."  # Qwen2.5-Coder-0.5B's: 'Night Harbor' unlooked
+    more = "How many more pages does 'The Copper Orchard' have than 'Night Harbor'?"
+    assert StatesAResult()(one_book, Evidence(more, [copper])) is None
+    difference = Observation("subtract", '{"a": 412, "b": 352}', "60", True)
+    assert StatesAResult()("60 pages more", Evidence(more, [copper, book, difference])).passed
+    spanish = Observation("find_book", '{"title": "El jard\\u00edn de ceniza"}', '{"author": "Lucía Ferrer"}', True)
+    assert StatesAResult()("Lucía Ferrer", Evidence("¿Quién escribió «El jardín de ceniza»?", [spanish])).passed
     inventory = Observation("read_file", '{"path": "inventory.csv"}', "fruit,count\napples,12\npears,7\nplums,30", True)
     summed = "The total of apples, pears and plums is 12 + 7 + 30 = 59"  # Qwen2.5-Coder-0.5B's, verified before
     assert StatesAResult()(summed, Evidence("Read inventory.csv. What is the total?", [inventory])) is None
@@ -138,6 +152,27 @@ def test_the_small_model_preset_adds_the_grounding_rules():
     assert not guessed.passed and {f.rule for f in guessed.refusals} == {"grounded"}
     assert judge(DEFAULT, "1769307", Evidence(task, tools=[schema("calculator")])).passed
     assert Grounded()("math", Evidence(task)) and not judge([Grounded()], "math", Evidence(task)).passed
+
+
+def test_the_grounding_rules_confirm_no_answer_a_result_only_touches():
+    """Qwen2.5-Coder-0.5B on the plan path: "34.5", one desk lamp's price, for what 3 of them cost, was
+    verified by Grounded (no problem found and a call worked); 6 wrong answers of 19 were."""
+    task = "How much do 3 desk lamps cost in the shop, in euros?"
+    price = Observation("product_price", '{"product": "desk lamp"}', "34.5", True)
+    stops_short = judge(SMALL_MODEL, "34.5", Evidence(task, [price]))
+    assert stops_short.passed and not stops_short.verified
+    times = Observation("multiply", '{"a": 34.5, "b": 3}', "103.5", True)
+    assert judge(SMALL_MODEL, "103.5 euros", Evidence(task, [price, times])).verified
+    recalled = Evidence("On which day is the demo?", notes=["The demo is on Friday."])
+    assert judge(SMALL_MODEL, "Friday", recalled).verified  # held to the notes alone
+
+
+def test_an_answer_made_of_a_text_result_is_confirmed():
+    read = Observation("read_file", '{"path": "notes.txt"}', "The demo is on Friday.", True)
+    task = "Read notes.txt. On which day is the demo?"
+    assert StatesAResult()("Friday", Evidence(task, [read])).passed
+    assert StatesAResult()("The demo is on Monday.", Evidence(task, [read])) is None
+    assert StatesAResult()("the", Evidence(task, [read])) is None  # nothing said that the task did not
 
 
 def test_a_reply_that_loops_is_refused_and_one_that_repeats_a_little_is_not():
