@@ -285,6 +285,8 @@ class StatesAResult(Check):
             return None
         said = _stated(answer) - _stated(evidence.task)  # "Night Harbor" from find_book's JSON is no result of it
         last = evidence.results[-1]
+        if any(not _values(o.shown) & said for o in _same_tool_before(evidence.observations, evidence.task)):
+            return None
         if _is_number(last):
             # A number the call was given is no result: "12.0" from convert_units(12, "gal", "gal") for the litres
             # in 12 gallons (Qwen2.5-Coder-0.5B). Another is, though the task says it too ("9" for 3 * 1 * 3).
@@ -292,7 +294,7 @@ class StatesAResult(Check):
                 return None
             if _same_number(last.strip(), _number_texts(answer)):
                 return Finding.confirm(self, f"the answer states {last.strip()}, the last tool result")
-        for value in _number_texts(last) | _json_words(last):
+        for value in _values(last):
             if value in said or _same_number(value, said):
                 return Finding.confirm(self, f"the answer states {value}, the last tool result")
         words = _words(answer) - _words(evidence.task)
@@ -316,6 +318,33 @@ def _argument_text(arguments: str) -> str:
         return json.dumps(json.loads(arguments), ensure_ascii=False)
     except json.JSONDecodeError:
         return arguments
+
+
+def _same_tool_before(observations: Sequence[Observation], task: str) -> list[Observation]:
+    """Earlier results of the last call's tool that were asked for something of the task the last call was
+    not: one of two books the task names. An answer that states the last one's value alone left the other
+    out ("412 more pages", The Copper Orchard's pages, after find_book on both; Qwen2.5-Coder-0.5B). A call
+    the last one took over (add(2, 2), then add(2, 3) for 2 + 3) or fed (42 from "17 + 25", then
+    "42 * 3") left nothing out."""
+    ok = [o for o in observations if o.ok]
+    last = _task_values(ok[-1].arguments, task)
+    return [o for i, o in enumerate(ok[:-1]) if o.name == ok[-1].name and _task_values(o.arguments, task) - last
+            and not _numbers(o.shown) & {v for later in ok[i + 1:] for v in _numbers(later.arguments)}]
+
+
+def _task_values(arguments: str, task: str) -> set[str]:
+    """A call's argument values that the task states (casefolded)."""
+    try:
+        data = json.loads(arguments)
+    except json.JSONDecodeError:
+        return set()
+    values = data.values() if isinstance(data, dict) else []
+    said = task.casefold()
+    return {str(v).casefold() for v in values if isinstance(v, str | int | float) and str(v).casefold() in said}
+
+
+def _values(result: str) -> set[str]:
+    return _number_texts(result) | _json_words(result)
 
 
 def _worked_out(answer: str, sources: Sequence[str]) -> bool:

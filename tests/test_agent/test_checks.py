@@ -132,6 +132,8 @@ def test_a_result_is_not_confirmed_when_a_number_of_the_task_went_into_no_call()
     one_book = "The Copper Orchard has 412 more pages than Night Harbor."  # Qwen2.5-Coder-0.5B's: 'Night Harbor' unlooked
     more = "How many more pages does 'The Copper Orchard' have than 'Night Harbor'?"
     assert StatesAResult()(one_book, Evidence(more, [copper])) is None
+    assert StatesAResult()(one_book, Evidence(more, [book, copper])) is None  # both looked up, the answer only the last
+    assert StatesAResult()("412 and 352 pages", Evidence("How many pages do they have?", [book, copper])).passed
     difference = Observation("subtract", '{"a": 412, "b": 352}', "60", True)
     assert StatesAResult()("60 pages more", Evidence(more, [copper, book, difference])).passed
     spanish = Observation("find_book", '{"title": "El jard\\u00edn de ceniza"}', '{"author": "Lucía Ferrer"}', True)
