@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from agent import results
 from agent.arithmetic import mended, wrong_equations
 from agent.grounding import grounding_problems, tools_asked_for
 from agent.offers import Observation, looping
 
 # A tool-call tag of any format the engine knows, or the start of one: text that opens a call is no answer.
 _CALL_TAGS = re.compile(r"<tool_call>|</tool_call>|\[TOOL_CALLS\]|<\|python_tag\|>|<function[=>]")
-_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
 
 
 @dataclass(frozen=True)
@@ -275,150 +275,32 @@ class StatesAResult(Check):
     def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
         if not evidence.results:
             return None
-        taken = {v for o in evidence.observations if o.ok for v in _numbers(o.arguments)}
-        if _numbers(evidence.task) - taken:
+        taken = {v for o in evidence.observations if o.ok for v in results.numbers(o.arguments)}
+        if results.numbers(evidence.task) - taken:
             return None
-        arguments = " ".join(_argument_text(o.arguments) for o in evidence.observations if o.ok).casefold()
-        if any(name.casefold() not in arguments for name in _quoted(evidence.task)):
+        arguments = " ".join(results.argument_text(o.arguments) for o in evidence.observations if o.ok).casefold()
+        if any(name.casefold() not in arguments for name in results.quoted(evidence.task)):
             return None
-        if _worked_out(answer, [evidence.task, *evidence.results]):
+        if results.worked_out(answer, [evidence.task, *evidence.results]):
             return None
-        said = _stated(answer) - _stated(evidence.task)  # "Night Harbor" from find_book's JSON is no result of it
+        said = results.stated(answer) - results.stated(evidence.task)  # "Night Harbor" from find_book's JSON is no result of it
         last = evidence.results[-1]
-        if any(not _values(o.shown) & said for o in _same_tool_before(evidence.observations, evidence.task)):
+        if any(not results.values(o.shown) & said for o in results.same_tool_before(evidence.observations, evidence.task)):
             return None
-        if _is_number(last):
+        if results.is_number(last):
             # A number the call was given is no result: "12.0" from convert_units(12, "gal", "gal") for the litres
             # in 12 gallons (Qwen2.5-Coder-0.5B). Another is, though the task says it too ("9" for 3 * 1 * 3).
-            if float(last) in _numbers([o for o in evidence.observations if o.ok][-1].arguments):
+            if float(last) in results.numbers([o for o in evidence.observations if o.ok][-1].arguments):
                 return None
-            if _same_number(last.strip(), _number_texts(answer)):
+            if results.same_number(last.strip(), results.number_texts(answer)):
                 return Finding.confirm(self, f"the answer states {last.strip()}, the last tool result")
-        for value in _values(last):
-            if value in said or _same_number(value, said):
+        for value in results.values(last):
+            if value in said or results.same_number(value, said):
                 return Finding.confirm(self, f"the answer states {value}, the last tool result")
-        words = _words(answer) - _words(evidence.task)
-        if words and not _is_json(last) and words <= _words(last):  # "Friday" from "The demo is on Friday."
+        words = results.words(answer) - results.words(evidence.task)
+        if words and not results.is_json(last) and words <= results.words(last):  # "Friday" from "The demo is on Friday."
             return Finding.confirm(self, "the answer's words are the last tool result's")
         return None
-
-
-# A name the task quotes, in the quotation marks of any script ("it's" opens no quote).
-_QUOTED = re.compile(r"""(?<!\w)'([^']{2,}?)'(?!\w)|"([^"]{2,}?)"|‘([^’]{2,}?)’|“([^”]{2,}?)”|«([^»]{2,}?)»"""
-                     r"|„([^“]{2,}?)“|「([^」]+?)」|『([^』]+?)』")
-
-
-def _quoted(text: str) -> list[str]:
-    return [next(g for g in match if g).strip() for match in _QUOTED.findall(text)]
-
-
-def _argument_text(arguments: str) -> str:
-    """A call's argument values as text (JSON escapes undone: "Valpara\u00edso" is "Valparaíso")."""
-    try:
-        return json.dumps(json.loads(arguments), ensure_ascii=False)
-    except json.JSONDecodeError:
-        return arguments
-
-
-def _same_tool_before(observations: Sequence[Observation], task: str) -> list[Observation]:
-    """Earlier results of the last call's tool that were asked for something of the task the last call was
-    not: one of two books the task names. An answer that states the last one's value alone left the other
-    out ("412 more pages", The Copper Orchard's pages, after find_book on both; Qwen2.5-Coder-0.5B). A call
-    the last one took over (add(2, 2), then add(2, 3) for 2 + 3) or fed (42 from "17 + 25", then
-    "42 * 3") left nothing out."""
-    ok = [o for o in observations if o.ok]
-    last = _task_values(ok[-1].arguments, task)
-    return [o for i, o in enumerate(ok[:-1]) if o.name == ok[-1].name and _task_values(o.arguments, task) - last
-            and not _numbers(o.shown) & {v for later in ok[i + 1:] for v in _numbers(later.arguments)}]
-
-
-def _task_values(arguments: str, task: str) -> set[str]:
-    """A call's argument values that the task states (casefolded)."""
-    try:
-        data = json.loads(arguments)
-    except json.JSONDecodeError:
-        return set()
-    values = data.values() if isinstance(data, dict) else []
-    said = task.casefold()
-    return {str(v).casefold() for v in values if isinstance(v, str | int | float) and str(v).casefold() in said}
-
-
-def _values(result: str) -> set[str]:
-    return _number_texts(result) | _json_words(result)
-
-
-def _worked_out(answer: str, sources: Sequence[str]) -> bool:
-    """Whether the answer has a number that no source has, even rounded (signs aside: "2026-10-17")."""
-    known = {n.lstrip("-") for text in sources for n in _number_texts(text)}
-    return any(n not in known and not any(_same_number(k, {n}) for k in known)
-               for n in {n.lstrip("-") for n in _number_texts(answer)})
-
-
-def _number_texts(text: str) -> set[str]:
-    return {n.replace(",", "") for n in _NUMBER.findall(text)}
-
-
-def _stated(text: str) -> set[str]:
-    return _number_texts(text) | _words(text)
-
-
-def _numbers(text: str) -> set[float]:
-    return {float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)}
-
-
-def _words(text: str) -> set[str]:
-    return {w.casefold() for w in re.findall(r"\w{3,}", text)}
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return True
-
-
-def _json_words(text: str) -> set[str]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return set()
-    found: set[str] = set()
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack += item.values()
-        elif isinstance(item, list):
-            stack += item
-        elif isinstance(item, str):
-            found |= _words(item)
-    return found
-
-
-def _same_number(value: str, said: set[str]) -> bool:
-    """1154.3 stated for a result of 1154.324, 86 for 86.0: rounding is no new number."""
-    try:
-        target = float(value)
-    except ValueError:
-        return False
-    for text in said:
-        try:
-            number = float(text)
-        except ValueError:
-            continue
-        decimals = len(text.partition(".")[2])
-        if number != 0 and abs(number - target) <= 0.5 * 10 ** -decimals + 1e-9:
-            return True
-    return False
 
 
 class SumsHold(Check):
