@@ -273,24 +273,25 @@ class StatesAResult(Check):
     name = "states_a_result"
 
     def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
-        if not evidence.results:
+        ok = [o for o in evidence.observations if o.ok]
+        if not ok:
             return None
-        taken = {v for o in evidence.observations if o.ok for v in results.numbers(o.arguments)}
+        taken = {v for o in ok for v in results.numbers(o.arguments)}
         if results.numbers(evidence.task) - taken:
             return None
-        arguments = " ".join(results.argument_text(o.arguments) for o in evidence.observations if o.ok).casefold()
+        arguments = " ".join(results.argument_text(o.arguments) for o in ok).casefold()
         if any(name.casefold() not in arguments for name in results.quoted(evidence.task)):
             return None
         if results.worked_out(answer, [evidence.task, *evidence.results]):
             return None
         said = results.stated(answer) - results.stated(evidence.task)  # "Night Harbor" from find_book's JSON is no result of it
-        last = evidence.results[-1]
+        last = ok[-1].shown
         if any(not results.values(o.shown) & said for o in results.same_tool_before(evidence.observations, evidence.task)):
             return None
         if results.is_number(last):
             # A number the call was given is no result: "12.0" from convert_units(12, "gal", "gal") for the litres
             # in 12 gallons (Qwen2.5-Coder-0.5B). Another is, though the task says it too ("9" for 3 * 1 * 3).
-            if float(last) in results.numbers([o for o in evidence.observations if o.ok][-1].arguments):
+            if float(last) in results.numbers(ok[-1].arguments):
                 return None
             if results.same_number(last.strip(), results.number_texts(answer)):
                 return Finding.confirm(self, f"the answer states {last.strip()}, the last tool result")

@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Sequence
 
-from agent.offers import Observation
+from agent.offers import Observation, parse_arguments
 
 NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
 
@@ -42,13 +42,9 @@ def same_tool_before(observations: Sequence[Observation], task: str) -> list[Obs
 
 def task_values(arguments: str, task: str) -> set[str]:
     """A call's argument values that the task states (casefolded)."""
-    try:
-        data = json.loads(arguments)
-    except json.JSONDecodeError:
-        return set()
-    values = data.values() if isinstance(data, dict) else []
     said = task.casefold()
-    return {str(v).casefold() for v in values if isinstance(v, str | int | float) and str(v).casefold() in said}
+    return {str(v).casefold() for v in parse_arguments(arguments).values()
+            if isinstance(v, str | int | float) and str(v).casefold() in said}
 
 
 def values(result: str) -> set[str]:
