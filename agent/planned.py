@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 from agent import prompts
 from agent.context import SHORT_OBSERVATION, shorten
 from agent.conversation import tool_turn
-from agent.events import ErrorEvent, Event, Final, PhaseStarted, PlanMade, Steered
+from agent.events import ErrorEvent, Event, Final, PhaseStarted, PlanMade, Steered, Verdict
 from agent.grounding import answer_in_hand, numbers, unused_task_numbers
 from agent.offers import Observation, next_offer, no_tool_worked, parse_arguments
 from agent.policies import AnswerWhenNoToolWorks
 from agent.turns import (
     ANSWER_LINE,
+    MAX_STRING,
     TEXT_ANSWER,
     TurnError,
     act_schema,
@@ -80,6 +81,8 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
             answer, from_knowledge = own_words or answer, bool(own_words)
         yield PhaseStarted(phase="verify")
         verdict = yield from agent._verify(task, answer, evidence, notes, shown_reasons, from_knowledge)
+        if verdict.passed and not from_knowledge and agent.output_type is None and len(answer) >= MAX_STRING:
+            verdict = cut_off(verdict)
         yield verdict
         shown_reasons += verdict.reasons
         if verdict.passed:
@@ -99,6 +102,14 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
             conversation.append(said)
         replanned = prompts.REPLANNED.format(reasons=reasons, plan=prompts.numbered(plan))
         conversation.append(Message(role="user", content=replanned))
+
+
+def cut_off(verdict: Verdict) -> Verdict:
+    """An answer that the checks passed but that ran to the act turn's bound of MAX_STRING characters was cut
+    off: Qwen2.5-Coder-0.5B's preamble "...is currently 9 degrees Celsius, so" passed, and was verified. A check
+    that refuses it keeps its own reason (a preamble that names a tool to call is followed by that call)."""
+    return verdict.model_copy(update={"passed": False, "verified": False, "rules": ["cut_off"],
+                                      "reasons": [prompts.CUT_OFF.format(limit=MAX_STRING)]})
 
 
 def answer_without_tools(agent: Agent, task: str, evidence: list[Observation],

@@ -79,6 +79,7 @@ Call the next tool the task needs, or answer if these results are enough."""
 REPEATED_CALL = "you already made this call; its result was: {result}"
 LOOPING_CALL = "this call repeats {unit!r} {times} times in a row, which computes or finds nothing: write the call the task needs"
 
+CUT_OFF = "The reply was cut off at {limit} characters before it gave the answer; give the answer in one short sentence"
 PARSE_ERROR = "Your reply was not valid: {error}. Reply with JSON only, in the format asked."
 
 VERIFY = """Task: {task}

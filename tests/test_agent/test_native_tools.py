@@ -6,9 +6,11 @@ import json
 from typing import Literal
 
 import pytest
+from pydantic import BaseModel
 
 from agent import Agent
-from agent.events import Final, ToolCalled, ToolReturned
+from agent.events import Final, ToolCalled, ToolReturned, Verdict
+from agent.turns import MAX_STRING
 from backends import SamplingParams, ToolCall
 from backends.scripted import ScriptedBackend
 from tests.fixtures.chat_families import FAMILIES
@@ -70,3 +72,45 @@ def test_after_a_replan_a_native_turn_must_make_a_call_not_made_yet():
     (offered,) = after_replan.callable_tools
     assert "Oslo" not in json.dumps(offered) and "Paris" in json.dumps(offered)
     assert [t["function"]["name"] for t in after_replan.tools] == ["get_weather"]  # the template shows it whole
+
+
+def test_an_answer_cut_at_the_act_bound_is_refused_and_the_run_goes_on():
+    """Qwen2.5-Coder-0.5B's plan path wrote a preamble until the 160-character bound cut it, and it was verified."""
+    preamble = ("The weather in Paris is what the tool says, sunny in Paris, and to be sure of it I will now go "
+                "through the reply of the tool once more and then write it down as my answer, so")
+    preamble = (preamble + " and so on" * 20)[:MAX_STRING]
+    backend = ScriptedBackend(replies=[
+        json.dumps({"steps": ["Ask for the weather"]}), [ToolCall.create("c1", "get_weather", {"city": "Paris"})],
+        preamble, json.dumps({"steps": ["Answer in one sentence"]}), "It is sunny in Paris."])
+    events = list(Agent(backend, tools=[get_weather], native_tools=True, plan=True, model_verify=False).stream(
+        "What is the weather in Paris?"))
+    verdicts = [e for e in events if isinstance(e, Verdict)]
+    assert verdicts[0].rules == ["cut_off"] and not verdicts[0].passed and "cut off at 160" in verdicts[0].reasons[0]
+    final = events[-1]
+    assert isinstance(final, Final) and final.answer == "It is sunny in Paris."
+
+
+def test_a_cut_preamble_that_names_a_tool_keeps_that_checks_refusal():
+    preamble = ("To find the weather in Paris, I will use the `get_weather` function from the tools, which takes a "
+                "city and returns its weather, and then I will tell you what it says about it in")
+    preamble = (preamble + " and so on" * 20)[:MAX_STRING]
+    backend = ScriptedBackend(replies=[json.dumps({"steps": ["Ask for the weather"]}), preamble,
+                                       json.dumps({"steps": ["Ask for the weather in Paris"]}),
+                                       [ToolCall.create("c1", "get_weather", {"city": "Paris"})], "It is sunny in Paris."])
+    events = list(Agent(backend, tools=[get_weather], native_tools=True, plan=True, model_verify=False).stream(
+        "What is the weather in Paris?"))
+    first = next(e for e in events if isinstance(e, Verdict))
+    assert "names_an_uncalled_tool" in first.rules and "cut_off" not in first.rules
+    assert events[-1].answer == "It is sunny in Paris."
+
+
+def test_a_long_typed_answer_is_not_taken_for_a_cut_one():
+    class Report(BaseModel):
+        summary: str
+
+    long_json = json.dumps({"summary": "sunny in Paris " * 15})
+    backend = ScriptedBackend(replies=[json.dumps({"steps": ["Ask for the weather"]}),
+                                       [ToolCall.create("c1", "get_weather", {"city": "Paris"})], long_json])
+    result = Agent(backend, tools=[get_weather], native_tools=True, plan=True, model_verify=False,
+                   output_type=Report).run("What is the weather in Paris?")
+    assert result.answer == long_json
