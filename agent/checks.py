@@ -233,6 +233,32 @@ class NotOnlyErrors(Check):
         return Finding.refuse(self, self.REASON)
 
 
+class GuessedAboutAName(Check):
+    """An answer whose numbers come from nowhere (not the task, a tool's reply or a note), given when a name the
+    task quotes went into no call, is a guess about that name: asked how many pages 'Night Harbor' and 'Salt and
+    Sparrows' have together, Qwen2.5-Coder-1.5B answered 240 + 220 without a call, and Qwen2.5-Coder-0.5B
+    "Let's assume ... 100 and 200". It goes back with a forced call (told in words, the 1.5B wrote the reason
+    back as its answer), once for each set of names left: after looking up 'Night Harbor' alone, the 1.5B kept
+    its invented year for 'The Copper Orchard'. Answered again with the same names left (no tool may know
+    them), it passes."""
+
+    name = "guessed_about_a_name"
+    holds_to_evidence = True
+
+    def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
+        if not evidence.tools:
+            return None
+        asked = " ".join(results.argument_text(o.arguments) for o in evidence.observations).casefold()
+        unasked = [name for name in results.quoted(evidence.task) if name.casefold() not in asked]
+        known = results.numbers(" ".join([evidence.task, *(o.shown for o in evidence.observations), *evidence.notes]))
+        if not unasked or not results.numbers(answer) - known:
+            return None
+        names = ", ".join(f"'{name}'" for name in unasked)
+        reason = (f"The task names {names}, which no tool was asked about, and the answer's numbers come from no "
+                  "tool; call the tool that looks it up")
+        return None if reason in evidence.said else Finding.refuse(self, reason, call_next=True)
+
+
 class NotEmpty(Check):
     """A reply with no text (a model that stopped at once, or wrote only whitespace) is no answer."""
 
@@ -352,7 +378,7 @@ class Grounded(Check):
 
 
 DEFAULT: tuple[Check, ...] = (NotEmpty(), NotALoop(), NotACall(), NamesAnUncalledTool(), NotAMessage(), NotOnlyErrors(),
-                             SumsHold(), StatesAResult())
+                             GuessedAboutAName(), SumsHold(), StatesAResult())
 SMALL_MODEL: tuple[Check, ...] = (*DEFAULT, Grounded())
 
 

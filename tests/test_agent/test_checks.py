@@ -5,6 +5,7 @@ from agent.checks import (
     SMALL_MODEL,
     Evidence,
     Grounded,
+    GuessedAboutAName,
     NamesAnUncalledTool,
     NotACall,
     NotALoop,
@@ -38,6 +39,8 @@ RIGHT = [
     ("日本の首都は?", "東京", []),
     ("Add 2 and 3.", "2 + 3 = 5; I used add to compute it.", [("add", "5")]),
     ("What is 5 factorial?", "120", [("math.factorial", "120")]),
+    ("Translate 'thank you' into French.", "Merci.", []),
+    ("Is 'Night Harbor' longer than 300 pages?", "I cannot tell whether it has more than 300 pages.", []),
 ]
 
 
@@ -183,3 +186,24 @@ def test_a_reply_that_loops_is_refused_and_one_that_repeats_a_little_is_not():
         assert not NotALoop()(loop, evidence).passed
     for fine in ("42 km is 26.1 miles.", "東京", "Ha ha, no: 3 * 3 * 3 = 27."):
         assert NotALoop()(fine, evidence) is None
+
+
+def test_numbers_from_nowhere_about_a_quoted_name_no_call_took_go_back_once():
+    task = "How many pages do 'Night Harbor' and 'Salt and Sparrows' have together?"
+    guess = "240 + 220 = 460 pages."  # Qwen2.5-Coder-1.5B, no call made
+    finding = GuessedAboutAName()(guess, seen(task=task))
+    assert finding and not finding.passed and finding.call_next and finding.rule == "guessed_about_a_name"
+    assert "'Night Harbor', 'Salt and Sparrows'" in finding.reason
+    assert GuessedAboutAName()(guess, Evidence(task, tools=TOOLS, said=[finding.reason])) is None  # written again: it passes
+    # one book looked up, the other guessed: still a guess about the other
+    looked_up = Evidence(task, [Observation("find_book", '{"title": "Night Harbor"}', '{"pages": 352}', True, False)],
+                         tools=TOOLS)
+    left = GuessedAboutAName()("352 + 276 = 628", looked_up)
+    assert left.reason != finding.reason and "'Salt and Sparrows'" in left.reason and "'Night Harbor'" not in left.reason
+    said = Evidence(task, looked_up.observations, tools=TOOLS, said=[finding.reason])  # fewer names left: once more
+    assert GuessedAboutAName()("352 + 276 = 628", said) is not None
+    both = Evidence(task, [Observation("find_book", '{"title": "Night Harbor"}', '{"pages": 352}', True, False),
+                           Observation("find_book", '{"title": "Salt and Sparrows"}', '{"pages": 276}', True, False)],
+                    tools=TOOLS)
+    assert GuessedAboutAName()("352 + 276 = 628", both) is None
+    assert GuessedAboutAName()(guess, Evidence(task)) is None  # no tools: nothing could have looked it up
