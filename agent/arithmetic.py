@@ -27,7 +27,7 @@ _CHAIN = re.compile(rf"{_EXPRESSION}(?:{_SIGN}{_EXPRESSION})+(?![\d.,]*\d)")
 # A line that sets a name to an expression, words after it ("Fahrenheit = 64.4 degrees"), but no more digits
 _LINE = re.compile(rf"^[^\S\n]*(?P<name>[^\W\d][^=\n\d]*?)[^\S\n]*=[^\S\n]*\$?(?P<expression>{_EXPRESSION})[^\d\n=]*$",
                    re.MULTILINE)
-_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}")
+DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _chains(text: str) -> list[list[tuple[str, int, str]]]:
 def _wrong(left: str, sign: str, right: str, at: int) -> WrongEquation | None:
     """The equation `left sign right` when it is wrong; `at`: where `right` starts in the text."""
     written = _unwrapped(left.strip())
-    if not re.search(rf"\d\s*\)*\s*{_OPERATOR}", written) or _DATE.search(written + " " + right):
+    if not re.search(rf"\d\s*\)*\s*{_OPERATOR}", written) or DATE.search(written + " " + right):
         return None  # a lone number is no equation; 2026-12-01 is a date, not a subtraction
     stated = _unwrapped(right.strip())
     try:

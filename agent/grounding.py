@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from agent.arithmetic import DATE
 from agent.operations import operations_done, operations_left, out_of_order, swapped_operands
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
@@ -20,6 +21,12 @@ _OPERATION = (r"\b(total|sum|average|percent(age)?|square root|add|subtract|mult
               r"|\d\s*(\*\*|[-+*/%^x])\s*\(?\d")
 _COMPUTATION = re.compile(_OPERATION, re.IGNORECASE)
 _QUANTITY = re.compile(r"\bhow (many|much)\b|\b(count|number of)\b|" + _OPERATION, re.IGNORECASE)
+def asks(pattern: re.Pattern[str], task: str) -> bool:
+    """Whether the task, its dates aside, asks for a quantity or a computation: the hyphens of 2027-03-15 are no
+    subtraction ("What day of the week is 2027-03-15?" asks for no number; "Monday" was refused)."""
+    return pattern.search(DATE.sub(" ", task)) is not None
+
+
 _STOP = frozenset("""the and for with that this what which who whom whose when where why how are was were
 is be been being has have had does did do not use using from into onto than then there their them they
 its it's our your you his her him she he we can could would should will shall may might must each every
@@ -108,7 +115,7 @@ def unfinished_calculation(task: str, calls: Sequence[tuple[str, str]]) -> bool:
 
 def _ends_in_a_number(task: str, calls: Sequence[tuple[str, str]]) -> bool:
     """A question that asks for an amount, and the last successful call gave one number."""
-    return bool(calls) and _QUANTITY.search(task) is not None and _NUMBER.fullmatch(calls[-1][1].strip()) is not None
+    return bool(calls) and asks(_QUANTITY, task) and _NUMBER.fullmatch(calls[-1][1].strip()) is not None
 
 
 def tools_asked_for(task: str, tool_schemas: Sequence[dict]) -> list[str]:
@@ -179,7 +186,7 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     evidence = [*results, *notes]
     found = numbers(answer)
     # A question that asks for an amount answered with words only ("math" for "What is 4821 * 367?").
-    if _QUANTITY.search(task) and not found:
+    if asks(_QUANTITY, task) and not found:
         problems.append("The task asks for a quantity, but the answer contains no number")
     # A number that nothing produced: neither the task nor a tool nor a note has it (a guessed result).
     known = grounded_numbers(task, calls, notes)
@@ -200,27 +207,27 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
         problems.append("The answer only restates the task; answer with what the tools found")
     # A computation answered with one of its own inputs ("169" for the square root of 169, "15% 4").
     asked_numbers, computed = numbers(task), _computed(calls)
-    if _COMPUTATION.search(task) and found and all(close_to_any(n, asked_numbers) for n in found):
+    if asks(_COMPUTATION, task) and found and all(close_to_any(n, asked_numbers) for n in found):
         if not any(close_to_any(n, computed) for n in found):
             problems.append(f"The answer only repeats the task's number {_shown(sorted(found))}; compute the result")
     # A computation answered with a value looked up, not computed ("apples,12" for "add the apples and
     # pears"; "42000" for "the budget divided by 12").
-    elif _COMPUTATION.search(task) and found and not any(close_to_any(n, computed) for n in found):
+    elif asks(_COMPUTATION, task) and found and not any(close_to_any(n, computed) for n in found):
         problems.append("The task asks for a calculation, but no tool computed the answer's number; calculate it")
     # An amount that ignores the latest result ("42" after the calculator went on to 126).
-    if results and _QUANTITY.search(task) and found and numbers(results[-1]):
+    if results and asks(_QUANTITY, task) and found and numbers(results[-1]):
         if not any(close_to_any(n, numbers(results[-1])) for n in found):
             problems.append("The answer does not use the last tool result; answer from what it returned")
     # Where the evidence has sentences about what the task asks, what the answer looked up must
     # come from one of them. A number read off the wrong line ("12" for "How many pears?" from "apples,12 / pears,7").
     looked_up = [n for n in found if not close_to_any(n, asked_numbers | computed)]
-    if _QUANTITY.search(task) and looked_up and about:
+    if asks(_QUANTITY, task) and looked_up and about:
         if not any(close_to_any(n, numbers(s)) for n in looked_up for s in about):
             problems.append(f"The number {_shown(looked_up)} comes from a line about something else; "
                             "answer from the line about what the task asks")
     # The task's own number given back for an amount the evidence tells ("14" for "how many apples are
     # in 14 crates?", where a note says a crate holds 36): neither looked up nor computed.
-    elif _QUANTITY.search(task) and not _COMPUTATION.search(task) and found and about \
+    elif asks(_QUANTITY, task) and not asks(_COMPUTATION, task) and found and about \
             and not any(close_to_any(n, computed) for n in found):
         if not any(close_to_any(n, numbers(s)) for n in found for s in about):
             problems.append(f"The answer only repeats the task's number {_shown(sorted(found))}; "
@@ -229,7 +236,7 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     # for the budget divided by 12, where a note says the budget is 42000; "12*12*12" for the total
     # of apples, pears and plums; "14*14*14" for the apples in 14 crates, where a crate holds 36).
     used = {n for arguments, _ in calls for n in numbers(arguments)}
-    if found and used and (_COMPUTATION.search(task) or any(close_to_any(n, computed) for n in found)):
+    if found and used and (asks(_COMPUTATION, task) or any(close_to_any(n, computed) for n in found)):
         left_out = []
         for term in sorted(_stems(asked)):
             told = {n for s, stems in sentences if term in stems for n in numbers(s) if not close_to_any(n, asked_numbers)}
@@ -261,7 +268,7 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
         problems.append(f"The task's {', '.join(swapped)} must stand right of its operator; swap the numbers")
     # An intermediate result: a computation that left some of the task's numbers out (144 for
     # "Multiply 12 by 12, then subtract 44"; 12 apples for "multiply the plums by 3").
-    if _COMPUTATION.search(task) and found:
+    if asks(_COMPUTATION, task) and found:
         unused = [n for n in unused_task_numbers(task, calls) if not close_to_any(n, found)]
         if unused:
             problems.append(f"The task's number {_shown(unused)} is not used yet: finish the calculation with it")

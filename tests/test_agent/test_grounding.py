@@ -20,6 +20,13 @@ def test_a_quantity_answered_with_words_is_not_grounded():
     assert grounding_problems("What is 4821 * 367?", "4821 * 367 = 1,769,307", [(CALC, "1769307")]) == []
 
 
+def test_a_date_in_the_task_is_no_subtraction():
+    """Qwen2.5-Coder-0.5B's "Monday" from weekday("2027-03-15") was refused: the date's hyphens read as minus signs."""
+    weekday = [('{"date": "2027-03-15"}', "Monday")]
+    assert grounding_problems("What day of the week is 2027-03-15?", "Monday", weekday) == []
+    assert any("contains no number" in p for p in grounding_problems("What is 2027 - 3?", "Monday", weekday))
+
+
 def test_a_number_nothing_produced_is_not_grounded():
     problems = grounding_problems("Using the notes, how many apples in 14 crates?", "42",
                                   [('{"query": "Zephyr apples"}', "A crate of Zephyr apples holds 36 apples.")])
