@@ -45,7 +45,7 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
     shown_reasons: list[str] = []
     if direct is not None:  # the model answered at once: checked like any answer, else it plans after all
         yield PhaseStarted(phase="verify")
-        verdict = yield from agent._verify(task, direct, [], notes)
+        verdict = unless_cut_off(agent, (yield from agent._verify(task, direct, [], notes)))
         yield verdict
         shown_reasons = list(verdict.reasons)
         if verdict.passed:
@@ -81,8 +81,7 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
             answer, from_knowledge = own_words or answer, bool(own_words)
         yield PhaseStarted(phase="verify")
         verdict = yield from agent._verify(task, answer, evidence, notes, shown_reasons, from_knowledge)
-        if verdict.passed and not from_knowledge and agent.output_type is None and len(answer) >= MAX_STRING:
-            verdict = cut_off(verdict)
+        verdict = verdict if from_knowledge else unless_cut_off(agent, verdict)
         yield verdict
         shown_reasons += verdict.reasons
         if verdict.passed:
@@ -104,10 +103,13 @@ def plan_and_act(agent: Agent, task: str, previous: list[Message], memory_text: 
         conversation.append(Message(role="user", content=replanned))
 
 
-def cut_off(verdict: Verdict) -> Verdict:
-    """An answer that the checks passed but that ran to the act turn's bound of MAX_STRING characters was cut
-    off: Qwen2.5-Coder-0.5B's preamble "...is currently 9 degrees Celsius, so" passed, and was verified. A check
-    that refuses it keeps its own reason (a preamble that names a tool to call is followed by that call)."""
+def unless_cut_off(agent: Agent, verdict: Verdict) -> Verdict:
+    """The verdict, or a refusal (rule cut_off) where the checks passed an answer that ran to the bound of
+    MAX_STRING characters the plan and act schemas set: it was cut off. Qwen2.5-Coder-0.5B's preamble "...is
+    currently 9 degrees Celsius, so" passed, and was verified. A check that refuses it keeps its own reason (a
+    preamble that names a tool to call is followed by that call); a typed answer has no such bound."""
+    if not verdict.passed or agent.output_type is not None or len(verdict.answer) < MAX_STRING:
+        return verdict
     return verdict.model_copy(update={"passed": False, "verified": False, "rules": ["cut_off"],
                                       "reasons": [prompts.CUT_OFF.format(limit=MAX_STRING)]})
 

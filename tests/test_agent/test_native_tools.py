@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from agent import Agent
+from agent.checks import DEFAULT
 from agent.events import Final, ToolCalled, ToolReturned, Verdict
 from agent.turns import MAX_STRING
 from backends import SamplingParams, ToolCall
@@ -114,3 +115,16 @@ def test_a_long_typed_answer_is_not_taken_for_a_cut_one():
     result = Agent(backend, tools=[get_weather], native_tools=True, plan=True, model_verify=False,
                    output_type=Report).run("What is the weather in Paris?")
     assert result.answer == long_json
+
+
+def test_a_direct_answer_cut_at_the_plan_bound_is_refused_too():
+    cut = ("Paris has a mild climate and the weather there today, as on most days in this season, is likely "
+           "to be sunny with a few clouds in the afternoon and a light wind from the west, and")[:MAX_STRING]
+    cut = (cut + " and so on" * 20)[:MAX_STRING]
+    backend = ScriptedBackend(replies=[json.dumps({"answer": cut}), json.dumps({"steps": ["Ask for the weather"]}),
+                                       [ToolCall.create("c1", "get_weather", {"city": "Paris"})], "It is sunny in Paris."])
+    events = list(Agent(backend, tools=[get_weather], native_tools=True, plan=True, model_verify=False,
+                        checks=DEFAULT).stream(
+        "What is the weather in Paris?"))
+    assert next(e for e in events if isinstance(e, Verdict)).rules == ["cut_off"]
+    assert events[-1].answer == "It is sunny in Paris."
