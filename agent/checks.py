@@ -251,7 +251,8 @@ class GuessedAboutAName(Check):
         asked = " ".join(results.argument_text(o.arguments) for o in evidence.observations).casefold()
         unasked = [name for name in results.quoted(evidence.task) if name.casefold() not in asked]
         known = results.numbers(" ".join([evidence.task, *(o.shown for o in evidence.observations), *evidence.notes]))
-        if not unasked or not results.numbers(answer) - known:
+        listed = re.sub(r"(?m)^\s*\d+[.)]\s", " ", answer)  # "1. Identify the language" numbers a step, it states nothing
+        if not unasked or not results.numbers(listed) - known:
             return None
         names = ", ".join(f"'{name}'" for name in unasked)
         reason = (f"The task names {names}, which no tool was asked about, and the answer's numbers come from no "

@@ -41,6 +41,7 @@ RIGHT = [
     ("What is 5 factorial?", "120", [("math.factorial", "120")]),
     ("Translate 'thank you' into French.", "Merci.", []),
     ("Is 'Night Harbor' longer than 300 pages?", "I cannot tell whether it has more than 300 pages.", []),
+    ("Translate 'thank you' into French.", "1. Identify the language: English.\n2. In French, 'thank you' is 'merci'.", []),
 ]
 
 
