@@ -21,17 +21,17 @@ _OPERATION = (r"\b(total|sum|average|percent(age)?|square root|add|subtract|mult
               r"|\d\s*(\*\*|[-+*/%^x])\s*\(?\d")
 _COMPUTATION = re.compile(_OPERATION, re.IGNORECASE)
 _QUANTITY = re.compile(r"\bhow (many|much)\b|\b(count|number of)\b|" + _OPERATION, re.IGNORECASE)
-def asks(pattern: re.Pattern[str], task: str) -> bool:
-    """Whether the task, its dates aside, asks for a quantity or a computation: the hyphens of 2027-03-15 are no
-    subtraction ("What day of the week is 2027-03-15?" asks for no number; "Monday" was refused)."""
-    return pattern.search(DATE.sub(" ", task)) is not None
-
-
 _STOP = frozenset("""the and for with that this what which who whom whose when where why how are was were
 is be been being has have had does did do not use using from into onto than then there their them they
 its it's our your you his her him she he we can could would should will shall may might must each every
 all any some one two three about after before also just only very more most much many few file files
 tool tools calculator answer question task please tell give find read list show number numbers""".split())
+
+
+def asks(pattern: re.Pattern[str], task: str) -> bool:
+    """Whether the task, its dates aside, asks for a quantity or a computation: the hyphens of 2027-03-15 are no
+    subtraction ("What day of the week is 2027-03-15?" asks for no number; "Monday" was refused)."""
+    return pattern.search(DATE.sub(" ", task)) is not None
 
 
 # Numbers a task may give in words ("two crates", "15 percent", "double it"): known, as its digits are.
