@@ -248,8 +248,7 @@ class GuessedAboutAName(Check):
     def __call__(self, answer: str, evidence: Evidence) -> Finding | None:
         if not evidence.tools:
             return None
-        asked = " ".join(results.argument_text(o.arguments) for o in evidence.observations).casefold()
-        unasked = [name for name in results.quoted(evidence.task) if name.casefold() not in asked]
+        unasked = results.names_no_call_took(evidence.task, evidence.observations)
         known = results.numbers(" ".join([evidence.task, *(o.shown for o in evidence.observations), *evidence.notes]))
         listed = re.sub(r"(?m)^\s*\d+[.)]\s", " ", answer)  # "1. Identify the language" numbers a step, it states nothing
         if not unasked or not results.numbers(listed) - known:
@@ -306,8 +305,7 @@ class StatesAResult(Check):
         taken = {v for o in ok for v in results.numbers(o.arguments)}
         if results.numbers(evidence.task) - taken:
             return None
-        arguments = " ".join(results.argument_text(o.arguments) for o in ok).casefold()
-        if any(name.casefold() not in arguments for name in results.quoted(evidence.task)):
+        if results.names_no_call_took(evidence.task, ok):
             return None
         if results.worked_out(answer, [evidence.task, *evidence.results]):
             return None

@@ -185,8 +185,9 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     results = [output for _, output in calls]
     evidence = [*results, *notes]
     found = numbers(answer)
+    quantity, computation = asks(_QUANTITY, task), asks(_COMPUTATION, task)
     # A question that asks for an amount answered with words only ("math" for "What is 4821 * 367?").
-    if asks(_QUANTITY, task) and not found:
+    if quantity and not found:
         problems.append("The task asks for a quantity, but the answer contains no number")
     # A number that nothing produced: neither the task nor a tool nor a note has it (a guessed result).
     known = grounded_numbers(task, calls, notes)
@@ -207,27 +208,27 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
         problems.append("The answer only restates the task; answer with what the tools found")
     # A computation answered with one of its own inputs ("169" for the square root of 169, "15% 4").
     asked_numbers, computed = numbers(task), _computed(calls)
-    if asks(_COMPUTATION, task) and found and all(close_to_any(n, asked_numbers) for n in found):
+    if computation and found and all(close_to_any(n, asked_numbers) for n in found):
         if not any(close_to_any(n, computed) for n in found):
             problems.append(f"The answer only repeats the task's number {_shown(sorted(found))}; compute the result")
     # A computation answered with a value looked up, not computed ("apples,12" for "add the apples and
     # pears"; "42000" for "the budget divided by 12").
-    elif asks(_COMPUTATION, task) and found and not any(close_to_any(n, computed) for n in found):
+    elif computation and found and not any(close_to_any(n, computed) for n in found):
         problems.append("The task asks for a calculation, but no tool computed the answer's number; calculate it")
     # An amount that ignores the latest result ("42" after the calculator went on to 126).
-    if results and asks(_QUANTITY, task) and found and numbers(results[-1]):
+    if results and quantity and found and numbers(results[-1]):
         if not any(close_to_any(n, numbers(results[-1])) for n in found):
             problems.append("The answer does not use the last tool result; answer from what it returned")
     # Where the evidence has sentences about what the task asks, what the answer looked up must
     # come from one of them. A number read off the wrong line ("12" for "How many pears?" from "apples,12 / pears,7").
     looked_up = [n for n in found if not close_to_any(n, asked_numbers | computed)]
-    if asks(_QUANTITY, task) and looked_up and about:
+    if quantity and looked_up and about:
         if not any(close_to_any(n, numbers(s)) for n in looked_up for s in about):
             problems.append(f"The number {_shown(looked_up)} comes from a line about something else; "
                             "answer from the line about what the task asks")
     # The task's own number given back for an amount the evidence tells ("14" for "how many apples are
     # in 14 crates?", where a note says a crate holds 36): neither looked up nor computed.
-    elif asks(_QUANTITY, task) and not asks(_COMPUTATION, task) and found and about \
+    elif quantity and not computation and found and about \
             and not any(close_to_any(n, computed) for n in found):
         if not any(close_to_any(n, numbers(s)) for n in found for s in about):
             problems.append(f"The answer only repeats the task's number {_shown(sorted(found))}; "
@@ -236,7 +237,7 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
     # for the budget divided by 12, where a note says the budget is 42000; "12*12*12" for the total
     # of apples, pears and plums; "14*14*14" for the apples in 14 crates, where a crate holds 36).
     used = {n for arguments, _ in calls for n in numbers(arguments)}
-    if found and used and (asks(_COMPUTATION, task) or any(close_to_any(n, computed) for n in found)):
+    if found and used and (computation or any(close_to_any(n, computed) for n in found)):
         left_out = []
         for term in sorted(_stems(asked)):
             told = {n for s, stems in sentences if term in stems for n in numbers(s) if not close_to_any(n, asked_numbers)}
@@ -268,7 +269,7 @@ def grounding_problems(task: str, answer: str, calls: Sequence[tuple[str, str]],
         problems.append(f"The task's {', '.join(swapped)} must stand right of its operator; swap the numbers")
     # An intermediate result: a computation that left some of the task's numbers out (144 for
     # "Multiply 12 by 12, then subtract 44"; 12 apples for "multiply the plums by 3").
-    if asks(_COMPUTATION, task) and found:
+    if computation and found:
         unused = [n for n in unused_task_numbers(task, calls) if not close_to_any(n, found)]
         if unused:
             problems.append(f"The task's number {_shown(unused)} is not used yet: finish the calculation with it")

@@ -28,6 +28,12 @@ def argument_text(arguments: str) -> str:
         return arguments
 
 
+def names_no_call_took(task: str, observations: Sequence[Observation]) -> list[str]:
+    """The names the task quotes that went into none of these calls' arguments (case aside)."""
+    arguments = " ".join(argument_text(o.arguments) for o in observations).casefold()
+    return [name for name in quoted(task) if name.casefold() not in arguments]
+
+
 def same_tool_before(observations: Sequence[Observation], task: str) -> list[Observation]:
     """Earlier results of the last call's tool that were asked for something of the task the last call was
     not: one of two books the task names. An answer that states the last one's value alone left the other
