@@ -137,20 +137,25 @@ class _BlockLinear(nn.Module):
 
 
 class BlockInt4Linear(_BlockLinear):
-    def __init__(self, nibbles: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None) -> None:
+    def __init__(self, nibbles: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None, codes: Tensor | None = None,
+                 supers: Tensor | None = None) -> None:
         """From quant.Int4Weight's parts: w = (q - 8) * scale + zero. Takes the nibbles over (each group's in the
-        kernels' order already): they are put in the kernels' tiles of rows in place, not copied."""
+        kernels' order already): they are put in the kernels' tiles of rows in place, not copied. With Q4_K's own
+        scales (quant.Int4KWeight's codes and supers), the kernels read those instead of float16 scale and mins."""
         super().__init__()
         n, half = nibbles.shape
         self.out_features, self.in_features = n, half * 2
         self.register_buffer("nibbles", cpu_kernels.tile_(nibbles.contiguous(), 16))
-        self.register_buffer("scale", scale.to(torch.float16).contiguous())
-        self.register_buffer("mins", (zero.float() - 8 * scale.float()).to(torch.float16).contiguous())
+        coded = codes is not None and supers is not None
+        self.register_buffer("scale", None if coded else scale.to(torch.float16).contiguous())
+        self.register_buffer("mins", None if coded else (zero.float() - 8 * scale.float()).to(torch.float16).contiguous())
+        self.register_buffer("codes", codes.contiguous() if coded else None)
+        self.register_buffer("supers", supers.to(torch.float16).contiguous() if coded else None)
         self.bias = bias
 
     def matmul(self, flat: Tensor, norm: Tensor | None, eps: float, compiling: bool) -> Tensor:
         op = cpu_kernels.int4_matmul_op if compiling else cpu_kernels.int4_matmul
-        return op(self.nibbles, self.scale, self.mins, flat, None, norm, eps)
+        return op(self.nibbles, self.scale, self.mins, flat, None, norm, eps, self.codes, self.supers)
 
 
 class BlockInt5Linear(_BlockLinear):

@@ -11,7 +11,8 @@ static void project_rows(const TTProjection& p, const float* x, int64_t M, float
     for (int64_t i = 0; i < p.parts; y += p.part[i].n, i++) {
         const TTLinear& l = p.part[i];
         if (l.bits == 8) int8_rows((const int8_t*)l.w, l.scale, l.n, l.k, x, M, y, ldy, norm, eps, xq, xd, xs, rs);
-        else int4_rows((const uint8_t*)l.w, l.high, l.scale, l.mins, l.n, l.k, x, M, y, ldy, norm, eps, xq, xd, xs, rs);
+        else int4_rows((const uint8_t*)l.w, l.high, l.scale, l.mins, l.codes, l.supers, l.n, l.k, x, M, y, ldy, norm, eps,
+                       xq, xd, xs, rs);
     }
 }
 

@@ -26,7 +26,8 @@ i64, ptr = ctypes.c_int64, ctypes.c_void_p
 
 
 class _Linear(ctypes.Structure):
-    _fields_ = [("w", ptr), ("high", ptr), ("scale", ptr), ("mins", ptr), ("n", i64), ("k", i64), ("bits", i64)]
+    _fields_ = [("w", ptr), ("high", ptr), ("scale", ptr), ("mins", ptr), ("codes", ptr), ("supers", ptr), ("n", i64),
+                ("k", i64), ("bits", i64)]
 
 
 class _Projection(ctypes.Structure):
@@ -125,7 +126,9 @@ class DecodeStep:
             if type(p) is BlockInt8Linear:
                 slot.w, slot.scale, slot.bits = p.q.data_ptr(), p.d.data_ptr(), 8
             else:
-                slot.w, slot.scale, slot.mins = p.nibbles.data_ptr(), p.scale.data_ptr(), p.mins.data_ptr()
+                address = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+                slot.w, slot.scale, slot.mins = p.nibbles.data_ptr(), address(p.scale), address(p.mins)
+                slot.codes, slot.supers = address(getattr(p, "codes", None)), address(getattr(p, "supers", None))
                 slot.high, slot.bits = (p.high.data_ptr(), 5) if type(p) is BlockInt5Linear else (None, 4)
 
     def __call__(self, x: Tensor, positions: Tensor, ropes: tuple[Tensor, ...]) -> Tensor:

@@ -7,7 +7,9 @@
 //   int5: the same with q in 0..31, each value's fifth bit in high[n, 4g .. 4g + 4] (bit i of the
 //         group's little-endian 32 bits for value i): Q5_0 and Q5_1 blocks as they are.
 //   int8: w[n, 32g + i] = q * d[n, g], q in -128..127.
-//   scale, min and d are float16, [N, K / 32] row by row.
+//   scale, min and d are float16, [N, K / 32] row by row. Int4 from Q4_K may instead keep the file's scales:
+//   codes uint8 [N, 2 K / 32] (a row's 6-bit sc for each group, then its m) and supers float16 [N, 2 K / 256] (its
+//   d for each block of 8 groups, then its dmin): scale = d * sc, min = -dmin * m, 2.5 bytes a group instead of 4.
 //   The rows' bytes (nibbles, fifth bits, q) are kept in tiles of 4 rows (the last tile holds what is
 //   left): a tile holds group 0 of its rows one after another, then their group 1, and so on, so that
 //   a thread reads one run of memory for 4 rows (cpu_kernels.tile_). llama.cpp repacks its CPU weights
@@ -32,6 +34,8 @@ struct TTLinear {
     const uint8_t* high;     // int5: fifth bits; else null
     const uint16_t* scale;   // int4, int5: scale; int8: d
     const uint16_t* mins;    // int4, int5
+    const uint8_t* codes;    // int4 from Q4_K: its own scales in place of scale and mins (cpu_kernels_body.h), or null
+    const uint16_t* supers;
     int64_t n, k, bits;      // bits: 4, 5 or 8
 };
 struct TTProjection {        // up to 3 weights of different kinds side by side (their rows in order), then a bias
@@ -137,12 +141,14 @@ void tt_quantize_rows(const float* x, int64_t M, int64_t K, int8_t* xq, float* x
     avx2::quantize_shared(x, M, K, nullptr, 0.0f, xq, xd, xs, nullptr);
 }
 
-// high: null for int4 groups; norm: null, or an RMSNorm's weight applied to x first (with eps)
-void tt_int4_matmul(const uint8_t* w, const uint8_t* high, const uint16_t* scale, const uint16_t* mins, int64_t N,
-                    int64_t K, const float* x, int64_t M, float* y, int threads, const float* norm, float eps) {
+// high: null for int4 groups; codes, supers: null, or Q4_K's own scales in place of scale and mins; norm: null, or
+// an RMSNorm's weight applied to x first (with eps)
+void tt_int4_matmul(const uint8_t* w, const uint8_t* high, const uint16_t* scale, const uint16_t* mins,
+                    const uint8_t* codes, const uint16_t* supers, int64_t N, int64_t K, const float* x, int64_t M,
+                    float* y, int threads, const float* norm, float eps) {
     scratch.fit(M, K);
-    (use_vnni ? vnni::int4_matmul : avx2::int4_matmul)(w, high, scale, mins, N, K, x, M, y, threads, norm, eps,
-                                                      scratch.q.data(), scratch.d.data(), scratch.s.data(),
+    (use_vnni ? vnni::int4_matmul : avx2::int4_matmul)(w, high, scale, mins, codes, supers, N, K, x, M, y, threads, norm,
+                                                      eps, scratch.q.data(), scratch.d.data(), scratch.s.data(),
                                                       scratch.r.data());
 }
 

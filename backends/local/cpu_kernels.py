@@ -98,7 +98,7 @@ def _declared(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Argument types for ctypes: pointers as addresses (int), sizes as int64, thread counts as int."""
     p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
     lib.tt_quantize_rows.argtypes = [p, i64, i64, p, p, p, i32]
-    lib.tt_int4_matmul.argtypes = [p, p, p, p, i64, i64, p, i64, p, i32, p, f32]
+    lib.tt_int4_matmul.argtypes = [p, p, p, p, p, p, i64, i64, p, i64, p, i32, p, f32]
     lib.tt_int8_matmul.argtypes = [p, p, i64, i64, p, i64, p, i32, p, f32]
     lib.tt_attend_one.argtypes = [p, p, p, i64, i64, p, p, i64, i64, i64, i64, f32, i64, p, i32]
     lib.tt_decode_layers.argtypes = [p, p, i64, p, p, p, p, i32]
@@ -181,17 +181,26 @@ def _norm_ptr(norm: Tensor | None, k: int) -> int | None:
     return _ptr(norm)
 
 
-def int4_matmul(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None,
-                norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
+def int4_matmul(nibbles: Tensor, scale: Tensor | None, mins: Tensor | None, x: Tensor, high: Tensor | None = None,
+                norm: Tensor | None = None, eps: float = 0.0, codes: Tensor | None = None,
+                supers: Tensor | None = None) -> Tensor:
     """x float32 [M, K] times int4 weights (nibbles uint8 [N, K/2] `tile_`d by 16 bytes, scale and mins float16
     [N, K/32]; layout in cpu_kernels.cpp), or int5 weights with `high` (uint8 [N, K/8] `tile_`d by 4, the fifth bits)
-    -> float32 [M, N]. With `norm`, x goes in RMS-normalized first: x * rsqrt(mean(x^2) + eps) * norm."""
+    -> float32 [M, N]. With `codes` (uint8 [N, 2 K/32]) and `supers` (float16 [N, 2 K/256]) instead of scale and mins,
+    Q4_K's own scales (K a multiple of 256). With `norm`, x goes in RMS-normalized first: x * rsqrt(mean(x^2) + eps) * norm."""
     lib = library()
     assert lib is not None
     n, k = nibbles.shape[0], nibbles.shape[1] * 2
+    if (codes is None) == (scale is None or mins is None):
+        raise ValueError("int4_matmul takes scale and mins, or codes and supers")
+    if codes is not None and (k % 256 or codes.shape != (n, k // 16) or supers is None or supers.shape != (n, k // 128)
+                              or codes.dtype != torch.uint8 or supers.dtype != torch.float16):
+        raise ValueError(f"Q4_K's scales for [{n}, {k}] are uint8 codes [{n}, {k // 16}] and float16 supers "
+                         f"[{n}, {k // 128}], K a multiple of 256")
     y = torch.empty(x.shape[0], n)
-    lib.tt_int4_matmul(_ptr(nibbles), None if high is None else _ptr(high), _ptr(scale), _ptr(mins), n, k,
-                       _ptr(_checked(x, k)), x.shape[0], _ptr(y), torch.get_num_threads(), _norm_ptr(norm, k), eps)
+    pointer = lambda t: None if t is None else _ptr(t)  # noqa: E731
+    lib.tt_int4_matmul(_ptr(nibbles), pointer(high), pointer(scale), pointer(mins), pointer(codes), pointer(supers), n,
+                       k, _ptr(_checked(x, k)), x.shape[0], _ptr(y), torch.get_num_threads(), _norm_ptr(norm, k), eps)
     return y
 
 
@@ -236,14 +245,15 @@ def attend_one(qkv: Tensor, k_cache: Tensor, v_cache: Tensor, position: int, cos
 # The same two matmuls as torch operators, for code that torch.compile traces (an opaque call
 # instead of a graph break at ctypes); eager code calls the functions above, which skip the dispatcher.
 @torch.library.custom_op("tokentrail::int4_matmul", mutates_args=())
-def int4_matmul_op(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None,
-                   norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
-    return int4_matmul(nibbles, scale, mins, x, high, norm, eps)
+def int4_matmul_op(nibbles: Tensor, scale: Tensor | None, mins: Tensor | None, x: Tensor, high: Tensor | None = None,
+                   norm: Tensor | None = None, eps: float = 0.0, codes: Tensor | None = None,
+                   supers: Tensor | None = None) -> Tensor:
+    return int4_matmul(nibbles, scale, mins, x, high, norm, eps, codes, supers)
 
 
 @int4_matmul_op.register_fake
-def _(nibbles: Tensor, scale: Tensor, mins: Tensor, x: Tensor, high: Tensor | None = None,
-      norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
+def _(nibbles: Tensor, scale: Tensor | None, mins: Tensor | None, x: Tensor, high: Tensor | None = None,
+      norm: Tensor | None = None, eps: float = 0.0, codes: Tensor | None = None, supers: Tensor | None = None) -> Tensor:
     return x.new_empty(x.shape[0], nibbles.shape[0])
 
 

@@ -68,6 +68,16 @@ class Int4Weight:
 
 
 @dataclass
+class Int4KWeight(Int4Weight):
+    """Q4_K's int4 groups (scale = d * sc, zero = 8 * scale - dmin * m a group of 32), with the scales also as the
+    file has them, which our kernels read instead of float16 scale and mins: 2.5 bytes a group instead of 4 (the
+    1.5B Q4_K_M model's weights read 5% fewer bytes a token), and d * sc is not rounded to float16."""
+
+    codes: Tensor  # uint8 [N, 2 K / 32]: a row's 6-bit sc for each group, then its m
+    supers: Tensor  # float16 [N, 2 K / 256]: a row's d for each block of 8 groups, then its dmin
+
+
+@dataclass
 class Int8Weight:
     """w[n, k] = q[n, k] * scale[n]."""
 
@@ -137,6 +147,11 @@ def int4_from_gguf(raw: np.ndarray, qtype: QT) -> Int4Weight:
         q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)
         scale = d * sc
         zero = 8 * scale - dmin * mins
+        groups = Int4Weight.from_values(as_tensor(q, np.uint8), as_tensor(scale), as_tensor(zero))
+        codes = np.concatenate([sc.reshape(n, -1), mins.reshape(n, -1)], axis=1)
+        supers = np.concatenate([d.reshape(n, -1), dmin.reshape(n, -1)], axis=1)
+        return Int4KWeight(groups.nibbles, groups.scale, groups.zero, as_tensor(codes, np.uint8),
+                           as_tensor(supers, np.float16))
     else:
         raise ValueError(f"{qtype.name} has no int4 mapping")
     return Int4Weight.from_values(as_tensor(q, np.uint8), as_tensor(scale), as_tensor(zero))

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from backends.local.block_linear import BlockInt4Linear, BlockInt5Linear, BlockInt8Linear, Int5Blocks, Int8Blocks, fits
 from backends.local.quant import (
     GROUP,
+    Int4KWeight,
     Int4Weight,
     Int8Weight,
     Weight,
@@ -123,7 +124,9 @@ class DenseLinear(nn.Module):
 def linear(weight: Weight, bias: Tensor | None = None) -> nn.Module:
     if isinstance(weight, Int4Weight):
         if ours() and fits(weight.shape):
-            return BlockInt4Linear(weight.nibbles, weight.scale, weight.zero, bias)
+            coded = isinstance(weight, Int4KWeight) and weight.shape[1] % 256 == 0
+            return BlockInt4Linear(weight.nibbles, weight.scale, weight.zero, bias,
+                                   *((weight.codes, weight.supers) if coded else ()))
         if int4_fits(weight.shape) and int4_kernel_is_fast():
             return Int4Linear(weight, bias)
         weight = int8_from_int4(weight)

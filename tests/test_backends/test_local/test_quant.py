@@ -258,10 +258,29 @@ def test_our_kernels_run_gguf_weights_like_a_float_matmul(qtype, our_kernels):
     expected = x @ weight.dequantize().T + bias
     layer = linear(weight, bias)  # takes the weight's bytes over (reordered in place)
     assert isinstance(layer, kind)
+    assert (getattr(layer, "codes", None) is not None) == (qtype == QT.Q4_K)  # Q4_K's own scales, not float16 ones
     got = layer(x)
     assert got.shape == (2, 3, 48) and got.dtype == torch.float32
-    # activations to about 15 bits; Q4_K's scale products round to float16 (2^-11)
-    assert ((got - expected).norm() / expected.norm()) < (1e-3 if qtype == QT.Q4_K else 1e-4)
+    assert ((got - expected).norm() / expected.norm()) < 1e-4  # activations to about 15 bits
+
+
+def test_q4_k_scales_as_the_file_has_them_are_smaller_and_exact(our_kernels):
+    weight = int4_from_gguf(blocks(matrix(20, 768, seed=14), QT.Q4_K), QT.Q4_K)
+    assert weight.codes.shape == (20, 48) and weight.supers.shape == (20, 6) and int(weight.codes.max()) < 64
+    coded = BlockInt4Linear(weight.nibbles.clone(), weight.scale, weight.zero, None, weight.codes, weight.supers)
+    plain = BlockInt4Linear(weight.nibbles.clone(), weight.scale, weight.zero, None)
+    assert plain.codes is None and coded.scale is None
+    x = torch.randn(5, 768)
+    expected = x @ weight.dequantize().T
+    error = {layer: ((layer(x) - expected).norm() / expected.norm()).item() for layer in (coded, plain)}
+    assert error[coded] < 1e-4 and error[plain] < 1e-3  # float16 scales round d * sc (2^-11); the file's do not
+    assert error[coded] < error[plain] / 4
+    # 2.5 bytes of scales a group of 32, against 4
+    assert coded.codes.numel() + 2 * coded.supers.numel() == 20 * 24 * 2.5
+    with pytest.raises(ValueError, match="scale and mins, or codes and supers"):
+        cpu_kernels.int4_matmul(coded.nibbles, None, None, x)
+    with pytest.raises(ValueError, match="multiple of 256"):
+        cpu_kernels.int4_matmul(coded.nibbles, None, None, x, codes=coded.codes[:, :40], supers=coded.supers)
 
 
 def test_int4_weights_in_our_layout_dequantize_to_the_same_values(our_kernels):
