@@ -70,6 +70,22 @@ def test_the_step_gives_the_blocks_results(tmp_path, family, quant):
         assert model.decode_step.layers[0].qkv.parts == 2
 
 
+def test_q4_k_projections_run_on_their_own_scales_in_the_step(tmp_path):
+    """Whole blocks of 256 along every input: each projection keeps Q4_K's codes, which the step reads; its logits
+    are exact precision's, where the same blocks are expanded to float32."""
+    tokenizer = tiny_tokenizer()
+    cfg = tiny_config("qwen2", tokenizer.get_vocab_size(with_added_tokens=True)) | {
+        "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4}
+    path = write_gguf(tmp_path / "q4_k.gguf", cfg, random_weights(cfg), tokenizer,
+                      quant=lambda name: QT.Q4_K if "blk." in name and name.endswith(".weight") and "norm" not in name else None)
+    model = load_model(path, precision="fast").model
+    expected = teacher_forced(load_model(path, precision="exact").model, "torch")  # the file's values in float32
+    got = teacher_forced(model, "cpu")
+    parts = [model.decode_step.layers[0].qkv.part[0], model.decode_step.layers[0].down.part[0]]
+    assert all(p.codes and p.supers and not p.scale for p in parts)
+    assert close(got, expected)
+
+
 def test_a_sliding_window_and_a_grown_cache(tmp_path):
     model = tiny(tmp_path, "llama", QT.Q4_1)
     for block in model.layers:
