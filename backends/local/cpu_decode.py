@@ -126,7 +126,7 @@ class DecodeStep:
             if type(p) is BlockInt8Linear:
                 slot.w, slot.scale, slot.bits = p.q.data_ptr(), p.d.data_ptr(), 8
             else:
-                address = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+                address = cpu_kernels.address
                 slot.w, slot.scale, slot.mins = p.nibbles.data_ptr(), address(p.scale), address(p.mins)
                 slot.codes, slot.supers = address(getattr(p, "codes", None)), address(getattr(p, "supers", None))
                 slot.high, slot.bits = (p.high.data_ptr(), 5) if type(p) is BlockInt5Linear else (None, 4)

@@ -155,6 +155,11 @@ def _ptr(t: Tensor) -> int:
     return t.data_ptr()
 
 
+def address(t: Tensor | None) -> int | None:
+    """A tensor's data pointer, or None (a null pointer for the C++ side) where there is no tensor."""
+    return None if t is None else t.data_ptr()
+
+
 def _checked(x: Tensor, k: int) -> Tensor:
     if x.dtype != torch.float32 or not x.is_contiguous() or x.dim() != 2 or x.shape[1] != k:
         raise ValueError(f"the kernels take contiguous float32 [M, {k}] activations, not {x.dtype} {tuple(x.shape)}")
@@ -198,8 +203,7 @@ def int4_matmul(nibbles: Tensor, scale: Tensor | None, mins: Tensor | None, x: T
         raise ValueError(f"Q4_K's scales for [{n}, {k}] are uint8 codes [{n}, {k // 16}] and float16 supers "
                          f"[{n}, {k // 128}], K a multiple of 256")
     y = torch.empty(x.shape[0], n)
-    pointer = lambda t: None if t is None else _ptr(t)  # noqa: E731
-    lib.tt_int4_matmul(_ptr(nibbles), pointer(high), pointer(scale), pointer(mins), pointer(codes), pointer(supers), n,
+    lib.tt_int4_matmul(_ptr(nibbles), address(high), address(scale), address(mins), address(codes), address(supers), n,
                        k, _ptr(_checked(x, k)), x.shape[0], _ptr(y), torch.get_num_threads(), _norm_ptr(norm, k), eps)
     return y
 

@@ -124,9 +124,8 @@ class DenseLinear(nn.Module):
 def linear(weight: Weight, bias: Tensor | None = None) -> nn.Module:
     if isinstance(weight, Int4Weight):
         if ours() and fits(weight.shape):
-            coded = isinstance(weight, Int4KWeight) and weight.shape[1] % 256 == 0
-            return BlockInt4Linear(weight.nibbles, weight.scale, weight.zero, bias,
-                                   *((weight.codes, weight.supers) if coded else ()))
+            codes = (weight.codes, weight.supers) if isinstance(weight, Int4KWeight) else ()  # whole blocks of 256
+            return BlockInt4Linear(weight.nibbles, weight.scale, weight.zero, bias, *codes)
         if int4_fits(weight.shape) and int4_kernel_is_fast():
             return Int4Linear(weight, bias)
         weight = int8_from_int4(weight)
